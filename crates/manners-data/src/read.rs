@@ -1,0 +1,872 @@
+//! Dataset readers: JSONL and JSON (and `.gz` of either) in the OpenAI `messages`, Alpaca,
+//! ShareGPT, prompt/completion and plain `{"system","user","assistant"}` formats, plus raw text.
+//!
+//! Bad input never panics and never vanishes: every rejected record is named (file:line,
+//! field, reason) and counted per reason in the [`ReadReport`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::conversation::{Conversation, Message, Origin, Role, validate_messages};
+use crate::error::{DataError, RejectReason, Result};
+
+/// How many rejections a report keeps verbatim (all are counted).
+pub const REPORT_EXAMPLES: usize = 20;
+
+/// Dataset record format. `Auto` detects it per record from the fields present:
+/// `messages` → Messages, `conversations` → ShareGPT, `instruction`+`output` → Alpaca,
+/// `prompt`+`completion` → PromptCompletion, `user`+`assistant` → Plain, `text` → Text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    #[default]
+    Auto,
+    /// `{"messages": [{"role": "system|user|assistant", "content": "...", "train": bool?}]}`
+    Messages,
+    /// `{"instruction", "input"?, "output", "system"?}`; the user turn is the instruction,
+    /// followed by `"\n\n"` and the input when the input is not empty.
+    Alpaca,
+    /// `{"conversations": [{"from": "system|human|gpt", "value": "..."}], "system"?}`
+    /// (`user`/`assistant` are accepted as `from` too).
+    ShareGpt,
+    /// `{"prompt", "completion"}`, each a string (user / assistant turn) or a message list.
+    PromptCompletion,
+    /// `{"system"?, "user", "assistant"}`
+    Plain,
+    /// Raw text: `{"text": "..."}` lines, or a `.txt` file (see [`read_texts`]).
+    Text,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Messages => "messages",
+            Format::Alpaca => "alpaca",
+            Format::ShareGpt => "sharegpt",
+            Format::PromptCompletion => "prompt-completion",
+            Format::Plain => "plain",
+            Format::Text => "text",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Format::Auto,
+            "messages" | "openai" | "chat" => Format::Messages,
+            "alpaca" => Format::Alpaca,
+            "sharegpt" => Format::ShareGpt,
+            "prompt-completion" | "completion" => Format::PromptCompletion,
+            "plain" => Format::Plain,
+            "text" | "raw" => Format::Text,
+            other => {
+                return Err(DataError::Config(format!(
+                    "unknown format {other:?} (auto, messages, alpaca, sharegpt, \
+                     prompt-completion, plain, text)"
+                )));
+            }
+        })
+    }
+}
+
+/// What to do with a bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRecordPolicy {
+    /// Stop at the first bad record with an error naming it.
+    #[default]
+    Fail,
+    /// Drop it, count it per reason and keep the first few in the report.
+    Skip,
+}
+
+impl FromStr for BadRecordPolicy {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(BadRecordPolicy::Fail),
+            "skip" => Ok(BadRecordPolicy::Skip),
+            other => Err(DataError::Config(format!(
+                "unknown bad-record policy {other:?} (fail, skip)"
+            ))),
+        }
+    }
+}
+
+/// One rejected record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub origin: Origin,
+    pub field: Option<String>,
+    pub reason: RejectReason,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.origin)?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        write!(f, "{}", self.reason)
+    }
+}
+
+/// What a reader saw: records read, accepted, rejected per reason, and the first rejections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadReport {
+    pub files: Vec<PathBuf>,
+    /// Records seen (non-blank lines, array elements or text paragraphs).
+    pub records: usize,
+    pub accepted: usize,
+    /// Rejections counted per reason (`RejectReason::kind`).
+    pub rejected: BTreeMap<String, usize>,
+    /// The first [`REPORT_EXAMPLES`] rejections, in file order.
+    pub first_rejections: Vec<Rejection>,
+    /// Accepted records per detected format.
+    pub formats: BTreeMap<String, usize>,
+}
+
+impl ReadReport {
+    /// Total rejected records.
+    pub fn n_rejected(&self) -> usize {
+        self.rejected.values().sum()
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        *self
+            .rejected
+            .entry(r.reason.kind().to_string())
+            .or_default() += 1;
+        if self.first_rejections.len() < REPORT_EXAMPLES {
+            self.first_rejections.push(r);
+        }
+    }
+
+    /// Adds another report (e.g. of a second file) into this one.
+    pub fn merge(&mut self, other: ReadReport) {
+        self.files.extend(other.files);
+        self.records += other.records;
+        self.accepted += other.accepted;
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+        for r in other.first_rejections {
+            if self.first_rejections.len() < REPORT_EXAMPLES {
+                self.first_rejections.push(r);
+            }
+        }
+        for (k, v) in other.formats {
+            *self.formats.entry(k).or_default() += v;
+        }
+    }
+}
+
+impl fmt::Display for ReadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let files: Vec<String> = self.files.iter().map(|p| p.display().to_string()).collect();
+        writeln!(
+            f,
+            "read {}: {} records, {} accepted, {} rejected",
+            files.join(", "),
+            self.records,
+            self.accepted,
+            self.n_rejected()
+        )?;
+        if !self.formats.is_empty() {
+            let fm: Vec<String> = self
+                .formats
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(f, "  formats: {}", fm.join(", "))?;
+        }
+        for (reason, n) in &self.rejected {
+            writeln!(f, "  rejected ({reason}): {n}")?;
+        }
+        for r in &self.first_rejections {
+            writeln!(f, "  {r}")?;
+        }
+        if self.n_rejected() > self.first_rejections.len() {
+            writeln!(
+                f,
+                "  ... and {} more",
+                self.n_rejected() - self.first_rejections.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads conversations from a JSONL or JSON file (or `.gz` of either, detected from the gzip
+/// magic bytes). A JSON file is an array of records (or a single record); anything else is
+/// read as JSONL, one record per non-blank line.
+pub fn read_conversations(
+    path: &Path,
+    format: Format,
+    policy: BadRecordPolicy,
+) -> Result<(Vec<Conversation>, ReadReport)> {
+    if format == Format::Text {
+        return Err(DataError::Config(
+            "format `text` holds raw text, not conversations: read it with read_texts".into(),
+        ));
+    }
+    let bytes = read_bytes(path)?;
+    let mut report = ReadReport {
+        files: vec![path.to_path_buf()],
+        ..ReadReport::default()
+    };
+    let mut out = Vec::new();
+    for_each_record(path, &bytes, |line, rec| {
+        report.records += 1;
+        let origin = Origin {
+            file: path.to_path_buf(),
+            line,
+        };
+        let parsed = rec.and_then(|text| {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| (None, RejectReason::InvalidJson(e.to_string())))?;
+            parse_conversation(&value, format)
+        });
+        match parsed {
+            Ok((messages, fmt)) => {
+                report.accepted += 1;
+                *report.formats.entry(fmt.name().to_string()).or_default() += 1;
+                out.push(Conversation {
+                    messages,
+                    origin: Some(origin),
+                });
+                Ok(())
+            }
+            Err((field, reason)) => reject(&mut report, policy, origin, field, reason),
+        }
+    })?;
+    Ok((out, report))
+}
+
+/// Reads raw-text documents (for mixing into SFT data and for pretraining).
+///
+/// - `.txt` (or `.txt.gz`): documents are paragraph blocks separated by one or more blank
+///   (whitespace-only) lines; the lines of a block are joined with `"\n"`, the document's
+///   line is the block's first line. A file without blank lines is a single document.
+/// - anything else: JSONL/JSON records `{"text": "..."}` (a bare JSON string is accepted too).
+pub fn read_texts(path: &Path, policy: BadRecordPolicy) -> Result<(Vec<String>, ReadReport)> {
+    let bytes = read_bytes(path)?;
+    let mut report = ReadReport {
+        files: vec![path.to_path_buf()],
+        ..ReadReport::default()
+    };
+    let mut out = Vec::new();
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".txt") {
+        for (line, para) in paragraphs(strip_bom(&bytes)) {
+            report.records += 1;
+            let origin = Origin {
+                file: path.to_path_buf(),
+                line,
+            };
+            let text = match std::str::from_utf8(&para) {
+                Ok(t) => t,
+                Err(e) => {
+                    let reason = RejectReason::InvalidUtf8 {
+                        byte: e.valid_up_to(),
+                    };
+                    reject(&mut report, policy, origin, None, reason)?;
+                    continue;
+                }
+            };
+            if let Some(c) = reserved_char(text) {
+                reject(
+                    &mut report,
+                    policy,
+                    origin,
+                    None,
+                    RejectReason::ReservedChar(c),
+                )?;
+                continue;
+            }
+            report.accepted += 1;
+            out.push(text.to_string());
+        }
+        *report.formats.entry("text".into()).or_default() += report.accepted;
+        return Ok((out, report));
+    }
+    for_each_record(path, &bytes, |line, rec| {
+        report.records += 1;
+        let origin = Origin {
+            file: path.to_path_buf(),
+            line,
+        };
+        let parsed = rec.and_then(|text| {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|e| (None, RejectReason::InvalidJson(e.to_string())))?;
+            match &value {
+                Value::String(s) => nonempty(s, "text"),
+                Value::Object(o) => req_str(o, "text", "text"),
+                _ => Err((None, RejectReason::WrongType { expected: "object" })),
+            }
+            .map(str::to_string)
+        });
+        match parsed {
+            Ok(t) => {
+                report.accepted += 1;
+                *report.formats.entry("text".into()).or_default() += 1;
+                out.push(t);
+                Ok(())
+            }
+            Err((field, reason)) => reject(&mut report, policy, origin, field, reason),
+        }
+    })?;
+    Ok((out, report))
+}
+
+/// Parses one JSON record into messages (validated), with the format it was read as.
+/// Public so callers (and the fuzz test) can check a single record.
+pub fn parse_conversation(
+    value: &Value,
+    format: Format,
+) -> std::result::Result<(Vec<Message>, Format), (Option<String>, RejectReason)> {
+    let Value::Object(obj) = value else {
+        return Err((None, RejectReason::WrongType { expected: "object" }));
+    };
+    let format = match format {
+        Format::Auto => detect(obj)?,
+        f => f,
+    };
+    let messages = match format {
+        Format::Messages => messages_list(obj, "messages", &mut Vec::new())?,
+        Format::ShareGpt => sharegpt(obj)?,
+        Format::Alpaca => alpaca(obj)?,
+        Format::PromptCompletion => prompt_completion(obj)?,
+        Format::Plain => plain(obj)?,
+        Format::Text | Format::Auto => {
+            return Err((
+                None,
+                RejectReason::UnknownFormat(
+                    "a raw-text record: read it with read_texts (or mix it in)".into(),
+                ),
+            ));
+        }
+    };
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(c) = reserved_char(&m.content) {
+            return Err((
+                Some(format!("messages[{i}].content")),
+                RejectReason::ReservedChar(c),
+            ));
+        }
+    }
+    validate_messages(&messages, true).map_err(|(i, reason)| {
+        let field = match &reason {
+            RejectReason::EmptyAssistant => format!("messages[{i}].content"),
+            _ => format!("messages[{i}].role"),
+        };
+        (Some(field), reason)
+    })?;
+    Ok((messages, format))
+}
+
+type Rej = (Option<String>, RejectReason);
+
+fn detect(obj: &Map<String, Value>) -> std::result::Result<Format, Rej> {
+    let has = |k: &str| obj.contains_key(k);
+    Ok(if has("messages") {
+        Format::Messages
+    } else if has("conversations") {
+        Format::ShareGpt
+    } else if has("instruction") && has("output") {
+        Format::Alpaca
+    } else if has("prompt") && has("completion") {
+        Format::PromptCompletion
+    } else if has("user") && has("assistant") {
+        Format::Plain
+    } else if has("text") {
+        Format::Text
+    } else {
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
+        keys.sort_unstable();
+        return Err((
+            None,
+            RejectReason::UnknownFormat(format!(
+                "fields {keys:?} match no format (messages, conversations, \
+                 instruction+output, prompt+completion, user+assistant, text)"
+            )),
+        ));
+    })
+}
+
+/// Characters this crate reserves for its own markers (Unicode noncharacters U+FDD0..U+FDEF).
+pub(crate) fn reserved_char(s: &str) -> Option<char> {
+    s.chars().find(|c| ('\u{FDD0}'..='\u{FDEF}').contains(c))
+}
+
+fn nonempty<'a>(s: &'a str, field: &str) -> std::result::Result<&'a str, Rej> {
+    if s.trim().is_empty() {
+        Err((Some(field.to_string()), RejectReason::EmptyField))
+    } else {
+        Ok(s)
+    }
+}
+
+fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> std::result::Result<Option<&'a str>, Rej> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err((
+            Some(field.to_string()),
+            RejectReason::WrongType { expected: "string" },
+        )),
+    }
+}
+
+fn req_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> std::result::Result<&'a str, Rej> {
+    match opt_str(obj, key, field)? {
+        None => Err((Some(field.to_string()), RejectReason::MissingField)),
+        Some(s) => nonempty(s, field),
+    }
+}
+
+/// Message content: a string, or OpenAI content parts `[{"type": "text", "text": ...}]`.
+fn content(v: Option<&Value>, field: &str, role: Role) -> std::result::Result<String, Rej> {
+    let empty = || {
+        if role == Role::Assistant {
+            (Some(field.to_string()), RejectReason::EmptyAssistant)
+        } else {
+            (Some(field.to_string()), RejectReason::EmptyField)
+        }
+    };
+    let text = match v {
+        None => return Err((Some(field.to_string()), RejectReason::MissingField)),
+        Some(Value::Null) => return Err(empty()),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                let pf = format!("{field}[{j}]");
+                let Value::Object(p) = p else {
+                    return Err((Some(pf), RejectReason::WrongType { expected: "object" }));
+                };
+                match opt_str(p, "type", &format!("{pf}.type"))? {
+                    Some("text") | None => {}
+                    Some(other) => {
+                        return Err((
+                            Some(format!("{pf}.type")),
+                            RejectReason::UnknownFormat(format!(
+                                "content part of type {other:?} (only text is supported)"
+                            )),
+                        ));
+                    }
+                }
+                match opt_str(p, "text", &format!("{pf}.text"))? {
+                    Some(t) => out.push_str(t),
+                    None => {
+                        return Err((Some(format!("{pf}.text")), RejectReason::MissingField));
+                    }
+                }
+            }
+            out
+        }
+        Some(_) => {
+            return Err((
+                Some(field.to_string()),
+                RejectReason::WrongType { expected: "string" },
+            ));
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(empty());
+    }
+    Ok(text)
+}
+
+fn messages_list(
+    obj: &Map<String, Value>,
+    key: &str,
+    out: &mut Vec<Message>,
+) -> std::result::Result<Vec<Message>, Rej> {
+    let list = match obj.get(key) {
+        None => return Err((Some(key.to_string()), RejectReason::MissingField)),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err((
+                Some(key.to_string()),
+                RejectReason::WrongType { expected: "array" },
+            ));
+        }
+    };
+    if list.is_empty() {
+        return Err((Some(key.to_string()), RejectReason::EmptyField));
+    }
+    for (i, m) in list.iter().enumerate() {
+        let f = format!("{key}[{i}]");
+        let Value::Object(m) = m else {
+            return Err((Some(f), RejectReason::WrongType { expected: "object" }));
+        };
+        let role_s = match opt_str(m, "role", &format!("{f}.role"))? {
+            Some(r) => r,
+            None => return Err((Some(format!("{f}.role")), RejectReason::MissingField)),
+        };
+        let role: Role = role_s.parse().map_err(|r| (Some(format!("{f}.role")), r))?;
+        let content = content(m.get("content"), &format!("{f}.content"), role)?;
+        let train = match m.get("train") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return Err((
+                    Some(format!("{f}.train")),
+                    RejectReason::WrongType { expected: "bool" },
+                ));
+            }
+        };
+        out.push(Message {
+            role,
+            content,
+            train,
+        });
+    }
+    Ok(std::mem::take(out))
+}
+
+fn sharegpt(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
+    let list = match obj.get("conversations") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err((Some("conversations".into()), RejectReason::EmptyField));
+        }
+        Some(_) => {
+            return Err((
+                Some("conversations".into()),
+                RejectReason::WrongType { expected: "array" },
+            ));
+        }
+        None => return Err((Some("conversations".into()), RejectReason::MissingField)),
+    };
+    let mut out = Vec::new();
+    if let Some(s) = opt_str(obj, "system", "system")?
+        && !s.trim().is_empty()
+    {
+        out.push(Message::system(s));
+    }
+    for (i, m) in list.iter().enumerate() {
+        let f = format!("conversations[{i}]");
+        let Value::Object(m) = m else {
+            return Err((Some(f), RejectReason::WrongType { expected: "object" }));
+        };
+        let from = match opt_str(m, "from", &format!("{f}.from"))? {
+            Some(r) => r,
+            None => return Err((Some(format!("{f}.from")), RejectReason::MissingField)),
+        };
+        let role = match from {
+            "system" => Role::System,
+            "human" | "user" => Role::User,
+            "gpt" | "assistant" => Role::Assistant,
+            other => {
+                return Err((
+                    Some(format!("{f}.from")),
+                    RejectReason::UnknownRole(other.to_string()),
+                ));
+            }
+        };
+        let content = content(m.get("value"), &format!("{f}.value"), role)?;
+        out.push(Message::new(role, content));
+    }
+    Ok(out)
+}
+
+fn alpaca(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
+    let instruction = req_str(obj, "instruction", "instruction")?;
+    let input = opt_str(obj, "input", "input")?.unwrap_or("");
+    let output = match opt_str(obj, "output", "output")? {
+        None => return Err((Some("output".into()), RejectReason::MissingField)),
+        Some(s) if s.trim().is_empty() => {
+            return Err((Some("output".into()), RejectReason::EmptyAssistant));
+        }
+        Some(s) => s,
+    };
+    let mut out = Vec::new();
+    if let Some(s) = opt_str(obj, "system", "system")?
+        && !s.trim().is_empty()
+    {
+        out.push(Message::system(s));
+    }
+    let user = if input.trim().is_empty() {
+        instruction.to_string()
+    } else {
+        format!("{instruction}\n\n{input}")
+    };
+    out.push(Message::user(user));
+    out.push(Message::assistant(output));
+    Ok(out)
+}
+
+fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
+    let mut out = Vec::new();
+    match obj.get("prompt") {
+        Some(Value::String(s)) => out.push(Message::user(nonempty(s, "prompt")?)),
+        Some(Value::Array(_)) => out = messages_list(obj, "prompt", &mut out)?,
+        Some(_) => {
+            return Err((
+                Some("prompt".into()),
+                RejectReason::WrongType {
+                    expected: "string or message list",
+                },
+            ));
+        }
+        None => return Err((Some("prompt".into()), RejectReason::MissingField)),
+    }
+    match obj.get("completion") {
+        Some(Value::String(s)) => {
+            if s.trim().is_empty() {
+                return Err((Some("completion".into()), RejectReason::EmptyAssistant));
+            }
+            out.push(Message::assistant(s.as_str()));
+        }
+        Some(Value::Array(_)) => {
+            let mut prefix = out;
+            out = messages_list(obj, "completion", &mut prefix)?;
+        }
+        Some(_) => {
+            return Err((
+                Some("completion".into()),
+                RejectReason::WrongType {
+                    expected: "string or message list",
+                },
+            ));
+        }
+        None => return Err((Some("completion".into()), RejectReason::MissingField)),
+    }
+    Ok(out)
+}
+
+fn plain(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
+    let mut out = Vec::new();
+    if let Some(s) = opt_str(obj, "system", "system")?
+        && !s.trim().is_empty()
+    {
+        out.push(Message::system(s));
+    }
+    out.push(Message::user(req_str(obj, "user", "user")?));
+    match opt_str(obj, "assistant", "assistant")? {
+        None => return Err((Some("assistant".into()), RejectReason::MissingField)),
+        Some(s) if s.trim().is_empty() => {
+            return Err((Some("assistant".into()), RejectReason::EmptyAssistant));
+        }
+        Some(s) => out.push(Message::assistant(s)),
+    }
+    Ok(out)
+}
+
+fn reject(
+    report: &mut ReadReport,
+    policy: BadRecordPolicy,
+    origin: Origin,
+    field: Option<String>,
+    reason: RejectReason,
+) -> Result<()> {
+    match policy {
+        BadRecordPolicy::Fail => Err(DataError::Record {
+            file: origin.file,
+            line: origin.line,
+            field,
+            reason,
+        }),
+        BadRecordPolicy::Skip => {
+            report.reject(Rejection {
+                origin,
+                field,
+                reason,
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Reads a whole file, decompressing gzip (detected by its magic bytes).
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::io(path, e))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// Calls `f(line, record_text_or_rejection)` for each record of a JSONL or JSON file.
+fn for_each_record(
+    path: &Path,
+    bytes: &[u8],
+    mut f: impl FnMut(usize, std::result::Result<&str, Rej>) -> Result<()>,
+) -> Result<()> {
+    let bytes = strip_bom(bytes);
+    let first = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    if let Some(start) = first
+        && bytes[start] == b'['
+    {
+        // A JSON array: the file must be valid UTF-8 and valid JSON as a whole.
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let at = e.valid_up_to();
+            DataError::Record {
+                file: path.to_path_buf(),
+                line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count(),
+                field: None,
+                reason: RejectReason::InvalidUtf8 { byte: at },
+            }
+        })?;
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(text).map_err(|e| DataError::Record {
+                file: path.to_path_buf(),
+                line: e.line(),
+                field: None,
+                reason: RejectReason::InvalidJson(e.to_string()),
+            })?;
+        let base = text.as_ptr() as usize;
+        let mut line = 1;
+        let mut pos = 0;
+        for item in items {
+            let s = item.get();
+            let off = (s.as_ptr() as usize).saturating_sub(base).min(text.len());
+            line += text.as_bytes()[pos..off]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            pos = off;
+            f(line, Ok(s))?;
+        }
+        return Ok(());
+    }
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let rec = std::str::from_utf8(raw).map_err(|e| {
+            (
+                None,
+                RejectReason::InvalidUtf8 {
+                    byte: e.valid_up_to(),
+                },
+            )
+        });
+        f(i + 1, rec)?;
+    }
+    Ok(())
+}
+
+/// Paragraph blocks of a text file: (first line number, bytes joined with '\n').
+fn paragraphs(bytes: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, Vec<u8>)> = None;
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            if let Some(p) = cur.take() {
+                out.push(p);
+            }
+            continue;
+        }
+        match &mut cur {
+            Some((_, buf)) => {
+                buf.push(b'\n');
+                buf.extend_from_slice(raw);
+            }
+            None => cur = Some((i + 1, raw.to_vec())),
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> std::result::Result<Vec<Message>, Rej> {
+        parse_conversation(&v, Format::Auto).map(|(m, _)| m)
+    }
+
+    #[test]
+    fn formats_are_detected() {
+        let m = parse(json!({"messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "yo", "train": false}]}))
+        .unwrap();
+        assert_eq!(m[1].train, Some(false));
+        let a = parse(json!({"instruction": "Add", "input": "1 2", "output": "3"})).unwrap();
+        assert_eq!(a[0].content, "Add\n\n1 2");
+        let s = parse(json!({"conversations": [{"from": "system", "value": "s"},
+            {"from": "human", "value": "h"}, {"from": "gpt", "value": "g"}]}))
+        .unwrap();
+        assert_eq!(s.len(), 3);
+        let p = parse(json!({"prompt": "q", "completion": "a"})).unwrap();
+        assert_eq!(p[1], Message::assistant("a"));
+        let pl = parse(json!({"prompt": [{"role": "user", "content": "q"}],
+            "completion": [{"role": "assistant", "content": "a"}]}))
+        .unwrap();
+        assert_eq!(pl.len(), 2);
+        let plain = parse(json!({"system": "s", "user": "u", "assistant": "a"})).unwrap();
+        assert_eq!(plain[0].role, Role::System);
+        let parts = parse(json!({"messages": [{"role": "user",
+            "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": "c"}]}))
+        .unwrap();
+        assert_eq!(parts[0].content, "ab");
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let e = parse(json!({"messages": [{"role": "bot", "content": "x"}]})).unwrap_err();
+        assert_eq!(e.0.as_deref(), Some("messages[0].role"));
+        assert_eq!(e.1, RejectReason::UnknownRole("bot".into()));
+        let e = parse(json!({"messages": [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": null}]}))
+        .unwrap_err();
+        assert_eq!(e.1, RejectReason::EmptyAssistant);
+        let e = parse(json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        assert_eq!(e.1, RejectReason::NoAssistant);
+        let e = parse(json!({"instruction": "", "output": "x"})).unwrap_err();
+        assert_eq!(
+            (e.0.as_deref(), e.1),
+            (Some("instruction"), RejectReason::EmptyField)
+        );
+        let e = parse(json!({"foo": 1})).unwrap_err();
+        assert!(matches!(e.1, RejectReason::UnknownFormat(_)));
+        let e = parse(json!({"text": "raw"})).unwrap_err();
+        assert!(matches!(e.1, RejectReason::UnknownFormat(_)));
+        let e = parse(json!({"user": "u\u{FDD0}", "assistant": "a"})).unwrap_err();
+        assert!(matches!(e.1, RejectReason::ReservedChar(_)));
+    }
+
+    #[test]
+    fn paragraphs_split_on_blank_lines() {
+        let p = paragraphs(b"a\nb\n\n \n\nc\r\n");
+        assert_eq!(p, vec![(1, b"a\nb".to_vec()), (6, b"c".to_vec())]);
+    }
+}

@@ -1,0 +1,625 @@
+//! Hugging Face Jinja chat templates, rendered with minijinja.
+//!
+//! Spans and segments are found by rendering, never by parsing the template:
+//! - `{% generation %}`/`{% endgeneration %}` (HF's assistant-mask markers; minijinja has no
+//!   custom tags) are rewritten to emit reserved marker characters, so the render says where
+//!   the supervised spans are.
+//! - Without markers, turn `i` is found by rendering the prefix `messages[..i]` with
+//!   `add_generation_prompt=true` (where the reply starts) and `messages[..=i]` without it
+//!   (where the turn ends); both must be prefixes of the full render. The supervised span runs
+//!   from the reply's start to the end of the last end-of-turn/EOS token inside the turn.
+//! - Message contents are located by rendering once more with each content replaced by a
+//!   reserved marker; when substituting the contents back gives the real render exactly, the
+//!   contents are tokenized as plain text (segment by segment). Templates that transform
+//!   contents (e.g. `| trim`) fall back to tokenizing the rendered text between the cut points,
+//!   where marker-like text inside a message may become a special token (as in HF).
+
+use std::borrow::Cow;
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::{Seg, SegKind, SpecialTokens, trains};
+use crate::conversation::{Message, Role};
+use crate::error::{DataError, Result};
+use crate::read::reserved_char;
+use crate::template::MaskMode;
+
+const GEN_START: char = '\u{FDD0}';
+const GEN_END: char = '\u{FDD1}';
+const CONTENT_START: char = '\u{FDD2}';
+const CONTENT_END: char = '\u{FDD3}';
+const NAME: &str = "jinja";
+
+#[derive(Clone)]
+pub(crate) struct JinjaTemplate {
+    env: Environment<'static>,
+    source: String,
+    has_generation: bool,
+    specials: SpecialTokens,
+    special_strings: Vec<String>,
+    end_of_turn: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JMsg<'a> {
+    role: &'a str,
+    content: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    messages: &'a [JMsg<'a>],
+    add_generation_prompt: bool,
+    bos_token: &'a str,
+    eos_token: &'a str,
+    pad_token: &'a str,
+    tools: Option<()>,
+    documents: Option<()>,
+}
+
+fn jerr(e: Error) -> DataError {
+    // `{:#}` includes minijinja's source context (line and caret) where it has one.
+    DataError::template(NAME, format!("{e:#}"))
+}
+
+impl JinjaTemplate {
+    pub(crate) fn new(source: &str, specials: &SpecialTokens) -> Result<Self> {
+        if let Some(c) = reserved_char(source) {
+            return Err(DataError::template(
+                NAME,
+                format!("source contains reserved character U+{:04X}", c as u32),
+            ));
+        }
+        let (processed, has_generation) = rewrite_generation(source);
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| -> String {
+            strftime_now(&fmt)
+        });
+        env.add_template_owned("chat", processed).map_err(jerr)?;
+        let mut special_strings: Vec<String> = Vec::new();
+        special_strings.extend(specials.bos.clone());
+        special_strings.extend(specials.eos.clone());
+        special_strings.extend(specials.additional.iter().cloned());
+        special_strings.extend(pipe_tokens(source));
+        let mut seen = std::collections::HashSet::new();
+        special_strings.retain(|t| seen.insert(t.clone()));
+        let mut t = JinjaTemplate {
+            env,
+            source: source.to_string(),
+            has_generation,
+            specials: specials.clone(),
+            special_strings,
+            end_of_turn: None,
+        };
+        t.end_of_turn = t.detect_end_of_turn();
+        Ok(t)
+    }
+
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn special_strings(&self) -> &[String] {
+        &self.special_strings
+    }
+
+    pub(crate) fn end_of_turn(&self) -> Option<String> {
+        self.end_of_turn.clone()
+    }
+
+    fn render_j(&self, msgs: &[JMsg<'_>], agp: bool) -> Result<String> {
+        let tmpl = self.env.get_template("chat").map_err(jerr)?;
+        let ctx = Ctx {
+            messages: msgs,
+            add_generation_prompt: agp,
+            bos_token: self.specials.bos.as_deref().unwrap_or(""),
+            eos_token: self.specials.eos.as_deref().unwrap_or(""),
+            pad_token: self.specials.pad.as_deref().unwrap_or(""),
+            tools: None,
+            documents: None,
+        };
+        tmpl.render(ctx).map_err(jerr)
+    }
+
+    /// Renders real messages; returns the text without generation markers.
+    fn render_plain(&self, msgs: &[Message], agp: bool) -> Result<String> {
+        let j: Vec<JMsg<'_>> = msgs.iter().map(jmsg).collect();
+        Ok(strip_gen(&self.render_j(&j, agp)?).0)
+    }
+
+    fn detect_end_of_turn(&self) -> Option<String> {
+        let probe = [Message::user("Hi"), Message::assistant("Yo")];
+        let p = self.render_plain(&probe[..1], true).ok()?;
+        let f = self.render_plain(&probe, false).ok()?;
+        let rest = f.strip_prefix(p.as_str())?;
+        let tail = &rest[rest.find("Yo")? + 2..];
+        self.special_strings
+            .iter()
+            .filter_map(|s| tail.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|&(at, s)| (at, usize::MAX - s.len()))
+            .map(|(_, s)| s.clone())
+    }
+
+    pub(crate) fn segments(
+        &self,
+        msgs: &[Message],
+        prompt: bool,
+        mode: MaskMode,
+    ) -> Result<Vec<Seg<'static>>> {
+        for (i, m) in msgs.iter().enumerate() {
+            if let Some(c) = reserved_char(&m.content) {
+                return Err(DataError::Conversation {
+                    origin: None,
+                    field: Some(format!("messages[{i}].content")),
+                    message: format!("contains reserved character U+{:04X}", c as u32),
+                });
+            }
+        }
+        let real: Vec<JMsg<'_>> = msgs.iter().map(jmsg).collect();
+        let (text, gen_ranges) = strip_gen(&self.render_j(&real, prompt)?);
+        if !gen_ranges.iter().all(|r| r.0 <= r.1) {
+            return Err(DataError::template(
+                NAME,
+                "unbalanced {% generation %} / {% endgeneration %} markers",
+            ));
+        }
+
+        // Content ranges, when the template renders contents verbatim.
+        let skel: Vec<JMsg<'_>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| JMsg {
+                role: m.role.as_str(),
+                content: Cow::Owned(format!("{CONTENT_START}{i}{CONTENT_END}")),
+            })
+            .collect();
+        let skel_text = self.render_j(&skel, prompt)?;
+        let contents = locate_contents(&skel_text, msgs, &text);
+
+        let asst: Vec<usize> = (0..msgs.len())
+            .filter(|&i| msgs[i].role == Role::Assistant)
+            .collect();
+        let mut cuts: Vec<usize> = vec![0, text.len()];
+        let mut ranges: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, train)
+
+        if self.has_generation && gen_ranges.len() != asst.len() {
+            return Err(DataError::template(
+                NAME,
+                format!(
+                    "cannot find the assistant spans: {} {{% generation %}} blocks for {} \
+                     assistant turns",
+                    gen_ranges.len(),
+                    asst.len()
+                ),
+            ));
+        }
+        for (k, &i) in asst.iter().enumerate() {
+            let p = self.render_plain(&msgs[..i], true)?;
+            if !text.starts_with(p.as_str()) {
+                return Err(DataError::template(
+                    NAME,
+                    format!(
+                        "cannot find the assistant spans: the prompt for turn {i} \
+                         (messages[..{i}] with add_generation_prompt) is not a prefix of the \
+                         conversation's render, so inference would not see what training saw"
+                    ),
+                ));
+            }
+            cuts.push(p.len());
+            let (s, e) = if self.has_generation {
+                gen_ranges[k]
+            } else {
+                let f = self.render_plain(&msgs[..=i], false)?;
+                if !text.starts_with(f.as_str()) || f.len() <= p.len() {
+                    return Err(DataError::template(
+                        NAME,
+                        format!(
+                            "cannot find the assistant spans: the render of messages[..={i}] \
+                             is not a prefix of the conversation's render extending its prompt; \
+                             add {{% generation %}} markers to the template"
+                        ),
+                    ));
+                }
+                (p.len(), self.supervised_end(&text, p.len(), f.len()))
+            };
+            cuts.push(s);
+            cuts.push(e);
+            ranges.push((s, e, trains(mode, msgs, i)));
+        }
+        let frame_train = mode == MaskMode::All && !prompt;
+        for (i, m) in msgs.iter().enumerate() {
+            if m.role == Role::Assistant {
+                continue;
+            }
+            let t = trains(mode, msgs, i);
+            match contents.as_ref().map(|c| c[i]) {
+                Some((s, e)) => ranges.push((s, e, t)),
+                None if t != frame_train && !prompt => {
+                    return Err(DataError::template(
+                        NAME,
+                        format!(
+                            "cannot apply the train flag of messages[{i}]: the template does \
+                             not render its content verbatim"
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if let Some(c) = &contents {
+            for &(s, e) in c {
+                cuts.push(s);
+                cuts.push(e);
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+
+        let mut segs = Vec::with_capacity(cuts.len());
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a == b {
+                continue;
+            }
+            let inside = |r: &(usize, usize)| r.0 <= a && b <= r.1;
+            let is_content = contents
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|r| inside(r)));
+            let train = !prompt
+                && ranges
+                    .iter()
+                    .find(|r| inside(&(r.0, r.1)))
+                    .map_or(frame_train, |r| r.2);
+            segs.push(Seg::new(
+                text[a..b].to_string(),
+                if is_content {
+                    SegKind::Content
+                } else {
+                    SegKind::Frame
+                },
+                train,
+            ));
+        }
+        Ok(segs)
+    }
+
+    /// End of the supervised part of a turn `text[start..end]`: just after the last
+    /// end-of-turn/EOS token in it, or `end` when there is none.
+    fn supervised_end(&self, text: &str, start: usize, end: usize) -> usize {
+        let turn = &text[start..end];
+        let stops = self.end_of_turn.iter().chain(self.specials.eos.iter());
+        stops
+            .filter_map(|s| turn.rfind(s.as_str()).map(|at| start + at + s.len()))
+            .max()
+            .unwrap_or(end)
+    }
+}
+
+fn jmsg(m: &Message) -> JMsg<'_> {
+    JMsg {
+        role: m.role.as_str(),
+        content: Cow::Borrowed(&m.content),
+    }
+}
+
+/// Removes generation markers; returns the text and the marked ranges (in text offsets).
+/// An unbalanced marker yields a range with start > end.
+fn strip_gen(s: &str) -> (String, Vec<(usize, usize)>) {
+    let mut out = String::with_capacity(s.len());
+    let mut ranges = Vec::new();
+    let mut open: Option<usize> = None;
+    for c in s.chars() {
+        match c {
+            GEN_START => {
+                if open.is_some() {
+                    ranges.push((usize::MAX, 0));
+                }
+                open = Some(out.len());
+            }
+            GEN_END => match open.take() {
+                Some(st) => ranges.push((st, out.len())),
+                None => ranges.push((usize::MAX, 0)),
+            },
+            c => out.push(c),
+        }
+    }
+    if open.is_some() {
+        ranges.push((usize::MAX, 0));
+    }
+    (out, ranges)
+}
+
+/// From the skeleton render (contents replaced by markers), the byte range of every message's
+/// content in the real text, extended by one leading space (see the module docs of
+/// `template`). `None` unless each content appears exactly once and substituting the contents
+/// back reproduces the real render.
+fn locate_contents(skel: &str, msgs: &[Message], real: &str) -> Option<Vec<(usize, usize)>> {
+    let (skel, _) = strip_gen(skel);
+    let mut out = String::with_capacity(real.len());
+    let mut ranges: Vec<Option<(usize, usize)>> = vec![None; msgs.len()];
+    let mut rest = skel.as_str();
+    while let Some(at) = rest.find(CONTENT_START) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + CONTENT_START.len_utf8()..];
+        let end = rest.find(CONTENT_END)?;
+        let i: usize = rest[..end].parse().ok()?;
+        rest = &rest[end + CONTENT_END.len_utf8()..];
+        let slot = ranges.get_mut(i)?;
+        if slot.is_some() {
+            return None;
+        }
+        let start = out.len();
+        out.push_str(&msgs[i].content);
+        *slot = Some((start, out.len()));
+    }
+    out.push_str(rest);
+    if out != real {
+        return None;
+    }
+    ranges
+        .into_iter()
+        .map(|r| {
+            r.map(|(s, e)| {
+                if s > 0 && real.as_bytes()[s - 1] == b' ' {
+                    (s - 1, e)
+                } else {
+                    (s, e)
+                }
+            })
+        })
+        .collect()
+}
+
+/// Rewrites `{% generation %}`/`{% endgeneration %}` (with any whitespace control) into
+/// `{%<l> if true %}MARK{% endif <r>%}`, which keeps the tag's whitespace behaviour
+/// (lstrip/trim_blocks and `-`) and emits a marker character.
+fn rewrite_generation(src: &str) -> (String, bool) {
+    let mut out = String::with_capacity(src.len());
+    let mut found = false;
+    let mut rest = src;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 2..];
+        let Some(close) = tail.find("%}") else {
+            out.push_str(&rest[at..]);
+            return (out, found);
+        };
+        let inner = &tail[..close];
+        let (l, body) = match inner.chars().next() {
+            Some(c @ ('-' | '+')) => (Some(c), &inner[1..]),
+            _ => (None, inner),
+        };
+        let (body, r) = match body.chars().last() {
+            Some(c @ ('-' | '+')) => (&body[..body.len() - 1], Some(c)),
+            _ => (body, None),
+        };
+        let mark = match body.trim() {
+            "generation" => Some(GEN_START),
+            "endgeneration" => Some(GEN_END),
+            _ => None,
+        };
+        match mark {
+            Some(m) => {
+                found = true;
+                let l = l.map(String::from).unwrap_or_default();
+                let r = r.map(String::from).unwrap_or_default();
+                out.push_str(&format!("{{%{l} if true %}}{m}{{% endif {r}%}}"));
+            }
+            None => out.push_str(&rest[at..at + 2 + close + 2]),
+        }
+        rest = &tail[close + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// `<|...|>` strings in a template source (special tokens of ChatML-like formats).
+fn pipe_tokens(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = src;
+    while let Some(at) = rest.find("<|") {
+        let tail = &rest[at + 2..];
+        match tail.find("|>") {
+            Some(end)
+                if end > 0
+                    && end <= 60
+                    && !tail[..end]
+                        .chars()
+                        .any(|c| c.is_whitespace() || matches!(c, '\'' | '"' | '<' | '>')) =>
+            {
+                out.push(format!("<|{}|>", &tail[..end]));
+                rest = &tail[end + 2..];
+            }
+            _ => rest = tail,
+        }
+    }
+    out
+}
+
+fn token_str(v: Option<&Json>) -> Option<String> {
+    match v? {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+pub(crate) fn specials_from_config(v: &Json) -> SpecialTokens {
+    let mut additional: Vec<String> = v
+        .get("additional_special_tokens")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(|t| token_str(Some(t))).collect())
+        .unwrap_or_default();
+    if let Some(Json::Object(dec)) = v.get("added_tokens_decoder") {
+        for t in dec.values() {
+            if t.get("special").and_then(Json::as_bool) == Some(true)
+                && let Some(c) = token_str(Some(t))
+                && !additional.contains(&c)
+            {
+                additional.push(c);
+            }
+        }
+    }
+    let bos = token_str(v.get("bos_token"));
+    let eos = token_str(v.get("eos_token"));
+    let pad = token_str(v.get("pad_token"));
+    additional.retain(|t| Some(t) != bos.as_ref() && Some(t) != eos.as_ref());
+    SpecialTokens {
+        bos,
+        eos,
+        pad,
+        additional,
+    }
+}
+
+pub(crate) fn chat_template_from_config(v: &Json) -> Option<String> {
+    match v.get("chat_template")? {
+        Json::String(s) => Some(s.clone()),
+        Json::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+            .or_else(|| list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(Json::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A small `strftime` for `strftime_now` (UTC): %Y %m %d %e %B %b %A %a %H %M %S %j %%.
+fn strftime_now(fmt: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_time(secs, fmt)
+}
+
+pub(crate) fn format_time(secs: u64, fmt: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let days = (secs / 86_400) as i64;
+    let tod = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let cum = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = cum[(m - 1) as usize] + d + i64::from(leap && m > 2);
+    let month = MONTHS[(m - 1) as usize];
+    let day = DAYS[days.rem_euclid(7) as usize];
+    let mut out = String::new();
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:2}")),
+            Some('B') => out.push_str(month),
+            Some('b') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(day),
+            Some('a') => out.push_str(&day[..3]),
+            Some('H') => out.push_str(&format!("{:02}", tod / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", tod / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", tod % 60)),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[allow(dead_code)]
+fn _value_is_used(_: Value) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_tags_are_rewritten_keeping_whitespace_control() {
+        let (s, found) = rewrite_generation("a{%- generation -%}b{% endgeneration %}c{% if x %}");
+        assert!(found);
+        assert_eq!(
+            s,
+            "a{%- if true %}\u{FDD0}{% endif -%}b{% if true %}\u{FDD1}{% endif %}c{% if x %}"
+        );
+        assert!(!rewrite_generation("{% for m in messages %}").1);
+    }
+
+    #[test]
+    fn pipe_tokens_are_found() {
+        let t = pipe_tokens("{{ '<|im_start|>' + role }}<|im_end|> <| not |> a|b");
+        assert_eq!(t, vec!["<|im_start|>", "<|im_end|>"]);
+    }
+
+    #[test]
+    fn time_format() {
+        // 2024-07-23 12:34:56 UTC, a Tuesday, day 205.
+        let s = format_time(1_721_738_096, "%d %b %Y %A %H:%M:%S %j %B %%");
+        assert_eq!(s, "23 Jul 2024 Tuesday 12:34:56 205 July %");
+    }
+
+    #[test]
+    fn config_specials() {
+        let v: Json = serde_json::json!({
+            "bos_token": {"content": "<s>"}, "eos_token": "</s>",
+            "chat_template": [{"name": "default", "template": "x"}, {"name": "tool_use", "template": "y"}],
+            "added_tokens_decoder": {"1": {"content": "<s>", "special": true},
+                                      "32000": {"content": "<|im_end|>", "special": true}}
+        });
+        let s = specials_from_config(&v);
+        assert_eq!(s.bos.as_deref(), Some("<s>"));
+        assert_eq!(s.eos.as_deref(), Some("</s>"));
+        assert_eq!(s.additional, vec!["<|im_end|>".to_string()]);
+        assert_eq!(chat_template_from_config(&v).as_deref(), Some("x"));
+    }
+}
