@@ -1,0 +1,60 @@
+//! `manners info`: what a model folder holds.
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::args::InfoArgs;
+
+pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Loading on flex checks the weights too (every key and shape), not only the config.
+    let dev = manners::select_device(manners::BackendKind::Flex)?;
+    let m = manners::load_model_dir(&a.model, &dev.device)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let c = &m.config;
+    let specials = m.tokenizer.special_tokens();
+    if a.json {
+        let v = json!({
+            "path": a.model,
+            "config": c,
+            "params": c.num_params(),
+            "tokenizer": {
+                "vocab_size": m.tokenizer.vocab_size(),
+                "bos": m.tokenizer.bos_token(),
+                "eos": m.tokenizer.eos_token(),
+                "pad": m.tokenizer.pad_token(),
+                "special_tokens": specials.iter().map(|(id, t)| json!({"id": id, "token": t})).collect::<Vec<_>>(),
+                "chat_template": m.tokenizer.chat_template(),
+            },
+            "generation": {"eos_token_ids": m.generation.eos_token_ids},
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    println!("model       {}", a.model.display());
+    println!("shape       {}", c.describe());
+    println!("params      {} ({} exactly)", manners::human_count(c.num_params() as u64), c.num_params());
+    println!(
+        "layers      n_layer {}  n_head {}  n_embd {}  n_inner {}  n_positions {}",
+        c.n_layer, c.n_head, c.n_embd, c.inner(), c.n_positions
+    );
+    println!("activation  {:?}  layer_norm_epsilon {}  dropout {}", c.activation, c.layer_norm_epsilon, c.dropout);
+    println!(
+        "tokenizer   {} tokens (embedding rows {})",
+        m.tokenizer.vocab_size(),
+        c.vocab_size
+    );
+    let show = |t: Option<&str>| t.map(|s| format!("{s:?} = {}", m.tokenizer.token_id(s).unwrap_or(u32::MAX))).unwrap_or_else(|| "none".into());
+    println!("bos         {}", show(m.tokenizer.bos_token()));
+    println!("eos         {}", show(m.tokenizer.eos_token()));
+    println!("pad         {}", show(m.tokenizer.pad_token()));
+    println!(
+        "specials    {}",
+        specials.iter().map(|(id, t)| format!("{t} ({id})")).collect::<Vec<_>>().join(", ")
+    );
+    println!("stop ids    {:?}", m.default_stop_ids());
+    match m.tokenizer.chat_template() {
+        Some(t) => println!("chat tmpl   {} chars of Jinja", t.len()),
+        None => println!("chat tmpl   none"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

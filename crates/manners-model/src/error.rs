@@ -1,0 +1,79 @@
+//! The model crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading, saving or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: file not found{hint}")]
+    MissingFile { path: PathBuf, hint: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: invalid JSON in field `{field}`: {message}")]
+    Json { path: PathBuf, field: String, message: String },
+
+    #[error("{path}: safetensors key `{key}` is missing (the model needs it{hint})")]
+    MissingKey { path: PathBuf, key: String, hint: String },
+
+    #[error("{path}: safetensors key `{key}` has shape {found:?}, the model expects {expected:?}")]
+    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+
+    #[error("{path}: tensor `{key}` has dtype {dtype}, which manners cannot load")]
+    UnsupportedDtype { path: PathBuf, key: String, dtype: String },
+
+    #[error("{path}: not a valid safetensors file (truncated or corrupt?): {message}")]
+    CorruptWeights { path: PathBuf, message: String },
+
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    #[error(
+        "the tokenizer has {tokenizer} tokens but the model's embedding has {embedding} rows; \
+         ids >= {embedding} would index past the embedding (resize the embedding or use the \
+         matching tokenizer)"
+    )]
+    VocabMismatch { tokenizer: usize, embedding: usize },
+
+    #[error("invalid model config: {0}")]
+    Config(String),
+
+    #[error(
+        "the context would be {needed} tokens but the model's n_positions is {max}; shorten the \
+         prompt or lower max_new_tokens"
+    )]
+    ContextOverflow { needed: usize, max: usize },
+
+    #[error("unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu")]
+    UnknownBackend(String),
+
+    #[error("backend `{0}` is not compiled into this build (enable the Cargo feature `{0}`)")]
+    BackendNotCompiled(String),
+
+    #[error("no GPU adapter found for wgpu{0}")]
+    NoAdapter(String),
+
+    #[error("generation: {0}")]
+    Generation(String),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ModelError::MissingFile { path, hint: String::new() }
+        } else {
+            ModelError::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! GPT-2, written once for every Burn device.
+//!
+//! Names follow Hugging Face's `GPT2Model` so checkpoints load without a mapping table:
+//! `wte`, `wpe`, `h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_f`.
+//! Pre-LayerNorm blocks, fused q/k/v projection, GELU (tanh approximation), and an LM head
+//! tied to `wte`. `Linear` weights are `[d_in, d_out]`, the same layout as HF's `Conv1D`.
+
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::cache::KvCache;
+use crate::config::{Activation, GptConfig};
+
+/// Optional inputs of a forward pass beyond the token ids.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOptions {
+    /// Position ids `[b, t]`. Default: `0..t` for every row. Packed rows restart at 0 for each
+    /// document.
+    pub positions: Option<Tensor<2, Int>>,
+    /// Attention mask `[b, t, t]`, `true` = may NOT attend. Default: causal only. Packed rows
+    /// pass a block-diagonal causal mask (see [`crate::document_mask`]).
+    pub mask: Option<Tensor<3, Bool>>,
+}
+
+/// The whole model.
+#[derive(Module, Debug)]
+pub struct Gpt {
+    /// Token embedding `[vocab, d]`; also the (tied) LM head.
+    pub wte: Embedding,
+    /// Learned position embedding `[n_positions, d]`.
+    pub wpe: Embedding,
+    pub drop: Dropout,
+    /// The transformer blocks.
+    pub h: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+}
+
+/// One pre-LayerNorm transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+    pub drop: Dropout,
+}
+
+/// Causal self-attention with a fused q/k/v projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[d, 3d]`: q, k, v side by side.
+    pub c_attn: Linear,
+    /// `[d, d]`.
+    pub c_proj: Linear,
+    pub n_head: usize,
+}
+
+/// The feed-forward network.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `[d, 4d]`.
+    pub c_fc: Linear,
+    /// `[4d, d]`.
+    pub c_proj: Linear,
+    /// false: GELU tanh approximation (GPT-2); true: exact erf GELU.
+    pub exact_gelu: bool,
+}
+
+impl GptConfig {
+    /// A freshly initialised model, GPT-2 style: weights N(0, 0.02), residual projections
+    /// N(0, 0.02/sqrt(2 n_layer)), biases 0, LayerNorm gain 1.
+    pub fn init(&self, device: &Device) -> Gpt {
+        let d = self.n_embd;
+        let normal = |std: f64| Initializer::Normal { mean: 0.0, std };
+        let proj_std = 0.02 / ((2 * self.n_layer) as f64).sqrt();
+        let linear = |i: usize, o: usize, std: f64| {
+            LinearConfig::new(i, o)
+                .with_initializer(normal(std))
+                .init(device)
+                .with_zero_bias(device)
+        };
+        let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);
+        let drop = || DropoutConfig::new(self.dropout).init();
+        let h = (0..self.n_layer)
+            .map(|_| Block {
+                ln_1: ln(),
+                attn: Attention {
+                    c_attn: linear(d, 3 * d, 0.02),
+                    c_proj: linear(d, d, proj_std),
+                    n_head: self.n_head,
+                },
+                ln_2: ln(),
+                mlp: Mlp {
+                    c_fc: linear(d, self.inner(), 0.02),
+                    c_proj: linear(self.inner(), d, proj_std),
+                    exact_gelu: self.activation == Activation::Gelu,
+                },
+                drop: drop(),
+            })
+            .collect();
+        Gpt {
+            wte: EmbeddingConfig::new(self.vocab_size, d)
+                .with_initializer(normal(0.02))
+                .init(device),
+            wpe: EmbeddingConfig::new(self.n_positions, d)
+                .with_initializer(normal(0.02))
+                .init(device),
+            drop: drop(),
+            h,
+            ln_f: ln(),
+        }
+    }
+}
+
+trait ZeroBias {
+    fn with_zero_bias(self, device: &Device) -> Self;
+}
+
+impl ZeroBias for Linear {
+    fn with_zero_bias(mut self, device: &Device) -> Self {
+        if let Some(b) = &self.bias {
+            let [n] = b.val().dims();
+            self.bias = Some(Initializer::Zeros.init([n], device));
+        }
+        self
+    }
+}
+
+impl Gpt {
+    /// Rows of the token embedding.
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.val().dims()[0]
+    }
+
+    /// Rows of the position embedding (longest context).
+    pub fn n_positions(&self) -> usize {
+        self.wpe.weight.val().dims()[0]
+    }
+
+    pub fn n_embd(&self) -> usize {
+        self.wte.weight.val().dims()[1]
+    }
+
+    /// Logits for every position: `[b, t] -> [b, t, vocab]`, causal attention, positions `0..t`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.head(self.hidden(ids, ForwardOptions::default()))
+    }
+
+    /// Logits with explicit positions and attention mask (packed rows).
+    pub fn forward_with(&self, ids: Tensor<2, Int>, opts: ForwardOptions) -> Tensor<3> {
+        self.head(self.hidden(ids, opts))
+    }
+
+    /// Final hidden states after `ln_f`: `[b, t] -> [b, t, d]`. Apply [`Gpt::head`] to the
+    /// positions you need (e.g. only supervised ones: the head is the largest matmul).
+    pub fn hidden(&self, ids: Tensor<2, Int>, opts: ForwardOptions) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let positions = opts.positions.unwrap_or_else(|| {
+            Tensor::<1, Int>::arange(0..t as i64, &device).unsqueeze::<2>().expand([b, t])
+        });
+        let mask = opts.mask.map(|m| m.unsqueeze_dim::<4>(1)); // [b, 1, t, t]
+        let mut x = self.wte.forward(ids) + self.wpe.forward(positions); // [b, t, d]
+        x = self.drop.forward(x);
+        for block in &self.h {
+            x = block.forward(x, mask.clone(), None).0;
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// The tied LM head: `[..., d] -> [..., vocab]`.
+    pub fn head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        linear(hidden, self.wte.weight.val().transpose(), None)
+    }
+
+    /// Runs new tokens through the model, reading and extending `cache`, and returns the
+    /// logits of the LAST new position of each row: `[b, t_new] -> [b, vocab]`. Each decode step
+    /// costs the compute of its own tokens, not a re-run of the prefix.
+    pub fn forward_cached(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<2> {
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let past = cache.len();
+        let positions = cache.positions(b, t, &device); // [b, t]
+        let mask = cache.mask(b, t, &device); // [b, 1, t, past + t] or None
+        let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
+        cache.ensure_layers(self.h.len());
+        for (i, block) in self.h.iter().enumerate() {
+            let (y, kv) = block.forward(x, mask.clone(), Some(cache.layer(i)));
+            cache.set_layer(i, kv);
+            x = y;
+        }
+        cache.advance(t);
+        debug_assert_eq!(cache.len(), past + t);
+        let d = self.n_embd();
+        let last = self.ln_f.forward(x.narrow(1, t - 1, 1)).reshape([b, d]); // [b, d]
+        self.head(last)
+    }
+}
+
+/// Key/value tensors of one layer, `[b, h, t, hd]` each.
+pub(crate) type LayerKv = (Tensor<4>, Tensor<4>);
+
+impl Block {
+    /// Returns the block output and, when a cache is in use, the layer's full keys/values.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<4, Bool>>,
+        past: Option<Option<LayerKv>>,
+    ) -> (Tensor<3>, Option<LayerKv>) {
+        let (a, kv) = self.attn.forward(self.ln_1.forward(x.clone()), mask, past);
+        let x = x + self.drop.forward(a);
+        let m = self.mlp.forward(self.ln_2.forward(x.clone()));
+        (x + self.drop.forward(m), kv)
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<Tensor<4, Bool>>,
+        past: Option<Option<LayerKv>>,
+    ) -> (Tensor<3>, Option<LayerKv>) {
+        let [b, t, d] = x.dims();
+        let nh = self.n_head;
+        let hd = d / nh;
+        let qkv = self.c_attn.forward(x); // [b, t, 3d]
+        let qkv = qkv.reshape([b, t, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // [3, b, nh, t, hd]
+        let take = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0); // [b, nh, t, hd]
+        let (q, mut k, mut v) = (take(0), take(1), take(2));
+        let using_cache = past.is_some();
+        if let Some(Some((pk, pv))) = past {
+            k = Tensor::cat(vec![pk, k], 2); // [b, nh, past + t, hd]
+            v = Tensor::cat(vec![pv, v], 2);
+        }
+        let t_k = k.dims()[2];
+        let mask = mask.map(|m| m.expand([b, nh, t, t_k]));
+        // Causal alignment is bottom-right, so it stays right with a cache (t_q < t_k).
+        let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let y = attention(q, k.clone(), v.clone(), mask, None, opts); // [b, nh, t, hd]
+        let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
+        (self.c_proj.forward(y), using_cache.then_some((k, v)))
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hdn = self.c_fc.forward(x); // [b, t, 4d]
+        let hdn = if self.exact_gelu { gelu(hdn) } else { gelu_approximate(hdn) };
+        self.c_proj.forward(hdn) // [b, t, d]
+    }
+}
+
+/// The attention mask for packed rows: position `i` may attend to `j` only when `j <= i` and both
+/// belong to the same document. `doc_ids` is row-major `[b, t]`; returns `[b, t, t]` with
+/// `true` = masked. Padding (doc id 0) attends only to padding, so no row is fully masked.
+pub fn document_mask(doc_ids: &[u32], b: usize, t: usize, device: &Device) -> Tensor<3, Bool> {
+    assert_eq!(doc_ids.len(), b * t, "doc_ids must be [b, t]");
+    let mut m = vec![false; b * t * t];
+    for r in 0..b {
+        let row = &doc_ids[r * t..(r + 1) * t];
+        for i in 0..t {
+            for j in 0..t {
+                m[(r * t + i) * t + j] = j > i || row[j] != row[i];
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [b, t, t]), device)
+}

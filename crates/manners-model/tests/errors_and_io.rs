@@ -1,0 +1,177 @@
+//! Model folders: round trips, resizing, and clean errors for bad input.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use manners_model::burn::prelude::*;
+use manners_model::{
+    BackendKind, GenerationConfig, ModelError, generate, load_model_dir, resize_token_embeddings,
+    save_model_dir,
+};
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    fs::write(p, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn save_and_load_round_trip_is_bit_exact() {
+    let dev = flex();
+    let m = load_model_dir(&tiny_dir(), &dev).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("saved");
+    save_model_dir(&out, &m.model, &m.config, &m.tokenizer, &m.generation, &[]).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let back = load_model_dir(&out, &dev).unwrap();
+    assert_eq!(back.config, m.config);
+    let ids = ids_tensor(&[vec![1, 2, 3, 4, 5]], &dev);
+    assert_eq!(to_vec(m.model.forward(ids.clone())), to_vec(back.model.forward(ids)));
+    assert_eq!(back.tokenizer.encode("Hello there").unwrap(), m.tokenizer.encode("Hello there").unwrap());
+    assert_eq!(back.default_stop_ids(), m.default_stop_ids());
+    // Saving over an existing folder replaces it and leaves no temporary folders behind.
+    save_model_dir(&out, &back.model, &back.config, &back.tokenizer, &back.generation, &[]).unwrap();
+    let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn missing_folder_and_files_are_named() {
+    let dev = flex();
+    let err = load_model_dir(Path::new("/no/such/model"), &dev).unwrap_err();
+    assert!(err.to_string().contains("/no/such/model"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    assert!(matches!(err, ModelError::MissingFile { .. }), "{err}");
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn missing_key_is_named() {
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    // Rewrite the weights without one tensor.
+    let p = tmp.path().join("model.safetensors");
+    let bytes = fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("h.1.mlp.c_fc.bias"))
+        .collect();
+    let out = safetensors::serialize(kept, None).unwrap();
+    fs::write(&p, out).unwrap();
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    assert!(matches!(err, ModelError::MissingKey { ref key, .. } if key == "h.1.mlp.c_fc.bias"), "{err}");
+}
+
+#[test]
+fn wrong_shape_names_key_and_both_shapes() {
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    edit_config(tmp.path(), |v| v["n_positions"] = 128.into());
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("wpe.weight") && msg.contains("[64, 32]") && msg.contains("[128, 32]"), "{msg}");
+}
+
+#[test]
+fn truncated_weights_are_an_error_not_a_panic() {
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    let p = tmp.path().join("model.safetensors");
+    let bytes = fs::read(&p).unwrap();
+    for cut in [4, 100, bytes.len() / 2, bytes.len() - 1] {
+        fs::write(&p, &bytes[..cut]).unwrap();
+        let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+        assert!(matches!(err, ModelError::CorruptWeights { .. }), "cut {cut}: {err}");
+    }
+    fs::write(&p, b"this is not a safetensors file at all, just text").unwrap();
+    assert!(matches!(load_model_dir(tmp.path(), &dev).unwrap_err(), ModelError::CorruptWeights { .. }));
+}
+
+#[test]
+fn tokenizer_larger_than_embedding_is_refused() {
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    edit_config(tmp.path(), |v| v["vocab_size"] = 300.into());
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    assert!(matches!(err, ModelError::VocabMismatch { embedding: 300, .. }), "{err}");
+}
+
+#[test]
+fn invalid_config_json_names_the_field() {
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    edit_config(tmp.path(), |v| v["n_head"] = 5.into());
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("n_head"), "{err}");
+    fs::write(tmp.path().join("config.json"), "{ not json").unwrap();
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
+    assert!(err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn unknown_backend_is_an_error() {
+    let err = "tpu".parse::<BackendKind>().unwrap_err();
+    assert!(matches!(err, ModelError::UnknownBackend(_)));
+}
+
+#[test]
+fn context_overflow_is_refused() {
+    let dev = flex();
+    let m = load_model_dir(&tiny_dir(), &dev).unwrap();
+    let prompt = vec![5u32; 60];
+    let cfg = GenerationConfig { max_new_tokens: 10, ..Default::default() };
+    let err = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap_err();
+    assert!(matches!(err, ModelError::ContextOverflow { needed: 69, max: 64 }), "{err}");
+    // Exactly filling the context is fine: 60 prompt + 5 new (the last is never fed back).
+    let cfg = GenerationConfig { max_new_tokens: 5, ..Default::default() };
+    assert!(generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).is_ok());
+    // Out-of-vocabulary ids are refused, not a crash in gather.
+    let err = generate(&m.model, &m.tokenizer, &[9999], &cfg, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("9999"), "{err}");
+}
+
+#[test]
+fn resize_keeps_old_rows_and_starts_new_rows_at_the_mean() {
+    let dev = flex();
+    let m = load_model_dir(&tiny_dir(), &dev).unwrap();
+    let old = m.model.wte.weight.val().into_data().to_vec::<f32>().unwrap();
+    let model = resize_token_embeddings(m.model, 515);
+    let new = model.wte.weight.val().into_data().to_vec::<f32>().unwrap();
+    assert_eq!(model.vocab_size(), 515);
+    assert_eq!(&new[..old.len()], &old[..]);
+    let d = 32;
+    let mean: Vec<f32> = (0..d).map(|j| (0..512).map(|i| old[i * d + j]).sum::<f32>() / 512.0).collect();
+    for r in 512..515 {
+        let row = &new[r * d..(r + 1) * d];
+        let dist = row.iter().zip(&mean).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+        // N(0, 0.02) noise in 32 dims has norm ~0.11; the rows themselves are ~0.2 * sqrt(32).
+        assert!(dist < 0.25, "row {r} is {dist} from the mean");
+    }
+    // The tied head grows with it.
+    let logits = model.forward(ids_tensor(&[vec![513, 1]], &dev));
+    assert_eq!(logits.dims(), [1, 2, 515]);
+}
