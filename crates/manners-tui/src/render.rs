@@ -282,26 +282,33 @@ impl Dashboard {
         let xmid = ((x0 + x1) / 2.0).round();
         let d = axis_decimals(y0, y1);
 
-        let mut datasets = vec![
+        // Later datasets win a cell, so draw by importance: the held-out line (faint), the raw
+        // loss, the smoothed loss, then the held-out markers on top.
+        let mut datasets = Vec::with_capacity(4);
+        if eval.len() > 1 {
+            datasets.push(
+                Dataset::default()
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(Style::new().fg(EVAL).add_modifier(Modifier::DIM))
+                    .data(&eval),
+            );
+        }
+        datasets.push(
             Dataset::default()
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(RAW))
                 .data(&raw),
+        );
+        datasets.push(
             Dataset::default()
                 .marker(Marker::Braille)
                 .graph_type(GraphType::Line)
                 .style(Style::new().fg(EMA))
                 .data(&ema),
-        ];
+        );
         if !eval.is_empty() {
-            datasets.push(
-                Dataset::default()
-                    .marker(Marker::Braille)
-                    .graph_type(GraphType::Line)
-                    .style(Style::new().fg(EVAL))
-                    .data(&eval),
-            );
             datasets.push(
                 Dataset::default()
                     .marker(Marker::Custom('●'))

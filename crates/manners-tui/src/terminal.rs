@@ -348,6 +348,49 @@ mod tests {
     }
 
     #[test]
+    fn final_screen_waits_for_a_key_without_linger() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(TrainEvent::Failed {
+            step: 3,
+            error: "out of memory".into(),
+        })
+        .expect("send");
+        // The run is over before any key: polls come back empty twice, then a key closes it.
+        struct Slow(usize);
+        impl Input for Slow {
+            fn next(&mut self, _timeout: Duration) -> io::Result<Option<Event>> {
+                self.0 += 1;
+                Ok((self.0 > 2).then(|| key('x')))
+            }
+        }
+        let mut input = Slow(0);
+        let opts = DashboardOptions {
+            linger: None,
+            ..fast()
+        };
+        let mut term = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
+        let mut dash = Dashboard::new();
+        let end = event_loop(
+            &mut term,
+            &mut dash,
+            &rx,
+            &Control::new(),
+            &opts,
+            &mut input,
+        )
+        .expect("loop");
+        assert_eq!(
+            end,
+            DashboardEnd::Failed {
+                step: 3,
+                error: "out of memory".into()
+            }
+        );
+        assert_eq!(input.0, 3, "returned before the key");
+        assert!(dash.exit_requested());
+    }
+
+    #[test]
     fn loop_ends_when_sender_dropped() {
         let (tx, rx) = mpsc::channel::<TrainEvent>();
         drop(tx);
