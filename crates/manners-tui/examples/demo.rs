@@ -1,5 +1,6 @@
 //! A fake training run driving the dashboard (or the plain log lines), to try the UI without
-//! Burn: `cargo run --release -p manners-tui --example demo [-- --no-tui] [--steps N]`.
+//! Burn: `cargo run --release -p manners-tui --example demo [-- --no-tui] [--steps N] [--fast]
+//! [--panic-at STEP]`.
 //!
 //! The fake trainer honours the keys: `q` stops after a "checkpoint", `p` pauses, `e`/`s`/`c`
 //! evaluate, sample and checkpoint at the next step. It is also the thread layout the CLI uses:
@@ -20,6 +21,7 @@ fn fake_train(
     control: &Control,
     total: u64,
     step_ms: u64,
+    panic_at: Option<u64>,
 ) -> Vec<(f64, f64)> {
     let t0 = Instant::now();
     sink.send(TrainEvent::Started(RunInfo {
@@ -96,6 +98,9 @@ fn fake_train(
         }
         std::thread::sleep(Duration::from_millis(step_ms));
         step += 1;
+        if panic_at == Some(step) {
+            panic!("fake trainer bug at step {step}");
+        }
         let x = step as f64;
         let loss = 0.55 + 2.4 * (-x / 150.0).exp() + 0.12 * ((x * 1.3).sin() * (x * 0.17).cos());
         losses.push((x, loss));
@@ -149,6 +154,11 @@ fn main() -> std::io::Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
+    let panic_at: Option<u64> = args
+        .iter()
+        .position(|a| a == "--panic-at")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
     let step_ms = if args.iter().any(|a| a == "--fast") {
         2
     } else {
@@ -157,14 +167,14 @@ fn main() -> std::io::Result<()> {
     let control = Control::new();
     let losses = if no_tui {
         let mut log = LogPrinter::stderr(50);
-        fake_train(&mut log, &control, total, step_ms)
+        fake_train(&mut log, &control, total, step_ms, panic_at)
     } else {
         let (tx, rx) = mpsc::channel();
         let worker = {
             let control = control.clone();
             std::thread::spawn(move || {
                 let mut tx = tx;
-                fake_train(&mut tx, &control, total, step_ms)
+                fake_train(&mut tx, &control, total, step_ms, panic_at)
             })
         };
         let outcome = run_dashboard(rx, control, DashboardOptions::default())?;

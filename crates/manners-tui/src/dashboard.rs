@@ -30,8 +30,11 @@ pub enum RunStatus {
         step: u64,
         error: String,
     },
-    /// The event channel closed without `Finished` or `Failed` (the trainer died).
-    Disconnected,
+    /// The event channel closed without `Finished` or `Failed` (the trainer died); with the
+    /// trainer thread's panic message when one was caught.
+    Disconnected {
+        reason: Option<String>,
+    },
 }
 
 impl RunStatus {
@@ -44,7 +47,7 @@ impl RunStatus {
             RunStatus::Stopping => "STOPPING",
             RunStatus::Finished(_) => "FINISHED",
             RunStatus::Failed { .. } => "FAILED",
-            RunStatus::Disconnected => "DISCONNECTED",
+            RunStatus::Disconnected { .. } => "DISCONNECTED",
         }
     }
 
@@ -52,7 +55,7 @@ impl RunStatus {
     pub fn is_over(&self) -> bool {
         matches!(
             self,
-            RunStatus::Finished(_) | RunStatus::Failed { .. } | RunStatus::Disconnected
+            RunStatus::Finished(_) | RunStatus::Failed { .. } | RunStatus::Disconnected { .. }
         )
     }
 }
@@ -437,16 +440,17 @@ impl Dashboard {
         Some(Request::Stop)
     }
 
-    /// Marks the run as over because the event channel closed without a final event.
-    pub fn disconnect(&mut self) {
+    /// Marks the run as over because the event channel closed without a final event;
+    /// `reason` is what is known about why (a panic message of the trainer thread).
+    pub fn disconnect(&mut self, reason: Option<String>) {
         if !self.status.is_over() {
-            self.status = RunStatus::Disconnected;
             let step = self.last.as_ref().map_or(0, |s| s.step);
-            self.log_line(
-                step,
-                LogKind::Error,
-                "the trainer stopped sending events".into(),
-            );
+            let text = match &reason {
+                Some(r) => format!("trainer died: {}", sanitize(r, true)),
+                None => "the trainer stopped sending events".to_string(),
+            };
+            self.log_line(step, LogKind::Error, text);
+            self.status = RunStatus::Disconnected { reason };
         }
     }
 

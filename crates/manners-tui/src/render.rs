@@ -69,7 +69,7 @@ fn status_style(status: &RunStatus) -> Style {
         RunStatus::Paused => Color::Yellow,
         RunStatus::Stopping => Color::Magenta,
         RunStatus::Finished(_) => Color::Cyan,
-        RunStatus::Failed { .. } | RunStatus::Disconnected => Color::Red,
+        RunStatus::Failed { .. } | RunStatus::Disconnected { .. } => Color::Red,
     };
     Style::new()
         .bg(bg)
@@ -567,7 +567,7 @@ impl Dashboard {
         match self.status {
             RunStatus::Paused => Color::Yellow,
             RunStatus::Stopping => Color::Magenta,
-            RunStatus::Failed { .. } | RunStatus::Disconnected => Color::Red,
+            RunStatus::Failed { .. } | RunStatus::Disconnected { .. } => Color::Red,
             RunStatus::Finished(_) => Color::Green,
             _ => ACCENT,
         }
@@ -954,13 +954,17 @@ impl Dashboard {
                 }
                 (format!(" Run failed at step {step} "), Color::Red, lines)
             }
-            _ => (
-                " Trainer disconnected ".into(),
-                Color::Red,
-                vec![Line::from(
+            RunStatus::Disconnected { reason } => {
+                let mut lines = vec![Line::from(
                     "the training thread stopped without a final report",
-                )],
-            ),
+                )];
+                if let Some(r) = reason {
+                    let red = |l: &str| Line::from(l.to_string()).red();
+                    lines.extend(sanitize(r, false).lines().map(red));
+                }
+                (" Trainer disconnected ".into(), Color::Red, lines)
+            }
+            _ => return,
         };
         let w = (area.width * 4 / 5).clamp(area.width.min(30), area.width.min(80));
         let text_w = w.saturating_sub(4).max(1);

@@ -2,8 +2,9 @@
 
 use std::io;
 use std::panic::PanicHookInfo;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyEventKind};
@@ -91,6 +92,54 @@ where
     }
 }
 
+/// Panic messages of threads other than the UI thread, caught while the dashboard owns the
+/// terminal (printing them then would be lost on the alternate screen).
+pub(crate) type Caught = Arc<Mutex<Vec<String>>>;
+
+/// The hook [`run_dashboard`] installs: a panic on the UI thread restores the terminal and then
+/// reports as usual; a panic on another thread (the trainer) leaves the terminal alone (the
+/// dashboard keeps running and shows it) and is recorded in `caught`, to be shown on the
+/// dashboard and printed once the terminal is restored.
+pub(crate) fn install_ui_panic_hook<F>(restore: F, ui: ThreadId, caught: Caught) -> PanicHookGuard
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let previous: Arc<Hook> = Arc::new(std::panic::take_hook());
+    let chained = Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == ui {
+            restore();
+            chained(info);
+        } else {
+            let mut c = caught.lock().unwrap_or_else(|e| e.into_inner());
+            c.push(panic_message(info));
+        }
+    }));
+    PanicHookGuard {
+        previous: Some(previous),
+    }
+}
+
+/// `thread 'name' panicked at file:line: message`, like the default hook's first line.
+fn panic_message(info: &PanicHookInfo<'_>) -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("<unnamed>");
+    let payload = info.payload();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_string());
+    match info.location() {
+        Some(l) => format!(
+            "thread '{name}' panicked at {}:{}: {msg}",
+            l.file(),
+            l.line()
+        ),
+        None => format!("thread '{name}' panicked: {msg}"),
+    }
+}
+
 impl Drop for PanicHookGuard {
     fn drop(&mut self) {
         // The hook cannot be changed while this thread panics; it stays installed then (it
@@ -127,23 +176,41 @@ pub fn run_dashboard(
     control: Control,
     opts: DashboardOptions,
 ) -> io::Result<DashboardOutcome> {
-    let _hook = install_panic_hook(ratatui::restore);
-    let mut terminal: DefaultTerminal = ratatui::try_init()?;
-    let _restore = RestoreGuard(ratatui::restore);
-    let mut dash = Dashboard::with_history_cap(opts.history_cap);
-    let end = event_loop(
-        &mut terminal,
-        &mut dash,
-        &rx,
-        &control,
-        &opts,
-        &mut CrosstermInput,
-    )?;
-    drop(terminal);
-    Ok(DashboardOutcome {
-        end,
-        dashboard: dash,
-    })
+    let caught: Caught = Arc::default();
+    let hook = install_ui_panic_hook(
+        ratatui::restore,
+        std::thread::current().id(),
+        caught.clone(),
+    );
+    let result = {
+        // `ratatui::try_init` adds its own restoring hook on top of ours; dropping `hook`
+        // below removes both.
+        let mut terminal: DefaultTerminal = ratatui::try_init()?;
+        let _restore = RestoreGuard(ratatui::restore);
+        let mut dash = Dashboard::with_history_cap(opts.history_cap);
+        let input = &mut CrosstermInput;
+        let end = event_loop(
+            &mut terminal,
+            &mut dash,
+            &rx,
+            &control,
+            &opts,
+            input,
+            &caught,
+        );
+        drop(terminal);
+        end.map(|end| DashboardOutcome {
+            end,
+            dashboard: dash,
+        })
+        // `_restore` restores the terminal here, on success and on error alike.
+    };
+    drop(hook);
+    // What other threads reported while the terminal was ours.
+    for msg in caught.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        eprintln!("{msg}");
+    }
+    result
 }
 
 /// Where key presses come from (crossterm in the real loop, a script in tests).
@@ -172,6 +239,7 @@ pub(crate) fn event_loop<B: Backend>(
     control: &Control,
     opts: &DashboardOptions,
     input: &mut dyn Input,
+    caught: &Caught,
 ) -> io::Result<DashboardEnd>
 where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -196,7 +264,8 @@ where
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !dash.status().is_over() {
-                        dash.disconnect();
+                        let c = caught.lock().unwrap_or_else(|e| e.into_inner());
+                        dash.disconnect(c.last().cloned());
                         dirty = true;
                     }
                     break;
@@ -282,8 +351,12 @@ mod tests {
         }
     }
 
+    /// The panic hook is process-global: tests that install one take turns.
+    static HOOK_TESTS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn panic_hook_restores_then_chains() {
+        let _turn = HOOK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
         thread_local! {
             // Per thread: tests running in parallel may panic while the hook is installed.
             static RESTORED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -297,6 +370,69 @@ mod tests {
         // After the guard is dropped, our restore no longer runs.
         let _ = std::panic::catch_unwind(|| panic!("after the dashboard"));
         assert_eq!(restored(), 1);
+    }
+
+    #[test]
+    fn trainer_panics_are_caught_not_restored() {
+        let _turn = HOOK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        thread_local! {
+            static RESTORED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+        let caught = Caught::default();
+        let guard = install_ui_panic_hook(
+            || RESTORED.with(|r| r.set(r.get() + 1)),
+            std::thread::current().id(),
+            caught.clone(),
+        );
+        // A panic on another thread (the trainer) is recorded; the terminal stays ours.
+        let trainer = std::thread::Builder::new()
+            .name("trainer".into())
+            .spawn(|| panic!("shape mismatch [2, 3] vs [3, 2]"))
+            .expect("spawn");
+        assert!(trainer.join().is_err());
+        let msgs = caught.lock().map(|m| m.clone()).unwrap_or_default();
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("thread 'trainer' panicked at")
+                    && m.ends_with("shape mismatch [2, 3] vs [3, 2]")),
+            "{msgs:?}"
+        );
+        assert_eq!(RESTORED.with(|r| r.get()), 0);
+        // A panic on the UI thread restores the terminal.
+        let _ = std::panic::catch_unwind(|| panic!("ui bug"));
+        assert_eq!(RESTORED.with(|r| r.get()), 1);
+        drop(guard);
+    }
+
+    #[test]
+    fn disconnect_shows_the_trainer_panic() {
+        let (tx, rx) = mpsc::channel::<TrainEvent>();
+        drop(tx);
+        let caught = Caught::default();
+        caught
+            .lock()
+            .expect("lock")
+            .push("thread 'trainer' panicked at x.rs:1: boom".into());
+        let mut term = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
+        let mut dash = Dashboard::new();
+        let mut input = Script(VecDeque::new());
+        let end = event_loop(
+            &mut term,
+            &mut dash,
+            &rx,
+            &Control::new(),
+            &fast(),
+            &mut input,
+            &caught,
+        )
+        .expect("loop");
+        assert_eq!(end, DashboardEnd::Disconnected);
+        assert_eq!(
+            dash.status(),
+            &RunStatus::Disconnected {
+                reason: Some("thread 'trainer' panicked at x.rs:1: boom".into())
+            }
+        );
     }
 
     #[test]
@@ -338,8 +474,16 @@ mod tests {
             }))
             .expect("send");
         });
-        let end =
-            event_loop(&mut term, &mut dash, &rx, &control, &fast(), &mut input).expect("loop");
+        let end = event_loop(
+            &mut term,
+            &mut dash,
+            &rx,
+            &control,
+            &fast(),
+            &mut input,
+            &Caught::default(),
+        )
+        .expect("loop");
         handle.join().expect("join");
         assert!(matches!(end, DashboardEnd::Finished(ref s) if s.reason == "completed"));
         assert!(control.take_eval());
@@ -377,6 +521,7 @@ mod tests {
             &Control::new(),
             &opts,
             &mut input,
+            &Caught::default(),
         )
         .expect("loop");
         assert_eq!(
@@ -403,9 +548,11 @@ mod tests {
             &Control::new(),
             &fast(),
             &mut Script(VecDeque::new()),
+            &Caught::default(),
         )
         .expect("loop");
         assert_eq!(end, DashboardEnd::Disconnected);
+        assert_eq!(dash.status(), &RunStatus::Disconnected { reason: None });
     }
 
     #[test]
@@ -416,8 +563,16 @@ mod tests {
         let mut input = Script(VecDeque::from([ctrl_c.clone(), ctrl_c]));
         let mut term = Terminal::new(TestBackend::new(80, 24)).expect("test backend");
         let mut dash = Dashboard::new();
-        let end =
-            event_loop(&mut term, &mut dash, &rx, &control, &fast(), &mut input).expect("loop");
+        let end = event_loop(
+            &mut term,
+            &mut dash,
+            &rx,
+            &control,
+            &fast(),
+            &mut input,
+            &Caught::default(),
+        )
+        .expect("loop");
         assert_eq!(end, DashboardEnd::ForceQuit);
         assert!(control.should_stop());
     }

@@ -245,3 +245,13 @@ fn long_history_stays_small() {
     assert_eq!(d.train_history().first(), Some((1.0, 2.0)));
     let _ = draw(&d, 80, 24);
 }
+
+#[test]
+fn trainer_died_narrow() {
+    let mut d = dashboard(90);
+    d.disconnect(Some(
+        "thread 'trainer' panicked at crates/manners-train/src/step.rs:88: shape mismatch".into(),
+    ));
+    assert!(d.status().is_over());
+    insta::assert_snapshot!(draw(&d, 80, 24));
+}
