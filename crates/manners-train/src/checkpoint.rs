@@ -1,0 +1,113 @@
+//! Checkpoints: `checkpoints/step-NNNNNNNN/` holding the model and optimiser (burnpack), the
+//! tokenizer, and `state.json` (step, data cursor, counters). Each is built in a temporary
+//! folder and renamed into place, so a crash (even `kill -9`) never leaves a half-written
+//! checkpoint; the newest `keep` are kept.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use manners_data::LoaderState;
+use manners_model::burn::module::Module;
+use manners_model::burn::optim::ModuleOptimizer;
+use manners_model::{Gpt, Tokenizer, write_atomic, write_dir_atomic};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// What a run needs besides the weights to continue exactly where it stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub version: u32,
+    /// Optimiser steps done.
+    pub step: u64,
+    /// The training data cursor.
+    pub loader: LoaderState,
+    pub best_eval_loss: Option<f64>,
+    pub evals_without_improvement: u32,
+    pub tokens_seen: u64,
+    pub supervised_seen: u64,
+    /// Training seconds before this checkpoint (over all processes).
+    pub elapsed_secs: f64,
+    pub last_loss: Option<f64>,
+}
+
+pub const STATE_FILE: &str = "state.json";
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes a checkpoint atomically and prunes old ones; returns its folder.
+pub fn save(
+    run_dir: &Path,
+    model: &Gpt,
+    optim: &ModuleOptimizer,
+    tokenizer: &Tokenizer,
+    state: &CheckpointState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir).join(format!("step-{:08}", state.step));
+    let err = |m: String| TrainError::Checkpoint { path: dir.clone(), message: m };
+    write_dir_atomic(&dir, |tmp| {
+        let e = |m: String| manners_model::ModelError::Checkpoint { path: tmp.to_path_buf(), message: m };
+        model.clone().save_file(tmp.join(MODEL_FILE)).map_err(|x| e(format!("model: {x:?}")))?;
+        let bytes = optim.into_bytes().map_err(|x| e(format!("optimiser: {x:?}")))?;
+        write_atomic(&tmp.join(OPTIM_FILE), &bytes)?;
+        let tok = tokenizer.hf().to_string(false).map_err(|x| e(format!("tokenizer: {x}")))?;
+        write_atomic(&tmp.join("tokenizer.json"), tok.as_bytes())?;
+        // Written last: a folder with state.json is complete.
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        write_atomic(&tmp.join(STATE_FILE), &json)
+    })
+    .map_err(|x| err(x.to_string()))?;
+    prune(run_dir, keep)?;
+    Ok(dir)
+}
+
+/// Complete checkpoints, oldest first.
+pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(rd) = fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn latest(run_dir: &Path) -> Option<(u64, PathBuf)> {
+    list(run_dir).pop()
+}
+
+fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    let all = list(run_dir);
+    let n = all.len().saturating_sub(keep.max(1));
+    for (_, dir) in &all[..n] {
+        fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    Ok(())
+}
+
+pub fn read_state(dir: &Path) -> Result<CheckpointState> {
+    let p = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| TrainError::Checkpoint { path: p.clone(), message: e.to_string() })
+}
+
+/// Loads weights and optimiser state into a model/optimiser built exactly as for a fresh run.
+pub fn load(dir: &Path, model: Gpt, optim: ModuleOptimizer) -> Result<(Gpt, ModuleOptimizer, CheckpointState)> {
+    let state = read_state(dir)?;
+    let err = |m: String| TrainError::Checkpoint { path: dir.to_path_buf(), message: m };
+    let model = model.try_load_file(dir.join(MODEL_FILE)).map_err(|e| err(format!("model: {e:?}")))?;
+    let optim = optim.load(dir.join(OPTIM_FILE)).map_err(|e| err(format!("optimiser: {e:?}")))?;
+    Ok((model, optim, state))
+}
