@@ -656,33 +656,20 @@ fn builtin_jinja(b: Builtin, sp: &SpecialTokens) -> String {
     }
 }
 
-/// Tokenizes segments with a borrowed tokenizer. Contents are encoded as plain text: when a
-/// content holds the text of a special token, a clone of the tokenizer with
-/// `encode_special_tokens` on is made once and used for it.
+/// Tokenizes segments with a borrowed tokenizer: template text through the full tokenizer
+/// (special tokens split out, cached), message contents through normalizer, pre-tokenizer and
+/// model only, so text that looks like a special token stays text (the same ids as HF
+/// `encode_special_tokens = True`, without cloning the tokenizer).
 pub(crate) struct TokEncoder<'t> {
     tok: &'t Tokenizer,
-    special_texts: Vec<String>,
-    literal: Option<Tokenizer>,
     frames: HashMap<String, Vec<u32>>,
     ids: HashMap<String, u32>,
 }
 
 impl<'t> TokEncoder<'t> {
     pub(crate) fn new(tok: &'t Tokenizer) -> Self {
-        let special_texts = if tok.get_encode_special_tokens() {
-            Vec::new()
-        } else {
-            tok.get_added_vocabulary()
-                .get_added_tokens_decoder()
-                .values()
-                .filter(|t| t.special && !t.content.is_empty())
-                .map(|t| t.content.clone())
-                .collect()
-        };
         TokEncoder {
             tok,
-            special_texts,
-            literal: None,
             frames: HashMap::new(),
             ids: HashMap::new(),
         }
@@ -717,24 +704,37 @@ impl<'t> TokEncoder<'t> {
         Ok(())
     }
 
-    /// Message text: never produces special tokens.
+    /// Message text: never produces special (or added) tokens.
     pub(crate) fn text(&mut self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        if !self.special_texts.iter().any(|s| text.contains(s.as_str())) {
-            out.extend(encode_raw(self.tok, text)?);
-            return Ok(());
-        }
-        let tok = self.tok;
-        let lit = self.literal.get_or_insert_with(|| {
-            let mut t = tok.clone();
-            t.set_encode_special_tokens(true);
-            t
-        });
-        out.extend(encode_raw(lit, text)?);
-        Ok(())
+        encode_plain(self.tok, text, out)
     }
+}
+
+/// Normalizer, pre-tokenizer and model, without the added vocabulary.
+pub(crate) fn encode_plain(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    use tokenizers::{
+        Model, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    };
+    if text.is_empty() {
+        return Ok(());
+    }
+    let mut pre = PreTokenizedString::from(text);
+    if let Some(n) = tok.get_normalizer() {
+        pre.normalize(|s| n.normalize(s))
+            .map_err(DataError::tokenizer)?;
+    }
+    if let Some(p) = tok.get_pre_tokenizer() {
+        p.pre_tokenize(&mut pre).map_err(DataError::tokenizer)?;
+    }
+    let model = tok.get_model();
+    pre.tokenize(|s| model.tokenize(s.get()))
+        .map_err(DataError::tokenizer)?;
+    for (_, _, toks) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
+        if let Some(toks) = toks {
+            out.extend(toks.iter().map(|t| t.id));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn encode_raw(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {

@@ -1,0 +1,91 @@
+//! Golden ids + masks computed by `tests/golden/make_golden.py` with Hugging Face `tokenizers`
+//! (Python), independently of the code under test.
+
+use manners_data::{ChatTemplate, Conversation, MaskMode, Message, SpecialTokens};
+use serde::Deserialize;
+
+use crate::common::gpt2_chat;
+
+#[derive(Deserialize)]
+struct Golden {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    template: String,
+    specials: SpecialTokens,
+    mode: MaskMode,
+    messages: Vec<Message>,
+    ids: Vec<u32>,
+    mask: Vec<bool>,
+    prompt: Vec<u32>,
+    text: String,
+}
+
+fn cases() -> Vec<Case> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/golden.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str::<Golden>(&text).unwrap().cases
+}
+
+#[test]
+fn builtin_templates_match_golden_ids_and_masks() {
+    let tok = gpt2_chat();
+    let cases = cases();
+    assert_eq!(cases.len(), 26);
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, c) in cases.iter().enumerate() {
+        let t = ChatTemplate::builtin(&c.template, &c.specials).unwrap();
+        let conv = Conversation::new(c.messages.clone());
+        let e = t.encode(&conv, &tok, c.mode).unwrap();
+        let ctx = format!("case {k}: {} {:?} {:?}", c.template, c.mode, c.text);
+        assert_eq!(e.ids, c.ids, "ids, {ctx}");
+        assert_eq!(e.loss_mask, c.mask, "mask, {ctx}");
+        assert_eq!(t.render(&c.messages, false).unwrap(), c.text, "text, {ctx}");
+        let n = c.messages.len();
+        let prompt = t.encode_prompt(&c.messages[..n - 1], &tok).unwrap();
+        assert_eq!(prompt, c.prompt, "prompt, {ctx}");
+        let system = c.messages[0].role == manners_data::Role::System;
+        let turns = c
+            .messages
+            .iter()
+            .filter(|m| m.role == manners_data::Role::User)
+            .count();
+        seen.insert((c.template.clone(), system, turns));
+    }
+    // 1-, 2- and 3-turn conversations, with and without a system prompt, in every template.
+    for t in ["chatml", "plain", "llama2"] {
+        for system in [false, true] {
+            for turns in 1..=3 {
+                assert!(
+                    seen.contains(&(t.to_string(), system, turns)),
+                    "{t} {system} {turns}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn golden_spot_check_by_hand() {
+    // chatml, 1 turn, read off the GPT-2 vocab: <|im_start|> user \n What is the capital of
+    // France ? <|im_end|> \n <|im_start|> ass istant \n [Paris . <|im_end|>] \n
+    let c = &cases()[0];
+    assert_eq!(c.template, "chatml");
+    assert_eq!(
+        c.ids,
+        vec![
+            50257, 7220, 198, 2061, 318, 262, 3139, 286, 4881, 30, 50258, 198, 50257, 562, 10167,
+            198, 40313, 13, 50258, 198
+        ]
+    );
+    let supervised: Vec<u32> = c
+        .ids
+        .iter()
+        .zip(&c.mask)
+        .filter(|p| *p.1)
+        .map(|p| *p.0)
+        .collect();
+    assert_eq!(supervised, vec![40313, 13, 50258]);
+}

@@ -1,0 +1,10 @@
+//! Crate-level tests of manners-data (one harness, see STYLE.md §7.13).
+
+mod batching;
+mod common;
+mod fuzz;
+mod golden;
+mod properties;
+mod reading;
+mod templates;
+mod tools;
