@@ -396,7 +396,7 @@ pub fn split_heldout<T: Clone>(items: &[T], frac: f64, seed: u64) -> (Vec<T>, Ve
         k = k.min(n - 1);
     }
     let mut idx: Vec<usize> = (0..n).collect();
-    SplitMix64::new(mix(seed ^ 0x4E1D_0u64)).shuffle(&mut idx);
+    SplitMix64::new(mix(seed ^ 0x0004_E1D0_u64)).shuffle(&mut idx);
     let mut held = vec![false; n];
     for &i in &idx[..k] {
         held[i] = true;

@@ -184,10 +184,10 @@ impl DataError {
             match &mut self {
                 DataError::Conversation { origin, .. }
                 | DataError::TooLong { origin, .. }
-                | DataError::Tokenizer { origin, .. } => {
-                    if origin.is_none() {
-                        *origin = Some(o.clone());
-                    }
+                | DataError::Tokenizer { origin, .. }
+                    if origin.is_none() =>
+                {
+                    *origin = Some(o.clone());
                 }
                 _ => {}
             }

@@ -15,7 +15,7 @@ impl SplitMix64 {
         SplitMix64 { state: seed }
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         mix(self.state)
     }
@@ -24,7 +24,7 @@ impl SplitMix64 {
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);
         loop {
-            let m = u128::from(self.next()) * u128::from(n);
+            let m = u128::from(self.next_u64()) * u128::from(n);
             let low = m as u64;
             if low >= n.wrapping_neg() % n {
                 return (m >> 64) as u64;
@@ -34,7 +34,7 @@ impl SplitMix64 {
 
     /// Uniform in `[0, 1)` with 53 bits.
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Fisher-Yates shuffle.
@@ -55,14 +55,14 @@ pub fn mix(mut z: u64) -> u64 {
 
 impl rand::RngCore for SplitMix64 {
     fn next_u32(&mut self) -> u32 {
-        (self.next() >> 32) as u32
+        (self.next_u64() >> 32) as u32
     }
     fn next_u64(&mut self) -> u64 {
-        self.next()
+        self.next_u64()
     }
     fn fill_bytes(&mut self, dst: &mut [u8]) {
         for chunk in dst.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -76,8 +76,8 @@ mod tests {
     fn known_values() {
         // Reference values of SplitMix64 seeded with 1234567 (from the xoshiro authors' C code).
         let mut r = SplitMix64::new(1234567);
-        assert_eq!(r.next(), 6457827717110365317);
-        assert_eq!(r.next(), 3203168211198807973);
+        assert_eq!(r.next_u64(), 6457827717110365317);
+        assert_eq!(r.next_u64(), 3203168211198807973);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use minijinja::{Environment, Error, ErrorKind, Value};
+use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -273,9 +273,7 @@ impl JinjaTemplate {
                 continue;
             }
             let inside = |r: &(usize, usize)| r.0 <= a && b <= r.1;
-            let is_content = contents
-                .as_ref()
-                .is_some_and(|c| c.iter().any(|r| inside(r)));
+            let is_content = contents.as_ref().is_some_and(|c| c.iter().any(&inside));
             let train = !prompt
                 && ranges
                     .iter()
@@ -576,9 +574,6 @@ pub(crate) fn format_time(secs: u64, fmt: &str) -> String {
     }
     out
 }
-
-#[allow(dead_code)]
-fn _value_is_used(_: Value) {}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
 //! Crate-level tests of manners-data (one harness, see STYLE.md §7.13).
+#![allow(clippy::unwrap_used)] // unwrap is allowed in tests (clippy.toml), helpers included
 
 mod batching;
 mod common;

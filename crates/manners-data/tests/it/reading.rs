@@ -86,7 +86,7 @@ fn jsonl_with_every_format_and_bad_records() {
     let (c, r) = read_conversations(&p, Format::Alpaca, BadRecordPolicy::Skip).unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].messages[1].role, Role::Assistant);
-    assert!(r.rejected.get("missing field").is_some());
+    assert!(r.rejected.contains_key("missing field"));
 }
 
 #[test]

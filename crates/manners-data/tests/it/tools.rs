@@ -103,7 +103,13 @@ fn lint_passes_clean_data_and_names_every_problem() {
         ),
     ] {
         let t = ChatTemplate::builtin(name, &sp).unwrap();
-        let r = lint(&[clean.clone()], &t, &tok, &LintOptions::default()).unwrap();
+        let r = lint(
+            std::slice::from_ref(&clean),
+            &t,
+            &tok,
+            &LintOptions::default(),
+        )
+        .unwrap();
         assert!(r.passed(), "{name}:\n{r}");
         assert_eq!(r.conversations, 3);
         assert!(r.to_string().contains("PASSED"));
@@ -128,7 +134,7 @@ fn lint_passes_clean_data_and_names_every_problem() {
         max_len: Some(20),
         ..LintOptions::default()
     };
-    let r = lint(&[train.clone()], &t, &tok, &opts).unwrap();
+    let r = lint(std::slice::from_ref(&train), &t, &tok, &opts).unwrap();
     assert!(!r.passed());
     let shown = r.to_string();
     let has = |check: &str, line: usize, file: &Path| {
