@@ -170,3 +170,35 @@ with open(os.path.join(HERE, "golden.json"), "w") as f:
     f.write(",\n".join("  " + json.dumps(c) for c in cases))
     f.write("\n]}\n")
 print(f"wrote {len(cases)} cases")
+
+# HF compatibility of ChatTemplate::to_jinja(): the exported templates (committed next to this
+# script by the Rust test `exported_jinja_matches_committed_copies`) rendered with jinja2 the
+# way transformers does (trim_blocks, lstrip_blocks; `{% generation %}` only marks spans) must
+# give exactly the golden texts and prompts.
+try:
+    import re
+
+    import jinja2
+except ImportError:
+    print("jinja2 not installed: exported templates not checked")
+else:
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    checked = 0
+    for name, specials in TEMPLATES.items():
+        path = os.path.join(HERE, f"exported_{name}.jinja")
+        if not os.path.exists(path):
+            continue
+        src = open(path).read()
+        src = re.sub(r"\{%(-?)\s*generation\s*(-?)%\}", r"{%\1 if true \2%}", src)
+        src = re.sub(r"\{%(-?)\s*endgeneration\s*(-?)%\}", r"{%\1 endif \2%}", src)
+        tmpl = env.from_string(src)
+        for c in cases:
+            if c["template"] != name or c["specials"] != specials:
+                continue
+            kw = {"bos_token": specials.get("bos", ""), "eos_token": specials.get("eos", "")}
+            text = tmpl.render(messages=c["messages"], add_generation_prompt=False, **kw)
+            assert text == c["text"], (name, text, c["text"])
+            prompt = tmpl.render(messages=c["messages"][:-1], add_generation_prompt=True, **kw)
+            assert prompt == TOK.decode(c["prompt"], skip_special_tokens=False), (name, prompt)
+            checked += 1
+    print(f"exported jinja templates render the golden texts with jinja2 ({checked} cases)")

@@ -428,3 +428,20 @@ fn length_policies() {
         "{err}"
     );
 }
+
+/// The exported Jinja templates are committed next to the golden file and rendered by the
+/// golden script with Python's jinja2 under HF's settings (`trim_blocks`, `lstrip_blocks`,
+/// `{% generation %}` ignored), which must give the golden texts. This test keeps the
+/// committed copies in sync with `to_jinja()` (set `MANNERS_BLESS=1` to rewrite them).
+#[test]
+fn exported_jinja_matches_committed_copies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (name, sp) in [("chatml", SpecialTokens::gpt2()), ("plain", SpecialTokens::gpt2()), ("llama2", llama())] {
+        let src = ChatTemplate::builtin(name, &sp).unwrap().to_jinja();
+        let path = dir.join(format!("exported_{name}.jinja"));
+        if std::env::var_os("MANNERS_BLESS").is_some() {
+            std::fs::write(&path, &src).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), src, "{name}: rerun with MANNERS_BLESS=1");
+    }
+}
