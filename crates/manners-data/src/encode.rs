@@ -12,7 +12,8 @@ use crate::error::{DataError, Result};
 use crate::template::{ChatTemplate, Encoded, MaskMode, TokEncoder};
 
 /// What to do with an example longer than `max_len` tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LengthPolicy {
     /// Drop it (counted).
     #[default]

@@ -75,3 +75,17 @@ pub use read::{
 };
 pub use rng::SplitMix64;
 pub use template::{ChatTemplate, Encoded, MaskMode, SpecialTokens, TemplateSpec};
+
+#[cfg(test)]
+mod tests {
+    /// Types other crates move across threads (the trainer's data thread, the TUI).
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::ChatTemplate>();
+        check::<super::Loader>();
+        check::<super::HostBatch>();
+        check::<super::DataError>();
+        check::<super::Conversation>();
+    }
+}

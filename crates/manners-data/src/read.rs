@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::conversation::{Conversation, Message, Origin, Role, validate_messages};
@@ -21,7 +22,8 @@ pub const REPORT_EXAMPLES: usize = 20;
 /// Dataset record format. `Auto` detects it per record from the fields present:
 /// `messages` → Messages, `conversations` → ShareGPT, `instruction`+`output` → Alpaca,
 /// `prompt`+`completion` → PromptCompletion, `user`+`assistant` → Plain, `text` → Text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     #[default]
     Auto,
@@ -31,6 +33,7 @@ pub enum Format {
     /// followed by `"\n\n"` and the input when the input is not empty.
     Alpaca,
     /// `{"conversations": [{"from": "system|human|gpt", "value": "..."}], "system"?}`
+    #[serde(rename = "sharegpt")]
     /// (`user`/`assistant` are accepted as `from` too).
     ShareGpt,
     /// `{"prompt", "completion"}`, each a string (user / assistant turn) or a message list.
@@ -83,7 +86,8 @@ impl FromStr for Format {
 }
 
 /// What to do with a bad record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BadRecordPolicy {
     /// Stop at the first bad record with an error naming it.
     #[default]
@@ -210,8 +214,8 @@ impl fmt::Display for ReadReport {
 }
 
 /// Reads conversations from a JSONL or JSON file (or `.gz` of either, detected from the gzip
-/// magic bytes). A JSON file is an array of records (or a single record); anything else is
-/// read as JSONL, one record per non-blank line.
+/// magic bytes). A JSON file is an array of records or a single (pretty-printed) record;
+/// anything else is read as JSONL, one record per non-blank line.
 pub fn read_conversations(
     path: &Path,
     format: Format,
@@ -761,6 +765,22 @@ fn for_each_record(
             f(line, Ok(s))?;
         }
         return Ok(());
+    }
+    if let Some(start) = first
+        && bytes[start] == b'{'
+    {
+        // A single JSON object spread over several lines (pretty-printed): one record.
+        let first_line = bytes[start..]
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        if serde_json::from_slice::<serde::de::IgnoredAny>(first_line).is_err()
+            && let Ok(text) = std::str::from_utf8(bytes)
+            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        {
+            let line = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count();
+            return f(line, Ok(text.trim()));
+        }
     }
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);

@@ -175,3 +175,22 @@ fn format_names_parse() {
         BadRecordPolicy::Skip
     );
 }
+
+#[test]
+fn a_single_pretty_printed_json_object_is_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "one.json",
+        "\n{\n  \"user\": \"u\",\n  \"assistant\": \"a\"\n}\n",
+    );
+    let (c, r) = read_conversations(&p, Format::Auto, BadRecordPolicy::Fail).unwrap();
+    assert_eq!((c.len(), r.records), (1, 1));
+    assert_eq!(c[0].origin.as_ref().unwrap().line, 2);
+    let f: Format = serde_json::from_str("\"prompt-completion\"").unwrap();
+    assert_eq!(f, Format::PromptCompletion);
+    assert_eq!(
+        serde_json::to_string(&Format::ShareGpt).unwrap(),
+        "\"sharegpt\""
+    );
+}

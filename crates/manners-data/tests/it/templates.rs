@@ -436,12 +436,20 @@ fn length_policies() {
 #[test]
 fn exported_jinja_matches_committed_copies() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for (name, sp) in [("chatml", SpecialTokens::gpt2()), ("plain", SpecialTokens::gpt2()), ("llama2", llama())] {
+    for (name, sp) in [
+        ("chatml", SpecialTokens::gpt2()),
+        ("plain", SpecialTokens::gpt2()),
+        ("llama2", llama()),
+    ] {
         let src = ChatTemplate::builtin(name, &sp).unwrap().to_jinja();
         let path = dir.join(format!("exported_{name}.jinja"));
         if std::env::var_os("MANNERS_BLESS").is_some() {
             std::fs::write(&path, &src).unwrap();
         }
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), src, "{name}: rerun with MANNERS_BLESS=1");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            src,
+            "{name}: rerun with MANNERS_BLESS=1"
+        );
     }
 }
