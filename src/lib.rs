@@ -26,3 +26,6 @@ pub use manners_data as data;
 
 /// Events a training run emits, and the control handle a watcher uses.
 pub use manners_events as events;
+
+/// The SFT learner: [`train::train`], [`train::resume`], [`train::TrainConfig`].
+pub use manners_train as train;

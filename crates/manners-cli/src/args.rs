@@ -19,6 +19,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show a model folder's config, parameter count, tokenizer and special tokens.
     Info(InfoArgs),
+    /// Fine-tune a model on conversations (loss on assistant tokens), with a live dashboard.
+    Train(Box<TrainArgs>),
+    /// Chat with a model folder, using the chat template it was trained with.
+    Chat(ChatArgs),
 }
 
 /// Which Burn backend runs the model.
@@ -105,6 +109,130 @@ pub struct GenerateArgs {
     /// Do not stop at the end-of-text token.
     #[arg(long)]
     pub ignore_eos: bool,
+}
+
+/// `manners train`. Every flag overrides the `--config` file (or the defaults); the run writes
+/// the full resolved config to `<out>/<name>/run.toml`.
+#[derive(Debug, Args, Default)]
+pub struct TrainArgs {
+    /// A TOML config (e.g. a previous run's run.toml); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its newest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+    /// Base model folder (Hugging Face GPT-2 layout, or a manners final/ folder).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data (JSONL/JSON, .gz allowed); repeatable.
+    #[arg(long)]
+    pub data: Vec<PathBuf>,
+    /// Held-out data; without it a fraction of the training data is held out.
+    #[arg(long)]
+    pub eval_data: Vec<PathBuf>,
+    /// Dataset format: auto, messages, alpaca, sharegpt, prompt-completion, plain.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Chat template: chatml, plain, llama2, a Jinja file, or a tokenizer_config.json.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Supervised tokens: assistant (every assistant turn), last, all.
+    #[arg(long)]
+    pub mask: Option<String>,
+    /// Pack several conversations per row (default on).
+    #[arg(long, overrides_with = "no_pack")]
+    pub pack: bool,
+    /// One conversation per row, padded.
+    #[arg(long)]
+    pub no_pack: bool,
+    /// Most tokens per example.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Rows per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimiser step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warmup steps.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Learning-rate schedule after warmup: cosine, linear, constant.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Passes over the data.
+    #[arg(long, conflicts_with = "max_steps")]
+    pub epochs: Option<f64>,
+    /// Optimiser steps (instead of epochs).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// AdamW weight decay on weight matrices.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clipping (0 turns it off).
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Dropout while training.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Raw-text file mixed into the SFT data (repeatable).
+    #[arg(long)]
+    pub mix_text: Vec<PathBuf>,
+    /// Fraction of training examples that are raw text.
+    #[arg(long)]
+    pub mix_fraction: Option<f64>,
+    /// Steps between held-out evaluations.
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Steps between sample generations.
+    #[arg(long)]
+    pub sample_every: Option<u64>,
+    /// Steps between checkpoints.
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Prompt to sample from during training (repeatable).
+    #[arg(long = "sample-prompt")]
+    pub sample_prompts: Vec<String>,
+    /// Stop when the held-out loss has not improved for N evaluations.
+    #[arg(long)]
+    pub early_stopping: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Parent folder of run folders.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run folder name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Backend: auto, flex, ndarray, wgpu.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// Plain log lines instead of the dashboard (automatic without a terminal).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Steps between log lines in plain mode.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Override the chat template (default: the one the model was trained with).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]

@@ -37,5 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Generate(a) => cmd::generate::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Train(a) => cmd::train::run(*a),
+        Command::Chat(a) => cmd::chat::run(a),
     }
 }

@@ -24,7 +24,11 @@ use serde::{Deserialize, Serialize};
 
 /// What kind of training a run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "lowercase"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum RunKind {
     /// Supervised fine-tuning: loss on assistant tokens.
     #[default]
@@ -141,7 +145,11 @@ pub struct RunSummary {
 
 /// Everything a training run reports.
 #[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(tag = "event", rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(tag = "event", rename_all = "snake_case")
+)]
 pub enum TrainEvent {
     Started(RunInfo),
     Step(StepStats),
@@ -149,12 +157,21 @@ pub enum TrainEvent {
     Sample(SampleOut),
     Checkpoint(CheckpointInfo),
     /// Something worth the user's attention that does not stop the run.
-    Warning { step: u64, message: String },
+    Warning {
+        step: u64,
+        message: String,
+    },
     /// The run paused (true) or resumed (false) at the user's request.
-    Paused { step: u64, paused: bool },
+    Paused {
+        step: u64,
+        paused: bool,
+    },
     Finished(RunSummary),
     /// The run stopped on an error.
-    Failed { step: u64, error: String },
+    Failed {
+        step: u64,
+        error: String,
+    },
 }
 
 impl TrainEvent {
@@ -340,7 +357,10 @@ mod tests {
     fn fanout_delivers_to_every_sink() {
         let (tx, rx) = mpsc::channel();
         let mut f = Fanout(vec![Box::new(tx), Box::new(NullSink)]);
-        f.send(TrainEvent::Warning { step: 1, message: "x".into() });
+        f.send(TrainEvent::Warning {
+            step: 1,
+            message: "x".into(),
+        });
         assert_eq!(rx.try_recv().map(|e| e.step()), Ok(1));
     }
 
@@ -348,6 +368,12 @@ mod tests {
     fn closed_channel_does_not_panic() {
         let (mut tx, rx) = mpsc::channel::<TrainEvent>();
         drop(rx);
-        EventSink::send(&mut tx, TrainEvent::Paused { step: 2, paused: true });
+        EventSink::send(
+            &mut tx,
+            TrainEvent::Paused {
+                step: 2,
+                paused: true,
+            },
+        );
     }
 }

@@ -22,7 +22,11 @@ impl KvCache {
 
     /// An empty cache for left-padded rows: `pad[r]` slots at the start of row `r` are padding.
     pub fn with_left_padding(pad: Vec<usize>) -> Self {
-        KvCache { layers: Vec::new(), len: 0, pad }
+        KvCache {
+            layers: Vec::new(),
+            len: 0,
+            pad,
+        }
     }
 
     /// Positions stored so far (padding included).

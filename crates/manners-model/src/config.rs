@@ -158,7 +158,7 @@ impl GptConfig {
                 self.n_layer, self.n_head, self.n_embd
             ));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd, self.n_head
@@ -228,7 +228,10 @@ impl GptConfig {
                 match v.get(*n) {
                     Some(Value::Number(x)) => {
                         return x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                            (n.to_string(), format!("expected a non-negative integer, got {x}"))
+                            (
+                                n.to_string(),
+                                format!("expected a non-negative integer, got {x}"),
+                            )
                         });
                     }
                     Some(Value::Null) | None => continue,
@@ -286,7 +289,8 @@ impl GptConfig {
             bos_token_id: id_field("bos_token_id")?,
             eos_token_id: id_field("eos_token_id")?,
         };
-        cfg.validate().map_err(|e| ("<config>".to_string(), e.to_string()))?;
+        cfg.validate()
+            .map_err(|e| ("<config>".to_string(), e.to_string()))?;
         Ok(cfg)
     }
 

@@ -141,7 +141,9 @@ pub fn select_device(kind: BackendKind) -> Result<DeviceChoice> {
 }
 
 fn cpu_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 #[cfg(feature = "wgpu")]

@@ -16,16 +16,33 @@ pub enum ModelError {
     },
 
     #[error("{path}: invalid JSON in field `{field}`: {message}")]
-    Json { path: PathBuf, field: String, message: String },
+    Json {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 
     #[error("{path}: safetensors key `{key}` is missing (the model needs it{hint})")]
-    MissingKey { path: PathBuf, key: String, hint: String },
+    MissingKey {
+        path: PathBuf,
+        key: String,
+        hint: String,
+    },
 
     #[error("{path}: safetensors key `{key}` has shape {found:?}, the model expects {expected:?}")]
-    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
 
     #[error("{path}: tensor `{key}` has dtype {dtype}, which manners cannot load")]
-    UnsupportedDtype { path: PathBuf, key: String, dtype: String },
+    UnsupportedDtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
 
     #[error("{path}: not a valid safetensors file (truncated or corrupt?): {message}")]
     CorruptWeights { path: PathBuf, message: String },
@@ -71,7 +88,10 @@ impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {
-            ModelError::MissingFile { path, hint: String::new() }
+            ModelError::MissingFile {
+                path,
+                hint: String::new(),
+            }
         } else {
             ModelError::Io { path, source }
         }

@@ -6,8 +6,8 @@
 
 use burn::prelude::*;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand::distr::{Distribution, weighted::WeightedIndex};
+use rand::rngs::StdRng;
 
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
@@ -20,7 +20,11 @@ pub enum Sampling {
     /// The most likely token.
     Greedy,
     /// A draw from the distribution: logits / temperature, then top-k, then top-p (nucleus).
-    Sample { temperature: f32, top_k: Option<usize>, top_p: Option<f32> },
+    Sample {
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+    },
 }
 
 /// Generation settings.
@@ -85,19 +89,27 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(sampling: Sampling, seed: u64) -> Self {
-        Sampler { sampling, rng: StdRng::seed_from_u64(seed) }
+        Sampler {
+            sampling,
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// Picks one token id from a row of logits.
     pub fn pick(&mut self, logits: &[f32]) -> u32 {
         match &self.sampling {
             Sampling::Greedy => argmax(logits),
-            Sampling::Sample { temperature, top_k, top_p } => {
+            Sampling::Sample {
+                temperature,
+                top_k,
+                top_p,
+            } => {
                 if *temperature <= 0.0 {
                     return argmax(logits);
                 }
                 let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-                let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+                let by_logit =
+                    |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
                 if let Some(k) = top_k.filter(|&k| k > 0 && k < idx.len()) {
                     idx.select_nth_unstable_by(k - 1, by_logit);
                     idx.truncate(k);
@@ -153,7 +165,12 @@ struct RowState {
 
 impl RowState {
     fn new() -> Self {
-        RowState { tokens: Vec::new(), emitted: 0, done: None, text: String::new() }
+        RowState {
+            tokens: Vec::new(),
+            emitted: 0,
+            done: None,
+            text: String::new(),
+        }
     }
 
     /// Adds a token; returns the text now safe to stream.
@@ -215,7 +232,8 @@ pub fn generate(
     cfg: &GenerationConfig,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
-    let mut out = generate_batch_inner(model, tok, &[prompt.to_vec()], cfg, &mut |_, s| on_text(s))?;
+    let mut out =
+        generate_batch_inner(model, tok, &[prompt.to_vec()], cfg, &mut |_, s| on_text(s))?;
     Ok(out.remove(0))
 }
 
@@ -254,7 +272,10 @@ fn generate_batch_inner(
     // The last new token is never fed back, so it needs no position.
     let needed = longest + cfg.max_new_tokens.saturating_sub(1);
     if needed > model.n_positions() {
-        return Err(ModelError::ContextOverflow { needed, max: model.n_positions() });
+        return Err(ModelError::ContextOverflow {
+            needed,
+            max: model.n_positions(),
+        });
     }
     let device = model.wte.weight.val().device();
     let b = prompts.len();
@@ -266,17 +287,27 @@ fn generate_batch_inner(
         ids.extend(p.iter().map(|&x| i64::from(x)));
     }
     let mut cache = KvCache::with_left_padding(pads);
-    let mut samplers: Vec<Sampler> =
-        (0..b).map(|r| Sampler::new(cfg.sampling.clone(), cfg.seed.wrapping_add(r as u64))).collect();
+    let mut samplers: Vec<Sampler> = (0..b)
+        .map(|r| Sampler::new(cfg.sampling.clone(), cfg.seed.wrapping_add(r as u64)))
+        .collect();
     let mut rows: Vec<RowState> = (0..b).map(|_| RowState::new()).collect();
     let mut input = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, longest]), &device);
     if cfg.max_new_tokens == 0 {
-        return Ok(rows.into_iter().map(|_| Generation { tokens: vec![], text: String::new(), stop: StopReason::MaxTokens }).collect());
+        return Ok(rows
+            .into_iter()
+            .map(|_| Generation {
+                tokens: vec![],
+                text: String::new(),
+                stop: StopReason::MaxTokens,
+            })
+            .collect());
     }
     loop {
         let logits = model.forward_cached(input, &mut cache); // [b, vocab]
         let data = logits.into_data().convert::<f32>();
-        let flat = data.as_slice::<f32>().map_err(|e| ModelError::Generation(format!("{e:?}")))?;
+        let flat = data
+            .as_slice::<f32>()
+            .map_err(|e| ModelError::Generation(format!("{e:?}")))?;
         let mut next = Vec::with_capacity(b);
         for (r, row) in rows.iter_mut().enumerate() {
             if row.done.is_some() {
@@ -314,8 +345,15 @@ pub fn generate_greedy_uncached(model: &Gpt, prompt: &[u32], max_new_tokens: usi
     for _ in 0..max_new_tokens {
         let t = seq.len();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(seq.clone(), [1, t]), &device);
-        let logits = model.forward(ids).narrow(1, t - 1, 1).reshape([model.vocab_size()]);
-        let v = logits.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+        let logits = model
+            .forward(ids)
+            .narrow(1, t - 1, 1)
+            .reshape([model.vocab_size()]);
+        let v = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
         let id = argmax(&v);
         out.push(id);
         seq.push(i64::from(id));
@@ -335,7 +373,14 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(Sampling::Sample { temperature: 1.0, top_k: Some(1), top_p: None }, 7);
+        let mut s = Sampler::new(
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: Some(1),
+                top_p: None,
+            },
+            7,
+        );
         for _ in 0..20 {
             assert_eq!(s.pick(&[0.1, 3.0, -1.0, 2.9]), 1);
         }
@@ -346,17 +391,31 @@ mod tests {
         // probabilities ~ [0.0, 0.5, 0.0, 0.5] (two equal logits, two very small): top_p 0.4
         // keeps only the first of the two top tokens in sorted order.
         let logits = [-30.0, 5.0, -30.0, 5.0];
-        let mut s = Sampler::new(Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.9) }, 1);
+        let mut s = Sampler::new(
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.9),
+            },
+            1,
+        );
         for _ in 0..50 {
             let id = s.pick(&logits);
-            assert!(id == 1 || id == 3, "picked a token outside the nucleus: {id}");
+            assert!(
+                id == 1 || id == 3,
+                "picked a token outside the nucleus: {id}"
+            );
         }
     }
 
     #[test]
     fn sampling_is_seeded() {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let cfg = Sampling::Sample { temperature: 1.0, top_k: None, top_p: None };
+        let cfg = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
         let a: Vec<u32> = {
             let mut s = Sampler::new(cfg.clone(), 42);
             (0..30).map(|_| s.pick(&logits)).collect()
@@ -377,7 +436,14 @@ mod tests {
     fn sampling_follows_the_distribution() {
         // logits ln(1), ln(3): expect token 1 about 75% of the time.
         let logits = [0.0f32, 3f32.ln()];
-        let mut s = Sampler::new(Sampling::Sample { temperature: 1.0, top_k: None, top_p: None }, 3);
+        let mut s = Sampler::new(
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: None,
+            },
+            3,
+        );
         let ones = (0..4000).filter(|_| s.pick(&logits) == 1).count();
         let frac = ones as f64 / 4000.0;
         assert!((frac - 0.75).abs() < 0.03, "{frac}");

@@ -86,7 +86,11 @@ impl GptConfig {
                 .init(device)
                 .with_zero_bias(device)
         };
-        let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(self.layer_norm_epsilon)
+                .init(device)
+        };
         let drop = || DropoutConfig::new(self.dropout).init();
         let h = (0..self.n_layer)
             .map(|_| Block {
@@ -164,7 +168,9 @@ impl Gpt {
         let [b, t] = ids.dims();
         let device = ids.device();
         let positions = opts.positions.unwrap_or_else(|| {
-            Tensor::<1, Int>::arange(0..t as i64, &device).unsqueeze::<2>().expand([b, t])
+            Tensor::<1, Int>::arange(0..t as i64, &device)
+                .unsqueeze::<2>()
+                .expand([b, t])
         });
         let mask = opts.mask.map(|m| m.unsqueeze_dim::<4>(1)); // [b, 1, t, t]
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions); // [b, t, d]
@@ -244,7 +250,10 @@ impl Attention {
         let t_k = k.dims()[2];
         let mask = mask.map(|m| m.expand([b, nh, t, t_k]));
         // Causal alignment is bottom-right, so it stays right with a cache (t_q < t_k).
-        let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let opts = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
         let y = attention(q, k.clone(), v.clone(), mask, None, opts); // [b, nh, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
         (self.c_proj.forward(y), using_cache.then_some((k, v)))
@@ -254,7 +263,11 @@ impl Attention {
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hdn = self.c_fc.forward(x); // [b, t, 4d]
-        let hdn = if self.exact_gelu { gelu(hdn) } else { gelu_approximate(hdn) };
+        let hdn = if self.exact_gelu {
+            gelu(hdn)
+        } else {
+            gelu_approximate(hdn)
+        };
         self.c_proj.forward(hdn) // [b, t, d]
     }
 }

@@ -46,8 +46,14 @@ fn slots(model: &mut Gpt) -> Vec<(String, Slot<'_>)> {
         }
     }
     let mut out = Vec::new();
-    out.push(("wte.weight".to_string(), Slot::Matrix(&mut model.wte.weight)));
-    out.push(("wpe.weight".to_string(), Slot::Matrix(&mut model.wpe.weight)));
+    out.push((
+        "wte.weight".to_string(),
+        Slot::Matrix(&mut model.wte.weight),
+    ));
+    out.push((
+        "wpe.weight".to_string(),
+        Slot::Matrix(&mut model.wpe.weight),
+    ));
     for (i, b) in model.h.iter_mut().enumerate() {
         norm(&mut out, &format!("h.{i}.ln_1"), &mut b.ln_1);
         linear(&mut out, &format!("h.{i}.attn.c_attn"), &mut b.attn.c_attn);
@@ -68,7 +74,10 @@ fn is_ignored_key(key: &str) -> bool {
 fn to_f32(path: &Path, key: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let b = view.data();
     let v = match view.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         Dtype::F16 => b
             .chunks_exact(2)
             .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
@@ -104,7 +113,12 @@ pub fn load_safetensors(mut model: Gpt, path: &Path) -> Result<Gpt> {
     let names: BTreeMap<String, String> = st
         .names()
         .into_iter()
-        .map(|n| (n.strip_prefix("transformer.").unwrap_or(n).to_string(), n.to_string()))
+        .map(|n| {
+            (
+                n.strip_prefix("transformer.").unwrap_or(n).to_string(),
+                n.to_string(),
+            )
+        })
         .collect();
     let device = model.wte.weight.val().device();
     for (key, slot) in slots(&mut model) {
@@ -115,10 +129,12 @@ pub fn load_safetensors(mut model: Gpt, path: &Path) -> Result<Gpt> {
                 hint: ", with or without the `transformer.` prefix".into(),
             });
         };
-        let view = st.tensor(file_key).map_err(|e| ModelError::CorruptWeights {
-            path: path.to_path_buf(),
-            message: format!("{file_key}: {e}"),
-        })?;
+        let view = st
+            .tensor(file_key)
+            .map_err(|e| ModelError::CorruptWeights {
+                path: path.to_path_buf(),
+                message: format!("{file_key}: {e}"),
+            })?;
         let expected = slot.shape();
         if view.shape() != expected.as_slice() {
             return Err(ModelError::ShapeMismatch {
@@ -171,17 +187,23 @@ pub fn save_safetensors(model: &Gpt, path: &Path) -> Result<()> {
             Slot::Vector(p) => (p.val().dims().to_vec(), p.val().into_data()),
             Slot::Matrix(p) => (p.val().dims().to_vec(), p.val().into_data()),
         };
-        let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("{key}: {e:?}"),
-        })?;
+        let values =
+            data.convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| ModelError::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("{key}: {e:?}"),
+                })?;
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         tensors.push((key, shape, bytes));
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(k, s, b)| {
-            (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data"))
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data"),
+            )
         })
         .collect();
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
@@ -214,16 +236,26 @@ impl GenerationDefaults {
         })?;
         let eos = match v.get("eos_token_id") {
             Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as u32)
+                .collect(),
             _ => Vec::new(),
         };
         Ok(GenerationDefaults {
             eos_token_ids: eos,
             do_sample: v.get("do_sample").and_then(Value::as_bool),
-            temperature: v.get("temperature").and_then(Value::as_f64).map(|x| x as f32),
+            temperature: v
+                .get("temperature")
+                .and_then(Value::as_f64)
+                .map(|x| x as f32),
             top_k: v.get("top_k").and_then(Value::as_u64).map(|x| x as usize),
             top_p: v.get("top_p").and_then(Value::as_f64).map(|x| x as f32),
-            max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).map(|x| x as usize),
+            max_new_tokens: v
+                .get("max_new_tokens")
+                .and_then(Value::as_u64)
+                .map(|x| x as usize),
         })
     }
 
@@ -274,7 +306,11 @@ impl ModelDir {
         if !self.generation.eos_token_ids.is_empty() {
             return self.generation.eos_token_ids.clone();
         }
-        self.config.eos_token_id.or(self.tokenizer.eos_id()).into_iter().collect()
+        self.config
+            .eos_token_id
+            .or(self.tokenizer.eos_id())
+            .into_iter()
+            .collect()
     }
 }
 
@@ -305,7 +341,10 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
         } else {
             ""
         };
-        return Err(ModelError::MissingFile { path: weights, hint: hint.into() });
+        return Err(ModelError::MissingFile {
+            path: weights,
+            hint: hint.into(),
+        });
     }
     let model = load_safetensors(config.init(device), &weights)?;
     let gen_path = dir.join("generation_config.json");
@@ -314,7 +353,13 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
     } else {
         GenerationDefaults::default()
     };
-    Ok(ModelDir { path: dir.to_path_buf(), config, model, tokenizer, generation })
+    Ok(ModelDir {
+        path: dir.to_path_buf(),
+        config,
+        model,
+        tokenizer,
+        generation,
+    })
 }
 
 /// Writes a model folder Hugging Face transformers loads as a GPT-2, atomically (a temporary
@@ -351,8 +396,14 @@ pub fn save_model_dir(
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed, so a
 /// crash leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
@@ -369,9 +420,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Builds a folder in a temporary sibling, then swaps it into place. A crash before the swap
 /// leaves the old folder untouched; the swap itself is two renames.
 pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;

@@ -48,7 +48,10 @@ impl Tokenizer {
     pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
         for p in [vocab, merges] {
             if !p.is_file() {
-                return Err(ModelError::MissingFile { path: p.to_path_buf(), hint: String::new() });
+                return Err(ModelError::MissingFile {
+                    path: p.to_path_buf(),
+                    hint: String::new(),
+                });
             }
         }
         let err = |e: tokenizers::Error| ModelError::Tokenizer {
@@ -72,7 +75,10 @@ impl Tokenizer {
     /// A `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         if !path.is_file() {
-            return Err(ModelError::MissingFile { path: path.to_path_buf(), hint: String::new() });
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                hint: String::new(),
+            });
         }
         let inner = HfTokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
             path: path.to_path_buf(),
@@ -166,7 +172,8 @@ impl Tokenizer {
             // A list of named templates: take "default", else the first.
             Some(Value::Array(list)) => {
                 let named = |n: &str| {
-                    list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n))
+                    list.iter()
+                        .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
                 };
                 named("default")
                     .or_else(|| list.first())
@@ -209,10 +216,13 @@ impl Tokenizer {
     /// Token ids of `text`. Special tokens written in the text (e.g. `<|endoftext|>`) are
     /// recognised; nothing is inserted (no BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| ModelError::Tokenizer {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -221,7 +231,11 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).unwrap_or_else(|_| {
             // Decoding only fails on ids outside the vocabulary: show them.
             ids.iter()
-                .map(|&i| self.inner.id_to_token(i).unwrap_or_else(|| format!("<unk:{i}>")))
+                .map(|&i| {
+                    self.inner
+                        .id_to_token(i)
+                        .unwrap_or_else(|| format!("<unk:{i}>"))
+                })
                 .collect()
         })
     }
@@ -302,16 +316,22 @@ impl Tokenizer {
             return Vec::new();
         }
         self.inner.add_special_tokens(&missing);
-        missing.iter().filter_map(|t| self.inner.token_to_id(&t.content)).collect()
+        missing
+            .iter()
+            .filter_map(|t| self.inner.token_to_id(&t.content))
+            .collect()
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
     pub fn save_dir(&self, dir: &Path, model_max_length: usize) -> Result<()> {
         let json_path = dir.join("tokenizer.json");
-        let text = self.inner.to_string(true).map_err(|e| ModelError::Tokenizer {
-            path: json_path.clone(),
-            message: e.to_string(),
-        })?;
+        let text = self
+            .inner
+            .to_string(true)
+            .map_err(|e| ModelError::Tokenizer {
+                path: json_path.clone(),
+                message: e.to_string(),
+            })?;
         crate::io::write_atomic(&json_path, text.as_bytes())?;
         let mut cfg = self.extra_config.clone();
         let mut decoder = Map::new();
@@ -332,7 +352,10 @@ impl Tokenizer {
         cfg.insert("bos_token".into(), json!(bos));
         cfg.insert("eos_token".into(), json!(self.eos));
         cfg.insert("pad_token".into(), json!(self.pad));
-        cfg.insert("unk_token".into(), json!(self.unk.clone().or_else(|| self.eos.clone())));
+        cfg.insert(
+            "unk_token".into(),
+            json!(self.unk.clone().or_else(|| self.eos.clone())),
+        );
         if let Some(t) = &self.chat_template {
             cfg.insert("chat_template".into(), json!(t));
         }

@@ -1,12 +1,13 @@
 //! Model folders: round trips, resizing, and clean errors for bad input.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::fs;
 use std::path::Path;
 
 use common::*;
-use manners_model::burn::prelude::*;
 use manners_model::{
     BackendKind, GenerationConfig, ModelError, generate, load_model_dir, resize_token_embeddings,
     save_model_dir,
@@ -34,18 +35,41 @@ fn save_and_load_round_trip_is_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     save_model_dir(&out, &m.model, &m.config, &m.tokenizer, &m.generation, &[]).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let back = load_model_dir(&out, &dev).unwrap();
     assert_eq!(back.config, m.config);
     let ids = ids_tensor(&[vec![1, 2, 3, 4, 5]], &dev);
-    assert_eq!(to_vec(m.model.forward(ids.clone())), to_vec(back.model.forward(ids)));
-    assert_eq!(back.tokenizer.encode("Hello there").unwrap(), m.tokenizer.encode("Hello there").unwrap());
+    assert_eq!(
+        to_vec(m.model.forward(ids.clone())),
+        to_vec(back.model.forward(ids))
+    );
+    assert_eq!(
+        back.tokenizer.encode("Hello there").unwrap(),
+        m.tokenizer.encode("Hello there").unwrap()
+    );
     assert_eq!(back.default_stop_ids(), m.default_stop_ids());
     // Saving over an existing folder replaces it and leaves no temporary folders behind.
-    save_model_dir(&out, &back.model, &back.config, &back.tokenizer, &back.generation, &[]).unwrap();
-    let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    save_model_dir(
+        &out,
+        &back.model,
+        &back.config,
+        &back.tokenizer,
+        &back.generation,
+        &[],
+    )
+    .unwrap();
+    let leftovers: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }
 
@@ -79,7 +103,10 @@ fn missing_key_is_named() {
     let out = safetensors::serialize(kept, None).unwrap();
     fs::write(&p, out).unwrap();
     let err = load_model_dir(tmp.path(), &dev).unwrap_err();
-    assert!(matches!(err, ModelError::MissingKey { ref key, .. } if key == "h.1.mlp.c_fc.bias"), "{err}");
+    assert!(
+        matches!(err, ModelError::MissingKey { ref key, .. } if key == "h.1.mlp.c_fc.bias"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,7 +117,10 @@ fn wrong_shape_names_key_and_both_shapes() {
     edit_config(tmp.path(), |v| v["n_positions"] = 128.into());
     let err = load_model_dir(tmp.path(), &dev).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("wpe.weight") && msg.contains("[64, 32]") && msg.contains("[128, 32]"), "{msg}");
+    assert!(
+        msg.contains("wpe.weight") && msg.contains("[64, 32]") && msg.contains("[128, 32]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -103,10 +133,16 @@ fn truncated_weights_are_an_error_not_a_panic() {
     for cut in [4, 100, bytes.len() / 2, bytes.len() - 1] {
         fs::write(&p, &bytes[..cut]).unwrap();
         let err = load_model_dir(tmp.path(), &dev).unwrap_err();
-        assert!(matches!(err, ModelError::CorruptWeights { .. }), "cut {cut}: {err}");
+        assert!(
+            matches!(err, ModelError::CorruptWeights { .. }),
+            "cut {cut}: {err}"
+        );
     }
     fs::write(&p, b"this is not a safetensors file at all, just text").unwrap();
-    assert!(matches!(load_model_dir(tmp.path(), &dev).unwrap_err(), ModelError::CorruptWeights { .. }));
+    assert!(matches!(
+        load_model_dir(tmp.path(), &dev).unwrap_err(),
+        ModelError::CorruptWeights { .. }
+    ));
 }
 
 #[test]
@@ -116,7 +152,10 @@ fn tokenizer_larger_than_embedding_is_refused() {
     copy_dir(&tiny_dir(), tmp.path());
     edit_config(tmp.path(), |v| v["vocab_size"] = 300.into());
     let err = load_model_dir(tmp.path(), &dev).unwrap_err();
-    assert!(matches!(err, ModelError::VocabMismatch { embedding: 300, .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::VocabMismatch { embedding: 300, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -126,7 +165,10 @@ fn invalid_config_json_names_the_field() {
     copy_dir(&tiny_dir(), tmp.path());
     edit_config(tmp.path(), |v| v["n_head"] = 5.into());
     let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
-    assert!(err.contains("config.json") && err.contains("n_head"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("n_head"),
+        "{err}"
+    );
     fs::write(tmp.path().join("config.json"), "{ not json").unwrap();
     let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
     assert!(err.contains("config.json"), "{err}");
@@ -143,11 +185,26 @@ fn context_overflow_is_refused() {
     let dev = flex();
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
     let prompt = vec![5u32; 60];
-    let cfg = GenerationConfig { max_new_tokens: 10, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
     let err = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap_err();
-    assert!(matches!(err, ModelError::ContextOverflow { needed: 69, max: 64 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ModelError::ContextOverflow {
+                needed: 69,
+                max: 64
+            }
+        ),
+        "{err}"
+    );
     // Exactly filling the context is fine: 60 prompt + 5 new (the last is never fed back).
-    let cfg = GenerationConfig { max_new_tokens: 5, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 5,
+        ..Default::default()
+    };
     assert!(generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).is_ok());
     // Out-of-vocabulary ids are refused, not a crash in gather.
     let err = generate(&m.model, &m.tokenizer, &[9999], &cfg, |_| {}).unwrap_err();
@@ -158,16 +215,36 @@ fn context_overflow_is_refused() {
 fn resize_keeps_old_rows_and_starts_new_rows_at_the_mean() {
     let dev = flex();
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
-    let old = m.model.wte.weight.val().into_data().to_vec::<f32>().unwrap();
+    let old = m
+        .model
+        .wte
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let model = resize_token_embeddings(m.model, 515);
-    let new = model.wte.weight.val().into_data().to_vec::<f32>().unwrap();
+    let new = model
+        .wte
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     assert_eq!(model.vocab_size(), 515);
     assert_eq!(&new[..old.len()], &old[..]);
     let d = 32;
-    let mean: Vec<f32> = (0..d).map(|j| (0..512).map(|i| old[i * d + j]).sum::<f32>() / 512.0).collect();
+    let mean: Vec<f32> = (0..d)
+        .map(|j| (0..512).map(|i| old[i * d + j]).sum::<f32>() / 512.0)
+        .collect();
     for r in 512..515 {
         let row = &new[r * d..(r + 1) * d];
-        let dist = row.iter().zip(&mean).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+        let dist = row
+            .iter()
+            .zip(&mean)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt();
         // N(0, 0.02) noise in 32 dims has norm ~0.11; the rows themselves are ~0.2 * sqrt(32).
         assert!(dist < 0.25, "row {r} is {dist} from the mean");
     }

@@ -1,6 +1,8 @@
 //! Parity with Hugging Face transformers on a tiny random GPT-2 (fixture and reference written
 //! by `scripts/reference/tiny_gpt2.py`), on every backend present.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use common::*;
@@ -11,7 +13,12 @@ use manners_model::{
 };
 
 fn ref_ids(r: &serde_json::Value, key: &str) -> Vec<u32> {
-    r[key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    r[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn ref_input(r: &serde_json::Value) -> Vec<Vec<u32>> {
@@ -19,7 +26,13 @@ fn ref_input(r: &serde_json::Value) -> Vec<Vec<u32>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -27,7 +40,12 @@ fn ref_logits(r: &serde_json::Value) -> Vec<f32> {
     let mut v = Vec::new();
     for seq in r["logits"].as_array().unwrap() {
         for row in seq.as_array().unwrap() {
-            v.extend(row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32));
+            v.extend(
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32),
+            );
         }
     }
     v
@@ -53,7 +71,10 @@ fn greedy_ids_match_transformers_on_every_backend() {
     let want = ref_ids(&r, "greedy_ids");
     for (name, dev) in devices() {
         let m = load_model_dir(&tiny_dir(), &dev).unwrap();
-        let cfg = GenerationConfig { max_new_tokens: want.len(), ..Default::default() };
+        let cfg = GenerationConfig {
+            max_new_tokens: want.len(),
+            ..Default::default()
+        };
         let got = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap();
         assert_eq!(got.tokens, want, "{name}");
     }
@@ -81,11 +102,18 @@ fn backends_agree_with_each_other() {
 fn tokenizer_json_matches_hf_tokenizers() {
     let r = reference();
     let m = load_model_dir(&tiny_dir(), &flex()).unwrap();
-    assert_eq!(m.tokenizer.vocab_size() as u64, r["tokenizer_vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        m.tokenizer.vocab_size() as u64,
+        r["tokenizer_vocab_size"].as_u64().unwrap()
+    );
     for case in r["tokenizer_cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> =
-            case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(m.tokenizer.encode(text).unwrap(), want, "{text:?}");
     }
 }
@@ -95,7 +123,10 @@ fn kv_cache_gives_the_same_tokens_as_recomputing() {
     let dev = flex();
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
     let prompt = m.tokenizer.encode("It was the best of times").unwrap();
-    let cfg = GenerationConfig { max_new_tokens: 40, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 40,
+        ..Default::default()
+    };
     let cached = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap();
     let uncached = generate_greedy_uncached(&m.model, &prompt, 40);
     assert_eq!(cached.tokens, uncached);
@@ -109,7 +140,10 @@ fn batched_generation_equals_one_at_a_time() {
         .iter()
         .map(|t| m.tokenizer.encode(t).unwrap())
         .collect();
-    let cfg = GenerationConfig { max_new_tokens: 12, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
     let batch = generate_batch(&m.model, &m.tokenizer, &prompts, &cfg).unwrap();
     for (p, g) in prompts.iter().zip(&batch) {
         let single = generate(&m.model, &m.tokenizer, p, &cfg, |_| {}).unwrap();
@@ -122,9 +156,15 @@ fn streaming_pieces_concatenate_to_the_text() {
     let dev = flex();
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
     let prompt = m.tokenizer.encode("Emma").unwrap();
-    let cfg = GenerationConfig { max_new_tokens: 30, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 30,
+        ..Default::default()
+    };
     let mut streamed = String::new();
-    let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |s| streamed.push_str(s)).unwrap();
+    let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |s| {
+        streamed.push_str(s)
+    })
+    .unwrap();
     assert_eq!(streamed, g.text);
     assert_eq!(g.text, m.tokenizer.decode(&g.tokens, false));
 }
@@ -138,22 +178,36 @@ fn stop_tokens_and_strings_end_generation() {
         &m.model,
         &m.tokenizer,
         &prompt,
-        &GenerationConfig { max_new_tokens: 20, ..Default::default() },
+        &GenerationConfig {
+            max_new_tokens: 20,
+            ..Default::default()
+        },
         |_| {},
     )
     .unwrap();
     // Stop at the 5th token generated freely: output is the 4 before it.
     let stop_id = free.tokens[4];
     let first = free.tokens.iter().position(|&t| t == stop_id).unwrap();
-    let cfg = GenerationConfig { max_new_tokens: 20, stop_token_ids: vec![stop_id], ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 20,
+        stop_token_ids: vec![stop_id],
+        ..Default::default()
+    };
     let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap();
     assert_eq!(g.tokens, free.tokens[..first]);
     assert_eq!(g.stop, manners_model::StopReason::StopToken(stop_id));
     // A stop string taken from the middle of the free text cuts the text there.
     let needle: String = free.text.chars().skip(3).take(3).collect();
-    let cfg = GenerationConfig { max_new_tokens: 20, stop_strings: vec![needle.clone()], ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 20,
+        stop_strings: vec![needle.clone()],
+        ..Default::default()
+    };
     let mut streamed = String::new();
-    let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |s| streamed.push_str(s)).unwrap();
+    let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |s| {
+        streamed.push_str(s)
+    })
+    .unwrap();
     let cut = free.text.find(&needle).unwrap();
     assert_eq!(g.text, free.text[..cut]);
     assert_eq!(streamed, g.text, "a stop string must never be streamed");
@@ -180,7 +234,9 @@ fn packed_documents_match_separate_forwards() {
     let packed: Vec<u32> = d1.iter().chain(&d2).copied().collect();
     let t = n1 + n2;
     let positions: Vec<i64> = (0..n1 as i64).chain(0..n2 as i64).collect();
-    let docs: Vec<u32> = std::iter::repeat_n(1, n1).chain(std::iter::repeat_n(2, n2)).collect();
+    let docs: Vec<u32> = std::iter::repeat_n(1, n1)
+        .chain(std::iter::repeat_n(2, n2))
+        .collect();
     let opts = ForwardOptions {
         positions: Some(Tensor::from_data(TensorData::new(positions, [1, t]), &dev)),
         mask: Some(document_mask(&docs, 1, t, &dev)),

@@ -1,6 +1,8 @@
 //! The GPT-2 tokenizer built from the shipped vocab.json + merges.txt matches the 47 cases of
 //! llama.cpp's independent GPT-2 tokenizer test (`ggml-vocab-gpt-2.gguf.inp/.out`).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use manners_model::Tokenizer;
@@ -35,15 +37,27 @@ fn matches_all_llama_cpp_cases() {
             failures.push(format!("case {i} {text:?}: got {got:?}, want {want:?}"));
         }
         // Byte-level BPE is lossless.
-        assert_eq!(tok.decode(&got, false), *text, "case {i} does not round-trip");
+        assert_eq!(
+            tok.decode(&got, false),
+            *text,
+            "case {i} does not round-trip"
+        );
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn endoftext_is_special() {
     let tok = gpt2();
-    assert_eq!(tok.encode("Hello world<|endoftext|>").unwrap(), vec![15496, 995, 50256]);
+    assert_eq!(
+        tok.encode("Hello world<|endoftext|>").unwrap(),
+        vec![15496, 995, 50256]
+    );
     assert_eq!(tok.eos_id(), Some(50256));
     assert_eq!(tok.bos_id(), None, "GPT-2 inserts no BOS");
     assert_eq!(tok.vocab_size(), 50257);
@@ -58,5 +72,8 @@ fn adding_special_tokens_grows_the_vocab_once() {
     assert_eq!(tok.vocab_size(), 50259);
     assert!(tok.add_special_tokens(&["<|im_start|>"]).is_empty());
     // Markers are single tokens and never merge with neighbouring text.
-    assert_eq!(tok.encode("<|im_start|>user\nHi<|im_end|>").unwrap(), vec![50257, 7220, 198, 17250, 50258]);
+    assert_eq!(
+        tok.encode("<|im_start|>user\nHi<|im_end|>").unwrap(),
+        vec![50257, 7220, 198, 17250, 50258]
+    );
 }

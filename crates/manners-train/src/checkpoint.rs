@@ -49,13 +49,27 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir).join(format!("step-{:08}", state.step));
-    let err = |m: String| TrainError::Checkpoint { path: dir.clone(), message: m };
+    let err = |m: String| TrainError::Checkpoint {
+        path: dir.clone(),
+        message: m,
+    };
     write_dir_atomic(&dir, |tmp| {
-        let e = |m: String| manners_model::ModelError::Checkpoint { path: tmp.to_path_buf(), message: m };
-        model.clone().save_file(tmp.join(MODEL_FILE)).map_err(|x| e(format!("model: {x:?}")))?;
-        let bytes = optim.into_bytes().map_err(|x| e(format!("optimiser: {x:?}")))?;
+        let e = |m: String| manners_model::ModelError::Checkpoint {
+            path: tmp.to_path_buf(),
+            message: m,
+        };
+        model
+            .clone()
+            .save_file(tmp.join(MODEL_FILE))
+            .map_err(|x| e(format!("model: {x:?}")))?;
+        let bytes = optim
+            .into_bytes()
+            .map_err(|x| e(format!("optimiser: {x:?}")))?;
         write_atomic(&tmp.join(OPTIM_FILE), &bytes)?;
-        let tok = tokenizer.hf().to_string(false).map_err(|x| e(format!("tokenizer: {x}")))?;
+        let tok = tokenizer
+            .hf()
+            .to_string(false)
+            .map_err(|x| e(format!("tokenizer: {x}")))?;
         write_atomic(&tmp.join("tokenizer.json"), tok.as_bytes())?;
         // Written last: a folder with state.json is complete.
         let json = serde_json::to_vec_pretty(state).expect("state serialises");
@@ -76,7 +90,10 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     v.sort();
@@ -99,15 +116,28 @@ fn prune(run_dir: &Path, keep: usize) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     let p = dir.join(STATE_FILE);
     let text = fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint { path: p.clone(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: p.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Loads weights and optimiser state into a model/optimiser built exactly as for a fresh run.
-pub fn load(dir: &Path, model: Gpt, optim: ModuleOptimizer) -> Result<(Gpt, ModuleOptimizer, CheckpointState)> {
+pub fn load(
+    dir: &Path,
+    model: Gpt,
+    optim: ModuleOptimizer,
+) -> Result<(Gpt, ModuleOptimizer, CheckpointState)> {
     let state = read_state(dir)?;
-    let err = |m: String| TrainError::Checkpoint { path: dir.to_path_buf(), message: m };
-    let model = model.try_load_file(dir.join(MODEL_FILE)).map_err(|e| err(format!("model: {e:?}")))?;
-    let optim = optim.load(dir.join(OPTIM_FILE)).map_err(|e| err(format!("optimiser: {e:?}")))?;
+    let err = |m: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message: m,
+    };
+    let model = model
+        .try_load_file(dir.join(MODEL_FILE))
+        .map_err(|e| err(format!("model: {e:?}")))?;
+    let optim = optim
+        .load(dir.join(OPTIM_FILE))
+        .map_err(|e| err(format!("optimiser: {e:?}")))?;
     Ok((model, optim, state))
 }

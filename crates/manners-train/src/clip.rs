@@ -27,14 +27,18 @@ struct Scale<'a> {
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register::<D>(param.id, g.mul_scalar(self.factor));
+            self.grads
+                .register::<D>(param.id, g.mul_scalar(self.factor));
         }
     }
 }
 
 /// The L2 norm of all gradients together (one device read).
 pub fn global_norm(model: &Gpt, grads: &GradientsParams) -> f64 {
-    let mut v = SquaredNorms { grads, parts: Vec::new() };
+    let mut v = SquaredNorms {
+        grads,
+        parts: Vec::new(),
+    };
     model.visit(&mut v);
     if v.parts.is_empty() {
         return 0.0;
@@ -45,13 +49,20 @@ pub fn global_norm(model: &Gpt, grads: &GradientsParams) -> f64 {
 
 /// Scales the gradients so their global norm is at most `max_norm`; returns the norm before
 /// clipping. Like PyTorch, the factor is `max_norm / (norm + 1e-6)`, applied only when below 1.
-pub fn clip_global_norm(model: &Gpt, grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
+pub fn clip_global_norm(
+    model: &Gpt,
+    grads: GradientsParams,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
     let norm = global_norm(model, &grads);
     let factor = max_norm / (norm + 1e-6);
     if factor >= 1.0 || !norm.is_finite() {
         return (grads, norm);
     }
     let mut grads = grads;
-    model.visit(&mut Scale { grads: &mut grads, factor });
+    model.visit(&mut Scale {
+        grads: &mut grads,
+        factor,
+    });
     (grads, norm)
 }

@@ -212,14 +212,18 @@ impl TrainConfig {
     }
 
     pub fn format(&self) -> Result<Format> {
-        self.format.parse().map_err(|e: manners_data::DataError| TrainError::Config(e.to_string()))
+        self.format
+            .parse()
+            .map_err(|e: manners_data::DataError| TrainError::Config(e.to_string()))
     }
 
     pub fn bad_record_policy(&self) -> Result<BadRecordPolicy> {
         match self.bad_records.as_str() {
             "skip" => Ok(BadRecordPolicy::Skip),
             "fail" => Ok(BadRecordPolicy::Fail),
-            other => Err(TrainError::Config(format!("bad_records `{other}`: expected skip or fail"))),
+            other => Err(TrainError::Config(format!(
+                "bad_records `{other}`: expected skip or fail"
+            ))),
         }
     }
 
@@ -252,7 +256,9 @@ impl TrainConfig {
             return bad("no training data: give at least one data file".into());
         }
         if self.model.is_none() && (self.init.is_none() || self.tokenizer.is_none()) {
-            return bad("give a base model folder, or `init` + `tokenizer` to train from scratch".into());
+            return bad(
+                "give a base model folder, or `init` + `tokenizer` to train from scratch".into(),
+            );
         }
         if self.batch_size == 0 || self.grad_accum == 0 {
             return bad("batch_size and grad_accum must be at least 1".into());
@@ -261,22 +267,31 @@ impl TrainConfig {
             return bad(format!("lr must be positive, got {}", self.lr));
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return bad(format!("min_lr_ratio must be in [0, 1], got {}", self.min_lr_ratio));
+            return bad(format!(
+                "min_lr_ratio must be in [0, 1], got {}",
+                self.min_lr_ratio
+            ));
         }
         if !(0.0..1.0).contains(&self.eval_fraction) {
-            return bad(format!("eval_fraction must be in [0, 1), got {}", self.eval_fraction));
+            return bad(format!(
+                "eval_fraction must be in [0, 1), got {}",
+                self.eval_fraction
+            ));
         }
         if !(0.0..1.0).contains(&self.mix_fraction) {
-            return bad(format!("mix_fraction must be in [0, 1), got {}", self.mix_fraction));
+            return bad(format!(
+                "mix_fraction must be in [0, 1), got {}",
+                self.mix_fraction
+            ));
         }
-        if self.max_steps.is_none() && !(self.epochs > 0.0) {
+        if self.max_steps.is_none() && self.epochs.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return bad("set epochs > 0 or max_steps".into());
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
         if let Some(c) = self.clip_grad_norm
-            && !(c > 0.0)
+            && c.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
         {
             return bad(format!("clip_grad_norm must be positive, got {c}"));
         }
@@ -286,7 +301,9 @@ impl TrainConfig {
             }
             for t in &l.targets {
                 if !matches!(t.as_str(), "c_attn" | "c_proj" | "c_fc") {
-                    return bad(format!("lora target `{t}`: expected c_attn, c_proj or c_fc"));
+                    return bad(format!(
+                        "lora target `{t}`: expected c_attn, c_proj or c_fc"
+                    ));
                 }
             }
         }
@@ -306,7 +323,13 @@ impl TrainConfig {
             .warmup_steps
             .unwrap_or_else(|| (self.warmup_ratio * total as f64).round() as u64)
             .min(total);
-        Schedule { kind: self.schedule, lr: self.lr, min_lr_ratio: self.min_lr_ratio, warmup, total }
+        Schedule {
+            kind: self.schedule,
+            lr: self.lr,
+            min_lr_ratio: self.min_lr_ratio,
+            warmup,
+            total,
+        }
     }
 
     /// Fills the "auto" (zero) intervals for a run of `total` steps.
@@ -336,23 +359,48 @@ mod tests {
 
     #[test]
     fn toml_round_trip_and_unknown_keys() {
-        let mut c = TrainConfig { data: vec!["a.jsonl".into()], model: Some("m".into()), ..Default::default() };
+        let mut c = TrainConfig {
+            data: vec!["a.jsonl".into()],
+            model: Some("m".into()),
+            ..Default::default()
+        };
         c.lora = Some(LoraConfig::default());
         let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
-        let err = toml::from_str::<TrainConfig>("batchsize = 3").unwrap_err().to_string();
+        let err = toml::from_str::<TrainConfig>("batchsize = 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batchsize"), "{err}");
     }
 
     #[test]
     fn validation_names_the_problem() {
-        let ok = TrainConfig { data: vec!["a".into()], model: Some("m".into()), ..Default::default() };
+        let ok = TrainConfig {
+            data: vec!["a".into()],
+            model: Some("m".into()),
+            ..Default::default()
+        };
         assert!(ok.validate().is_ok());
-        let e = TrainConfig { mask: "everything".into(), ..ok.clone() }.validate().unwrap_err();
+        let e = TrainConfig {
+            mask: "everything".into(),
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("everything"));
-        let e = TrainConfig { lr: -1.0, ..ok.clone() }.validate().unwrap_err();
+        let e = TrainConfig {
+            lr: -1.0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("lr"));
-        let e = TrainConfig { backend: "tpu".into(), ..ok }.validate().unwrap_err();
+        let e = TrainConfig {
+            backend: "tpu".into(),
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("tpu"));
     }
 }

@@ -40,6 +40,9 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 impl TrainError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), source }
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -40,9 +40,18 @@ impl RunFiles {
             }
         }
         let open = |p: &Path| {
-            OpenOptions::new().create(true).append(true).open(p).map_err(|e| TrainError::io(p, e))
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| TrainError::io(p, e))
         };
-        Ok(RunFiles { metrics: open(&metrics_path)?, samples: open(&samples_path)?, metrics_path, last_eval })
+        Ok(RunFiles {
+            metrics: open(&metrics_path)?,
+            samples: open(&samples_path)?,
+            metrics_path,
+            last_eval,
+        })
     }
 
     /// Appends an event. A failed write must not stop training: it is reported once on stderr.
@@ -54,11 +63,14 @@ impl RunFiles {
             Ok(l) => l,
             Err(_) => return,
         };
-        let mut write = |f: &mut File| writeln!(f, "{line}");
+        let write = |f: &mut File| writeln!(f, "{line}");
         let ok = write(&mut self.metrics).is_ok()
             && (!matches!(ev, TrainEvent::Sample(_)) || write(&mut self.samples).is_ok());
         if !ok {
-            eprintln!("warning: could not append to {}", self.metrics_path.display());
+            eprintln!(
+                "warning: could not append to {}",
+                self.metrics_path.display()
+            );
         }
     }
 

@@ -20,7 +20,10 @@ pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     let optim = base.init();
     if cfg.weight_decay > 0.0 {
         let group = ParamGroup::from_regex(DECAY_PATHS).expect("static regex is valid");
-        let decayed = base.clone().with_weight_decay(cfg.weight_decay as f32).build();
+        let decayed = base
+            .clone()
+            .with_weight_decay(cfg.weight_decay as f32)
+            .build();
         optim.with_group(group, decayed, None)
     } else {
         optim

@@ -41,7 +41,9 @@ pub fn write(
             }
             TrainEvent::Eval(e) => eval.push((e.step as f64, e.loss)),
             TrainEvent::Sample(s) => samples.push(s.clone()),
-            TrainEvent::Warning { step, message } => warnings.push(format!("step {step}: {message}")),
+            TrainEvent::Warning { step, message } => {
+                warnings.push(format!("step {step}: {message}"))
+            }
             _ => {}
         }
     }
@@ -54,14 +56,28 @@ pub fn write(
 
     let mut md = String::new();
     let _ = writeln!(md, "# Run `{}`\n", info.name);
-    let _ = writeln!(md, "Ended: **{}** after {} steps in {:.1} min.\n", summary.reason, summary.steps, summary.elapsed_secs / 60.0);
+    let _ = writeln!(
+        md,
+        "Ended: **{}** after {} steps in {:.1} min.\n",
+        summary.reason,
+        summary.steps,
+        summary.elapsed_secs / 60.0
+    );
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| kind | {:?} |", info.kind);
     let _ = writeln!(md, "| model | {} |", info.model);
-    let _ = writeln!(md, "| parameters | {} ({} trained) |", info.params, info.trainable_params);
+    let _ = writeln!(
+        md,
+        "| parameters | {} ({} trained) |",
+        info.params, info.trainable_params
+    );
     let _ = writeln!(md, "| backend | {} |", info.backend);
     let _ = writeln!(md, "| data | {} |", info.data);
-    let _ = writeln!(md, "| examples | {} train, {} held out |", info.train_examples, info.eval_examples);
+    let _ = writeln!(
+        md,
+        "| examples | {} train, {} held out |",
+        info.train_examples, info.eval_examples
+    );
     if !info.template.is_empty() {
         let _ = writeln!(md, "| template | {} (mask: {}) |", info.template, cfg.mask);
     }
@@ -89,17 +105,28 @@ pub fn write(
         let _ = writeln!(md, "| final train loss | {l:.4} |");
     }
     if let Some(l) = summary.final_eval_loss {
-        let _ = writeln!(md, "| final held-out loss | {l:.4} (perplexity {:.2}) |", l.exp());
+        let _ = writeln!(
+            md,
+            "| final held-out loss | {l:.4} (perplexity {:.2}) |",
+            l.exp()
+        );
     }
     if let Some(first) = eval.first() {
-        let _ = writeln!(md, "| first held-out loss | {:.4} (step {}) |", first.1, first.0);
+        let _ = writeln!(
+            md,
+            "| first held-out loss | {:.4} (step {}) |",
+            first.1, first.0
+        );
     }
     if let Some(m) = median(tps) {
         let _ = writeln!(md, "| median throughput | {m:.0} tokens/s |");
     }
     let _ = writeln!(md, "\n{plot_note}\n");
     let last_step = samples.last().map(|s| s.step);
-    let last: Vec<_> = samples.iter().filter(|s| Some(s.step) == last_step).collect();
+    let last: Vec<_> = samples
+        .iter()
+        .filter(|s| Some(s.step) == last_step)
+        .collect();
     if !last.is_empty() {
         let _ = writeln!(md, "## Samples at step {}\n", last_step.unwrap_or(0));
         for s in last {
@@ -107,7 +134,11 @@ pub fn write(
             let _ = writeln!(
                 md,
                 "**Response{}:** {}\n",
-                if s.stopped { "" } else { " (hit the token budget)" },
+                if s.stopped {
+                    ""
+                } else {
+                    " (hit the token budget)"
+                },
                 s.response.trim()
             );
         }
@@ -118,7 +149,10 @@ pub fn write(
             let _ = writeln!(md, "- {w}");
         }
     }
-    let _ = writeln!(md, "\nFull config: `run.toml`. Every event: `metrics.jsonl`.");
+    let _ = writeln!(
+        md,
+        "\nFull config: `run.toml`. Every event: `metrics.jsonl`."
+    );
     manners_model::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
     Ok(())
 }

@@ -62,13 +62,22 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_with_floor() {
-        let s = Schedule { kind: ScheduleKind::Cosine, lr: 1e-3, min_lr_ratio: 0.1, warmup: 10, total: 110 };
+        let s = Schedule {
+            kind: ScheduleKind::Cosine,
+            lr: 1e-3,
+            min_lr_ratio: 0.1,
+            warmup: 10,
+            total: 110,
+        };
         assert!(close(s.lr_at(1), 1e-4));
         assert!(close(s.lr_at(10), 1e-3));
         // Half way through the decay: floor + (peak - floor) / 2.
         assert!(close(s.lr_at(60), 1e-4 + 0.5 * 9e-4));
         assert!(close(s.lr_at(110), 1e-4));
-        assert!(close(s.lr_at(500), 1e-4), "past the end it stays at the floor");
+        assert!(
+            close(s.lr_at(500), 1e-4),
+            "past the end it stays at the floor"
+        );
         // Monotone non-increasing after warmup.
         let v: Vec<f64> = (10..=110).map(|i| s.lr_at(i)).collect();
         assert!(v.windows(2).all(|w| w[1] <= w[0]));
@@ -76,9 +85,24 @@ mod tests {
 
     #[test]
     fn linear_and_constant() {
-        let l = Schedule { kind: ScheduleKind::Linear, lr: 2.0, min_lr_ratio: 0.0, warmup: 0, total: 4 };
+        let l = Schedule {
+            kind: ScheduleKind::Linear,
+            lr: 2.0,
+            min_lr_ratio: 0.0,
+            warmup: 0,
+            total: 4,
+        };
         assert_eq!([l.lr_at(1), l.lr_at(2), l.lr_at(4)], [1.5, 1.0, 0.0]);
-        let c = Schedule { kind: ScheduleKind::Constant, lr: 2.0, min_lr_ratio: 0.0, warmup: 2, total: 4 };
-        assert_eq!([c.lr_at(1), c.lr_at(2), c.lr_at(3), c.lr_at(4)], [1.0, 2.0, 2.0, 2.0]);
+        let c = Schedule {
+            kind: ScheduleKind::Constant,
+            lr: 2.0,
+            min_lr_ratio: 0.0,
+            warmup: 2,
+            total: 4,
+        };
+        assert_eq!(
+            [c.lr_at(1), c.lr_at(2), c.lr_at(3), c.lr_at(4)],
+            [1.0, 2.0, 2.0, 2.0]
+        );
     }
 }

@@ -36,9 +36,14 @@ impl DeviceBatch {
             docs.iter().any(|&d| d != docs[0])
         });
         let mask = needs_mask.then(|| document_mask(&h.doc_ids, b, t, device));
-        let idx: Vec<i64> =
-            (0..b * t).filter(|&i| h.loss_mask[i]).map(|i| i as i64).collect();
-        let tgt: Vec<i64> = (0..b * t).filter(|&i| h.loss_mask[i]).map(|i| i64::from(h.targets[i])).collect();
+        let idx: Vec<i64> = (0..b * t)
+            .filter(|&i| h.loss_mask[i])
+            .map(|i| i as i64)
+            .collect();
+        let tgt: Vec<i64> = (0..b * t)
+            .filter(|&i| h.loss_mask[i])
+            .map(|i| i64::from(h.targets[i]))
+            .collect();
         let n = idx.len();
         DeviceBatch {
             inputs,
@@ -56,10 +61,15 @@ impl DeviceBatch {
 pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
     let hidden = model.hidden(
         batch.inputs.clone(),
-        ForwardOptions { positions: Some(batch.positions.clone()), mask: batch.mask.clone() },
+        ForwardOptions {
+            positions: Some(batch.positions.clone()),
+            mask: batch.mask.clone(),
+        },
     ); // [b, t, d]
     let [b, t, d] = hidden.dims();
-    let sup = hidden.reshape([b * t, d]).select(0, batch.sup_index.clone()); // [n, d]
+    let sup = hidden
+        .reshape([b * t, d])
+        .select(0, batch.sup_index.clone()); // [n, d]
     let logits = model.head(sup); // [n, vocab]
     let logp = log_softmax(logits, 1); // [n, vocab]
     logp.gather(1, batch.sup_targets.clone()).sum().neg() // [1]
@@ -68,4 +78,114 @@ pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
 /// Reads a one-element tensor as f64 (a device sync).
 pub fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f32>() as f64
+}
+
+/// The model and optimiser of a run, and one optimiser step over micro-batches.
+pub struct Learner {
+    /// Taken out only while the optimiser updates it.
+    model: Option<Gpt>,
+    optim: manners_model::burn::optim::ModuleOptimizer,
+    clip: Option<f64>,
+    device: Device,
+}
+
+/// What one optimiser step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepResult {
+    /// Masked mean loss over the step's supervised targets.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// False when the loss or gradient was non-finite and the weights were left unchanged.
+    pub applied: bool,
+}
+
+impl Learner {
+    /// `device` is the autodiff device the model lives on.
+    pub fn new(
+        model: Gpt,
+        optim: manners_model::burn::optim::ModuleOptimizer,
+        clip: Option<f64>,
+        device: Device,
+    ) -> Self {
+        Learner {
+            model: Some(model),
+            optim,
+            clip,
+            device,
+        }
+    }
+
+    pub fn model(&self) -> &Gpt {
+        self.model.as_ref().expect("model present between steps")
+    }
+
+    pub fn optim(&self) -> &manners_model::burn::optim::ModuleOptimizer {
+        &self.optim
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn into_parts(self) -> (Gpt, manners_model::burn::optim::ModuleOptimizer) {
+        (self.model.expect("model present between steps"), self.optim)
+    }
+
+    /// Gradients of the step's masked mean loss, accumulated over the micro-batches, and the
+    /// loss (one device read). Each micro-batch's NLL sum is divided by the supervised count
+    /// of the WHOLE step, so the result does not depend on how rows are split into micro-batches.
+    pub fn gradients(
+        &self,
+        micro: &[HostBatch],
+    ) -> Option<(manners_model::burn::optim::GradientsParams, f64)> {
+        use manners_model::burn::optim::{GradientsAccumulator, GradientsParams};
+        let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
+        if n_sup == 0 {
+            return None;
+        }
+        let model = self.model();
+        let mut acc = GradientsAccumulator::<Gpt>::new();
+        let mut sums = Vec::with_capacity(micro.len());
+        for hb in micro.iter().filter(|b| b.n_supervised > 0) {
+            let db = DeviceBatch::from_host(hb, &self.device);
+            let sum = nll_sum(model, &db); // [1]
+            let loss = sum.clone() / n_sup as f32;
+            acc.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+            sums.push(sum.detach());
+        }
+        let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
+        Some((acc.grads(), loss))
+    }
+
+    /// Forward, backward, clip and AdamW update over the micro-batches of one step. `None` when
+    /// the step has no supervised target. A non-finite loss or gradient leaves the weights and
+    /// the optimiser state unchanged.
+    pub fn step(&mut self, micro: &[HostBatch], lr: f64) -> Option<StepResult> {
+        let (grads, loss) = self.gradients(micro)?;
+        let model = self.model();
+        let (grads, norm) = match self.clip {
+            Some(max) => crate::clip::clip_global_norm(model, grads, max),
+            None => {
+                let n = crate::clip::global_norm(model, &grads);
+                (grads, n)
+            }
+        };
+        let applied = loss.is_finite() && norm.is_finite();
+        if applied {
+            let model = self.model.take().expect("model present between steps");
+            self.model = Some(self.optim.step(lr, model, grads));
+        }
+        Some(StepResult {
+            loss,
+            grad_norm: norm,
+            applied,
+        })
+    }
+
+    /// Replaces the model and optimiser (after loading a checkpoint).
+    pub fn replace(&mut self, model: Gpt, optim: manners_model::burn::optim::ModuleOptimizer) {
+        self.model = Some(model);
+        self.optim = optim;
+    }
 }

@@ -7,30 +7,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manners_data::{
-    BatchConfig, ChatTemplate, Conversation, Encoded, HostBatch, Loader, Message, ReadReport,
-    Role, SpecialTokens, TemplateSpec, encode_dataset, encode_texts, mix_texts, pack_stream,
+    BatchConfig, ChatTemplate, Conversation, Encoded, HostBatch, Loader, Message, ReadReport, Role,
+    SpecialTokens, TemplateSpec, encode_dataset, encode_texts, mix_texts, pack_stream,
     read_conversations, read_texts, split_heldout,
 };
 use manners_events::{
     CheckpointInfo, Control, EvalStats, EventSink, RunInfo, RunKind, RunSummary, SampleOut,
     StepStats, TrainEvent,
 };
-use manners_model::burn::module::{AutodiffModule, Module};
-use manners_model::burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use manners_model::burn::module::Module;
 use manners_model::burn::prelude::*;
 use manners_model::{
-    DeviceChoice, GenerationConfig, GenerationDefaults, Gpt, GptConfig, Tokenizer,
-    generate_batch, load_model_dir, resize_token_embeddings, save_model_dir,
+    DeviceChoice, GenerationConfig, GenerationDefaults, Gpt, GptConfig, Tokenizer, generate_batch,
+    load_model_dir, resize_token_embeddings, save_model_dir,
 };
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::clip::{clip_global_norm, global_norm};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::files::RunFiles;
 use crate::optim::build_optimizer;
 use crate::schedule::Schedule;
-use crate::step::{DeviceBatch, nll_sum, scalar};
+use crate::step::{DeviceBatch, Learner, nll_sum, scalar};
 
 /// The file beside a model's tokenizer that records the chat template it was trained with.
 pub const TEMPLATE_FILE: &str = "manners_template.json";
@@ -80,10 +78,11 @@ pub fn saved_template(dir: &Path, tok: &Tokenizer) -> Result<Option<ChatTemplate
     let p = dir.join(TEMPLATE_FILE);
     if p.is_file() {
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        let spec: TemplateSpec = serde_json::from_str(&text).map_err(|e| TrainError::ConfigFile {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
+        let spec: TemplateSpec =
+            serde_json::from_str(&text).map_err(|e| TrainError::ConfigFile {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
         return Ok(Some(ChatTemplate::from_spec(&spec)?));
     }
     match tok.chat_template() {
@@ -130,9 +129,7 @@ struct Run {
     cfg: TrainConfig,
     run_dir: PathBuf,
     device: Device,
-    backend: String,
-    /// The model being trained; taken out only while the optimiser updates it.
-    model: Option<Gpt>,
+    learner: Learner,
     model_config: GptConfig,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
@@ -141,7 +138,6 @@ struct Run {
     samples: Vec<SamplePrompt>,
     stop_ids: Vec<u32>,
     stop_strings: Vec<String>,
-    optim: ModuleOptimizer,
     schedule: Schedule,
     total_steps: u64,
     state: CheckpointState,
@@ -150,7 +146,11 @@ struct Run {
 }
 
 impl Run {
-    fn prepare(mut cfg: TrainConfig, choice: &DeviceChoice, resume_dir: Option<PathBuf>) -> Result<Self> {
+    fn prepare(
+        mut cfg: TrainConfig,
+        choice: &DeviceChoice,
+        resume_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         let device = choice.device.clone().autodiff();
         device.seed(cfg.seed);
 
@@ -161,7 +161,10 @@ impl Run {
                 (m.model, m.config, m.tokenizer)
             }
             (None, Some(init)) => {
-                let tdir = cfg.tokenizer.clone().ok_or_else(|| TrainError::Config("init needs a tokenizer".into()))?;
+                let tdir = cfg
+                    .tokenizer
+                    .clone()
+                    .ok_or_else(|| TrainError::Config("init needs a tokenizer".into()))?;
                 let tok = Tokenizer::from_dir(&tdir)?;
                 let mc = GptConfig {
                     n_layer: init.n_layer,
@@ -197,7 +200,11 @@ impl Run {
 
         // ---- template and special tokens -----------------------------------------------------
         let template = match cfg.kind {
-            RunKind::Sft => Some(choose_template(cfg.template.as_deref(), cfg.model.as_deref(), &tokenizer)?),
+            RunKind::Sft => Some(choose_template(
+                cfg.template.as_deref(),
+                cfg.model.as_deref(),
+                &tokenizer,
+            )?),
             RunKind::Pretrain => None,
         };
         if let Some(t) = &template {
@@ -237,11 +244,19 @@ impl Run {
         let train = Arc::new(data.train);
         let n_train = train.len();
         let mut loader = Loader::new(train, batch_cfg.clone())?;
-        let eval_batches = manners_data::batches(&data.eval, &BatchConfig { pack: batch_cfg.pack, ..batch_cfg })?;
+        let eval_batches = if data.eval.is_empty() {
+            Vec::new()
+        } else {
+            manners_data::batches(&data.eval, &batch_cfg)?
+        };
 
         // ---- steps and schedule ---------------------------------------------------------------
-        let per_epoch = (loader.steps_per_epoch() as u64).div_ceil(cfg.grad_accum as u64).max(1);
-        let total_steps = cfg.max_steps.unwrap_or_else(|| ((cfg.epochs * per_epoch as f64).ceil() as u64).max(1));
+        let per_epoch = (loader.steps_per_epoch() as u64)
+            .div_ceil(cfg.grad_accum as u64)
+            .max(1);
+        let total_steps = cfg
+            .max_steps
+            .unwrap_or_else(|| ((cfg.epochs * per_epoch as f64).ceil() as u64).max(1));
         cfg.resolve_intervals(total_steps);
         let schedule = cfg.schedule(total_steps);
 
@@ -249,7 +264,11 @@ impl Run {
         let mut optim = build_optimizer(&cfg);
         let run_dir = match &resume_dir {
             Some(d) => d.clone(),
-            None => cfg.out_dir.join(cfg.name.clone().unwrap_or_else(|| default_run_name(cfg.kind))),
+            None => cfg.out_dir.join(
+                cfg.name
+                    .clone()
+                    .unwrap_or_else(|| default_run_name(cfg.kind)),
+            ),
         };
         let mut model = model;
         let mut state = CheckpointState {
@@ -286,31 +305,45 @@ impl Run {
         let samples = sample_prompts(&cfg, &data.eval_convs, template.as_ref(), &tokenizer)?;
         let trainable = model.num_params() as u64;
         let info = RunInfo {
-            name: run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name: run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             run_dir: run_dir.display().to_string(),
             kind: cfg.kind,
             model: format!(
                 "{} ({})",
-                cfg.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "from scratch".into()),
+                cfg.model
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "from scratch".into()),
                 model_config.describe()
             ),
             params: model.num_params() as u64,
             trainable_params: trainable,
             backend: choice.description.clone(),
-            data: cfg.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            data: cfg
+                .data
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             train_examples: n_train as u64,
             eval_examples: data.eval.len() as u64,
-            template: template.as_ref().map(|t| t.name().to_string()).unwrap_or_default(),
+            template: template
+                .as_ref()
+                .map(|t| t.name().to_string())
+                .unwrap_or_default(),
             total_steps,
             start_step: state.step,
             facts: data.facts,
         };
+        let learner = Learner::new(model, optim, cfg.clip_grad_norm, device.clone());
         Ok(Run {
-            backend: choice.description.clone(),
+            learner,
             cfg,
             run_dir,
             device,
-            model: Some(model),
             model_config,
             tokenizer,
             template,
@@ -319,7 +352,6 @@ impl Run {
             samples,
             stop_ids,
             stop_strings,
-            optim,
             schedule,
             total_steps,
             state,
@@ -329,7 +361,7 @@ impl Run {
     }
 
     fn model(&self) -> &Gpt {
-        self.model.as_ref().expect("model present between steps")
+        self.learner.model()
     }
 
     fn emit(&mut self, sink: &mut dyn EventSink, ev: TrainEvent) {
@@ -342,8 +374,18 @@ impl Run {
         let elapsed_before = self.state.elapsed_secs;
         let elapsed = |s: &Instant| elapsed_before + s.elapsed().as_secs_f64();
         self.emit(sink, TrainEvent::Started(self.info.clone()));
-        for line in self.info.facts.iter().filter(|(k, _)| k.starts_with("warning")) {
-            let ev = TrainEvent::Warning { step: self.state.step, message: line.1.clone() };
+        let warnings: Vec<String> = self
+            .info
+            .facts
+            .iter()
+            .filter(|(k, _)| k.starts_with("warning"))
+            .map(|(_, v)| v.clone())
+            .collect();
+        for message in warnings {
+            let ev = TrainEvent::Warning {
+                step: self.state.step,
+                message,
+            };
             self.emit(sink, ev);
         }
         let mut bad_in_a_row = 0u32;
@@ -354,14 +396,20 @@ impl Run {
             while control.is_paused() && !control.should_stop() {
                 if !paused {
                     paused = true;
-                    let ev = TrainEvent::Paused { step: self.state.step, paused: true };
+                    let ev = TrainEvent::Paused {
+                        step: self.state.step,
+                        paused: true,
+                    };
                     self.emit(sink, ev);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             if paused {
                 paused = false;
-                let ev = TrainEvent::Paused { step: self.state.step, paused: false };
+                let ev = TrainEvent::Paused {
+                    step: self.state.step,
+                    paused: false,
+                };
                 self.emit(sink, ev);
             }
             if control.should_stop() {
@@ -383,29 +431,38 @@ impl Run {
             let t0 = Instant::now();
             let step = self.state.step + 1;
             let lr = self.schedule.lr_at(step);
-            let micro: Vec<HostBatch> = (0..self.cfg.grad_accum).map(|_| self.loader.next_batch()).collect();
+            let micro: Vec<HostBatch> = (0..self.cfg.grad_accum)
+                .map(|_| self.loader.next_batch())
+                .collect();
             let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
-            let outcome = self.step_once(&micro, n_sup, lr);
+            let outcome = self.learner.step(&micro, lr);
             self.state.step = step;
             self.state.tokens_seen += n_tok as u64;
             self.state.supervised_seen += n_sup as u64;
             let secs = t0.elapsed().as_secs_f64().max(1e-9);
             let (loss, gnorm, skipped) = match outcome {
-                Some((loss, gnorm)) if loss.is_finite() && gnorm.is_finite() => (loss, gnorm, false),
-                Some((loss, gnorm)) => (loss, gnorm, true),
+                Some(r) => (r.loss, r.grad_norm, !r.applied),
                 None => (f64::NAN, f64::NAN, true),
             };
             if skipped {
                 bad_in_a_row += 1;
                 let ev = TrainEvent::Warning {
                     step,
-                    message: format!("step {step} skipped: loss {loss}, grad norm {gnorm} (non-finite)"),
+                    message: format!(
+                        "step {step} skipped: loss {loss}, grad norm {gnorm} (non-finite)"
+                    ),
                 };
                 self.emit(sink, ev);
                 if bad_in_a_row >= self.cfg.max_bad_steps {
-                    let err = TrainError::Diverged { step, count: bad_in_a_row };
-                    let ev = TrainEvent::Failed { step, error: err.to_string() };
+                    let err = TrainError::Diverged {
+                        step,
+                        count: bad_in_a_row,
+                    };
+                    let ev = TrainEvent::Failed {
+                        step,
+                        error: err.to_string(),
+                    };
                     self.emit(sink, ev);
                     return Err(err);
                 }
@@ -429,17 +486,17 @@ impl Run {
             self.emit(sink, ev);
 
             let last = step == self.total_steps;
-            if step % self.cfg.eval_every == 0 && !last {
+            if step.is_multiple_of(self.cfg.eval_every) && !last {
                 self.evaluate(sink);
                 if self.early_stop() {
                     reason = "early stopping".into();
                     break;
                 }
             }
-            if step % self.cfg.sample_every == 0 && !last {
+            if step.is_multiple_of(self.cfg.sample_every) && !last {
                 self.sample(sink)?;
             }
-            if step % self.cfg.save_every == 0 && !last {
+            if step.is_multiple_of(self.cfg.save_every) && !last {
                 self.state.elapsed_secs = elapsed(&started);
                 self.checkpoint(sink)?;
             }
@@ -452,10 +509,16 @@ impl Run {
             self.sample(sink)?;
         }
         self.state.elapsed_secs = elapsed(&started);
-        if checkpoint::latest(&self.run_dir).map(|(s, _)| s) != Some(self.state.step) && self.state.step > 0 {
+        if checkpoint::latest(&self.run_dir).map(|(s, _)| s) != Some(self.state.step)
+            && self.state.step > 0
+        {
             self.checkpoint(sink)?;
         }
-        let final_dir = if completed { Some(self.export_final()?) } else { None };
+        let final_dir = if completed {
+            Some(self.export_final()?)
+        } else {
+            None
+        };
         let summary = RunSummary {
             steps: self.state.step,
             final_loss: self.state.last_loss,
@@ -474,39 +537,6 @@ impl Run {
             tokenizer: self.tokenizer.clone(),
             template: self.template.clone(),
         })
-    }
-
-    /// Forward, backward and update over the micro-batches of one step. Returns the masked mean
-    /// loss and the gradient norm before clipping, or `None` when there was nothing to learn.
-    /// A non-finite loss or gradient leaves the weights unchanged.
-    fn step_once(&mut self, micro: &[HostBatch], n_sup: usize, lr: f64) -> Option<(f64, f64)> {
-        if n_sup == 0 {
-            return None;
-        }
-        let mut acc = GradientsAccumulator::<Gpt>::new();
-        let mut sums = Vec::with_capacity(micro.len());
-        for hb in micro.iter().filter(|b| b.n_supervised > 0) {
-            let db = DeviceBatch::from_host(hb, &self.device);
-            let sum = nll_sum(self.model(), &db); // [1]
-            let loss = sum.clone() / n_sup as f32;
-            let grads = GradientsParams::from_grads(loss.backward(), self.model());
-            acc.accumulate(self.model(), grads);
-            sums.push(sum.detach());
-        }
-        let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
-        let grads = acc.grads();
-        let (grads, norm) = match self.cfg.clip_grad_norm {
-            Some(max) => clip_global_norm(self.model(), grads, max),
-            None => {
-                let n = global_norm(self.model(), &grads);
-                (grads, n)
-            }
-        };
-        if loss.is_finite() && norm.is_finite() {
-            let model = self.model.take().expect("model present between steps");
-            self.model = Some(self.optim.step(lr, model, grads));
-        }
-        Some((loss, norm))
     }
 
     fn evaluate(&mut self, sink: &mut dyn EventSink) {
@@ -587,8 +617,8 @@ impl Run {
         self.state.loader = self.loader.state();
         let dir = checkpoint::save(
             &self.run_dir,
-            self.model(),
-            &self.optim,
+            self.learner.model(),
+            self.learner.optim(),
             &self.tokenizer,
             &self.state,
             self.cfg.keep_checkpoints,
@@ -610,9 +640,15 @@ impl Run {
         let mut extra = Vec::new();
         if let Some(t) = &self.template {
             tok.set_chat_template(Some(t.to_jinja()));
-            extra.push((TEMPLATE_FILE, serde_json::to_vec_pretty(&t.spec()).expect("spec serialises")));
+            extra.push((
+                TEMPLATE_FILE,
+                serde_json::to_vec_pretty(&t.spec()).expect("spec serialises"),
+            ));
         }
-        let generation = GenerationDefaults { eos_token_ids: self.stop_ids.clone(), ..Default::default() };
+        let generation = GenerationDefaults {
+            eos_token_ids: self.stop_ids.clone(),
+            ..Default::default()
+        };
         let model = self.model().valid();
         save_model_dir(&dir, &model, &self.model_config, &tok, &generation, &extra)?;
         Ok(dir)
@@ -653,7 +689,12 @@ fn utc_stamp(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 struct PreparedData {
@@ -663,7 +704,11 @@ struct PreparedData {
     facts: Vec<(String, String)>,
 }
 
-fn prepare_data(cfg: &TrainConfig, tok: &Tokenizer, template: Option<&ChatTemplate>) -> Result<PreparedData> {
+fn prepare_data(
+    cfg: &TrainConfig,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+) -> Result<PreparedData> {
     let policy = cfg.bad_record_policy()?;
     let mut facts = Vec::new();
     let eos = tok.eos_id();
@@ -677,14 +722,25 @@ fn prepare_data(cfg: &TrainConfig, tok: &Tokenizer, template: Option<&ChatTempla
         }
         let (train_txt, eval_txt) = split_heldout(&texts, cfg.eval_fraction, cfg.seed);
         let enc = |v: &[String]| -> Result<Vec<Vec<u32>>> {
-            Ok(encode_texts(v, tok.hf(), None)?.into_iter().map(|e| e.ids).collect())
+            Ok(encode_texts(v, tok.hf(), None)?
+                .into_iter()
+                .map(|e| e.ids)
+                .collect())
         };
         let seq = cfg.max_len - 1;
         let train = pack_stream(&enc(&train_txt)?, eos, seq);
         let mut eval = pack_stream(&enc(&eval_txt)?, eos, seq);
         eval.truncate(cfg.max_eval_examples);
-        facts.push(("documents".into(), format!("{} train, {} held out", train_txt.len(), eval_txt.len())));
-        return Ok(PreparedData { train, eval, eval_convs: Vec::new(), facts });
+        facts.push((
+            "documents".into(),
+            format!("{} train, {} held out", train_txt.len(), eval_txt.len()),
+        ));
+        return Ok(PreparedData {
+            train,
+            eval,
+            eval_convs: Vec::new(),
+            facts,
+        });
     };
     let format = cfg.format()?;
     let mut convs = Vec::new();
@@ -707,7 +763,8 @@ fn prepare_data(cfg: &TrainConfig, tok: &Tokenizer, template: Option<&ChatTempla
     eval_convs.truncate(cfg.max_eval_examples);
     let mask = cfg.mask_mode()?;
     let lp = cfg.length_policy()?;
-    let (mut train, report) = encode_dataset(&train_convs, template, tok.hf(), mask, cfg.max_len, lp)?;
+    let (mut train, report) =
+        encode_dataset(&train_convs, template, tok.hf(), mask, cfg.max_len, lp)?;
     if report.truncated > 0 || report.dropped() > 0 {
         facts.push((
             "warning: length".into(),
@@ -737,16 +794,30 @@ fn prepare_data(cfg: &TrainConfig, tok: &Tokenizer, template: Option<&ChatTempla
     let toks: usize = train.iter().map(|e| e.len().saturating_sub(1)).sum();
     facts.push((
         "supervised".into(),
-        format!("{:.1}% of {} training positions", 100.0 * sup as f64 / toks.max(1) as f64, toks),
+        format!(
+            "{:.1}% of {} training positions",
+            100.0 * sup as f64 / toks.max(1) as f64,
+            toks
+        ),
     ));
-    Ok(PreparedData { train, eval, eval_convs, facts })
+    Ok(PreparedData {
+        train,
+        eval,
+        eval_convs,
+        facts,
+    })
 }
 
 fn note_rejections(facts: &mut Vec<(String, String)>, path: &Path, report: &ReadReport) {
     if report.n_rejected() > 0 {
         facts.push((
             "warning: data".into(),
-            format!("{}: {} records rejected and skipped: {}", path.display(), report.n_rejected(), report.to_string().trim()),
+            format!(
+                "{}: {} records rejected and skipped: {}",
+                path.display(),
+                report.n_rejected(),
+                report.to_string().trim()
+            ),
         ));
     }
 }
@@ -766,7 +837,10 @@ fn sample_prompts(
                 cfg.sample_prompts.clone()
             };
             for p in prompts {
-                out.push(SamplePrompt { ids: tok.encode(&p)?, shown: p });
+                out.push(SamplePrompt {
+                    ids: tok.encode(&p)?,
+                    shown: p,
+                });
             }
         }
         Some(t) => {
@@ -780,11 +854,22 @@ fn sample_prompts(
                     .take(3)
                     .collect()
             } else {
-                cfg.sample_prompts.iter().map(|p| vec![Message::user(p.clone())]).collect()
+                cfg.sample_prompts
+                    .iter()
+                    .map(|p| vec![Message::user(p.clone())])
+                    .collect()
             };
             for msgs in convs {
-                let shown = msgs.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
-                out.push(SamplePrompt { ids: t.encode_prompt(&msgs, tok.hf())?, shown });
+                let shown = msgs
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == Role::User)
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                out.push(SamplePrompt {
+                    ids: t.encode_prompt(&msgs, tok.hf())?,
+                    shown,
+                });
             }
         }
     }

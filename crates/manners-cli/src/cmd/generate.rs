@@ -15,7 +15,11 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
         max_new_tokens: a.sampling.max_new_tokens,
         sampling: a.sampling.sampling(),
         seed: a.sampling.seed,
-        stop_token_ids: if a.ignore_eos { vec![] } else { m.default_stop_ids() },
+        stop_token_ids: if a.ignore_eos {
+            vec![]
+        } else {
+            m.default_stop_ids()
+        },
         stop_strings: a.sampling.stop.clone(),
     };
     let mut out = std::io::stdout().lock();

@@ -32,24 +32,42 @@ pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     println!("model       {}", a.model.display());
     println!("shape       {}", c.describe());
-    println!("params      {} ({} exactly)", manners::human_count(c.num_params() as u64), c.num_params());
+    println!(
+        "params      {} ({} exactly)",
+        manners::human_count(c.num_params() as u64),
+        c.num_params()
+    );
     println!(
         "layers      n_layer {}  n_head {}  n_embd {}  n_inner {}  n_positions {}",
-        c.n_layer, c.n_head, c.n_embd, c.inner(), c.n_positions
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        c.inner(),
+        c.n_positions
     );
-    println!("activation  {:?}  layer_norm_epsilon {}  dropout {}", c.activation, c.layer_norm_epsilon, c.dropout);
+    println!(
+        "activation  {:?}  layer_norm_epsilon {}  dropout {}",
+        c.activation, c.layer_norm_epsilon, c.dropout
+    );
     println!(
         "tokenizer   {} tokens (embedding rows {})",
         m.tokenizer.vocab_size(),
         c.vocab_size
     );
-    let show = |t: Option<&str>| t.map(|s| format!("{s:?} = {}", m.tokenizer.token_id(s).unwrap_or(u32::MAX))).unwrap_or_else(|| "none".into());
+    let show = |t: Option<&str>| {
+        t.map(|s| format!("{s:?} = {}", m.tokenizer.token_id(s).unwrap_or(u32::MAX)))
+            .unwrap_or_else(|| "none".into())
+    };
     println!("bos         {}", show(m.tokenizer.bos_token()));
     println!("eos         {}", show(m.tokenizer.eos_token()));
     println!("pad         {}", show(m.tokenizer.pad_token()));
     println!(
         "specials    {}",
-        specials.iter().map(|(id, t)| format!("{t} ({id})")).collect::<Vec<_>>().join(", ")
+        specials
+            .iter()
+            .map(|(id, t)| format!("{t} ({id})"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("stop ids    {:?}", m.default_stop_ids());
     match m.tokenizer.chat_template() {

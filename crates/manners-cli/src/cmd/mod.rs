@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod chat;
 pub mod generate;
 pub mod info;
+pub mod train;
 
 use anyhow::Context;
 use manners::DeviceChoice;

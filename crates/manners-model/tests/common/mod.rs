@@ -23,7 +23,10 @@ pub fn reference() -> serde_json::Value {
 /// driver), unless `MANNERS_SKIP_WGPU` is set. A skipped backend is reported on stderr.
 pub fn devices() -> Vec<(&'static str, Device)> {
     let mut v = Vec::new();
-    for (name, kind) in [("flex", BackendKind::Flex), ("ndarray", BackendKind::Ndarray)] {
+    for (name, kind) in [
+        ("flex", BackendKind::Flex),
+        ("ndarray", BackendKind::Ndarray),
+    ] {
         v.push((name, select_device(kind).unwrap().device));
     }
     if std::env::var_os("MANNERS_SKIP_WGPU").is_some() {
@@ -52,10 +55,13 @@ pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
 }
 
 pub fn to_vec(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,211 @@
+//! `manners train`: flags -> `TrainConfig`, the trainer on a worker thread, the dashboard (or
+//! plain log lines) on this one.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use anyhow::{Context, bail};
+use manners::events::{Control, TrainEvent};
+use manners::train::{TrainConfig, TrainOutcome};
+use manners_tui::{DashboardEnd, DashboardOptions, LogPrinter, run_dashboard};
+
+use crate::args::TrainArgs;
+
+/// Applies the flags the user gave on top of `cfg`.
+pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) -> anyhow::Result<()> {
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = &a.$field {
+                cfg.$field = v.clone().into();
+            }
+        };
+    }
+    if let Some(m) = &a.model {
+        cfg.model = Some(m.clone());
+    }
+    if !a.data.is_empty() {
+        cfg.data = a.data.clone();
+    }
+    if !a.eval_data.is_empty() {
+        cfg.eval_data = a.eval_data.clone();
+    }
+    set!(format);
+    if let Some(t) = &a.template {
+        cfg.template = Some(t.clone());
+    }
+    set!(mask);
+    if a.pack {
+        cfg.pack = true;
+    }
+    if a.no_pack {
+        cfg.pack = false;
+    }
+    set!(max_len);
+    set!(batch_size);
+    set!(grad_accum);
+    set!(lr);
+    if let Some(w) = a.warmup {
+        cfg.warmup_steps = Some(w);
+    }
+    if let Some(s) = &a.schedule {
+        cfg.schedule = match s.as_str() {
+            "cosine" => manners::train::ScheduleKind::Cosine,
+            "linear" => manners::train::ScheduleKind::Linear,
+            "constant" => manners::train::ScheduleKind::Constant,
+            other => bail!("--schedule {other}: expected cosine, linear or constant"),
+        };
+    }
+    if let Some(e) = a.epochs {
+        cfg.epochs = e;
+        cfg.max_steps = None;
+    }
+    if let Some(s) = a.max_steps {
+        cfg.max_steps = Some(s);
+    }
+    set!(weight_decay);
+    if let Some(c) = a.clip {
+        cfg.clip_grad_norm = (c > 0.0).then_some(c);
+    }
+    set!(dropout);
+    if !a.mix_text.is_empty() {
+        cfg.mix_text = a.mix_text.clone();
+    }
+    set!(mix_fraction);
+    set!(eval_every);
+    set!(sample_every);
+    set!(save_every);
+    set!(log_every);
+    if !a.sample_prompts.is_empty() {
+        cfg.sample_prompts = a.sample_prompts.clone();
+    }
+    if let Some(p) = a.early_stopping {
+        cfg.early_stopping_patience = Some(p);
+    }
+    set!(seed);
+    if let Some(o) = &a.out {
+        cfg.out_dir = o.clone();
+    }
+    if let Some(n) = &a.name {
+        cfg.name = Some(n.clone());
+    }
+    if let Some(b) = a.backend {
+        cfg.backend = manners::BackendKind::from(b).name().to_string();
+    }
+    Ok(())
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = match (&a.config, &a.resume) {
+        (Some(p), _) => TrainConfig::from_toml_file(p)?,
+        (None, Some(dir)) => TrainConfig::from_toml_file(&dir.join("run.toml"))
+            .with_context(|| format!("{} is not a run folder", dir.display()))?,
+        (None, None) => TrainConfig::default(),
+    };
+    apply_flags(&a, &mut cfg)?;
+    if cfg.model.is_none() && cfg.init.is_none() {
+        bail!("no --model given (a Hugging Face GPT-2 folder or a manners final/ folder)");
+    }
+    cfg.validate()?;
+    let backend: manners::BackendKind = cfg.backend.parse()?;
+    let device = manners::select_device(backend).context("choosing the backend")?;
+    let outcome = run_with_ui(cfg, device, a.resume.clone(), a.no_tui)?;
+    print_outcome(&outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs training with the dashboard when stdout and stderr are terminals (and `--no-tui` is not
+/// given), else with plain log lines. Ctrl-C asks the trainer to checkpoint and stop; a second
+/// Ctrl-C exits at once.
+pub fn run_with_ui(
+    cfg: TrainConfig,
+    device: manners::DeviceChoice,
+    resume: Option<std::path::PathBuf>,
+    no_tui: bool,
+) -> anyhow::Result<TrainOutcome> {
+    let control = Control::new();
+    let tui = !no_tui && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let train = move |sink: &mut dyn manners::events::EventSink, control: &Control| match &resume {
+        Some(dir) => {
+            let c = cfg.clone();
+            manners::train::resume(
+                dir,
+                &device,
+                move |x| apply_resume_edits(x, &c),
+                sink,
+                control,
+            )
+        }
+        None => manners::train::train(cfg, &device, sink, control),
+    };
+    if tui {
+        let (tx, rx) = mpsc::channel::<TrainEvent>();
+        let worker_control = control.clone();
+        let worker = std::thread::Builder::new()
+            .name("trainer".into())
+            .spawn(move || {
+                let mut sink = tx;
+                train(&mut sink, &worker_control)
+            })?;
+        let out = run_dashboard(rx, control, DashboardOptions::default())?;
+        if matches!(out.end, DashboardEnd::ForceQuit) {
+            std::process::exit(130);
+        }
+        match worker.join() {
+            Ok(r) => Ok(r?),
+            Err(_) => bail!("the trainer thread panicked (see the message above)"),
+        }
+    } else {
+        install_ctrl_c(&control);
+        let mut printer = LogPrinter::stderr(10);
+        Ok(train(&mut printer, &control)?)
+    }
+}
+
+/// On resume the saved config is used; flags given with `--resume` may extend the run.
+fn apply_resume_edits(saved: &mut TrainConfig, given: &TrainConfig) {
+    saved.max_steps = given.max_steps.or(saved.max_steps);
+    saved.epochs = given.epochs;
+    saved.backend = given.backend.clone();
+}
+
+fn install_ctrl_c(control: &Control) {
+    let c = control.clone();
+    let mut hits = 0;
+    let _ = ctrlc::set_handler(move || {
+        hits += 1;
+        if hits == 1 {
+            eprintln!("\nstopping: writing a checkpoint (Ctrl-C again to exit now)");
+            c.request_stop();
+        } else {
+            std::process::exit(130);
+        }
+    });
+}
+
+fn print_outcome(o: &TrainOutcome) {
+    let s = &o.summary;
+    eprintln!();
+    eprintln!("run        {}", o.run_dir.display());
+    eprintln!(
+        "ended      {} after {} steps ({:.1} min)",
+        s.reason,
+        s.steps,
+        s.elapsed_secs / 60.0
+    );
+    if let Some(l) = s.final_loss {
+        eprintln!("train loss {l:.4}");
+    }
+    if let Some(l) = s.final_eval_loss {
+        eprintln!("eval loss  {l:.4} (perplexity {:.2})", l.exp());
+    }
+    match &o.final_dir {
+        Some(d) => eprintln!(
+            "model      {}  (try: manners chat --model {})",
+            d.display(),
+            d.display()
+        ),
+        None => eprintln!("resume     manners train --resume {}", o.run_dir.display()),
+    }
+    eprintln!("report     {}", o.run_dir.join("report.md").display());
+}

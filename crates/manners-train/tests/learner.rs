@@ -1,0 +1,244 @@
+//! The learner against PyTorch, and the invariances the SFT loss must have.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+
+use manners_data::{BatchConfig, Encoded, HostBatch, batches};
+use manners_model::burn::module::{Module, ModuleVisitor, Param};
+use manners_model::burn::optim::GradientsParams;
+use manners_model::burn::prelude::*;
+use manners_model::{BackendKind, Gpt, load_model_dir, select_device};
+use manners_train::{Learner, TrainConfig, build_optimizer};
+
+fn fixture_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
+}
+
+fn flex_autodiff() -> Device {
+    select_device(BackendKind::Flex).unwrap().device.autodiff()
+}
+
+fn learner(clip: Option<f64>, wd: f64) -> Learner {
+    let dev = flex_autodiff();
+    let m = load_model_dir(&fixture_model(), &dev).unwrap();
+    let cfg = TrainConfig {
+        weight_decay: wd,
+        ..Default::default()
+    };
+    Learner::new(m.model, build_optimizer(&cfg), clip, dev)
+}
+
+fn rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// A batch with explicit targets and mask (every row one document starting at position 0).
+fn host_batch(inputs: &[Vec<f64>], targets: &[Vec<f64>], mask: &[Vec<f64>]) -> HostBatch {
+    let (b, t) = (inputs.len(), inputs[0].len());
+    let flat = |v: &[Vec<f64>]| v.iter().flatten().map(|&x| x as u32).collect::<Vec<u32>>();
+    let loss_mask: Vec<bool> = mask.iter().flatten().map(|&m| m > 0.5).collect();
+    HostBatch {
+        batch: b,
+        seq_len: t,
+        inputs: flat(inputs),
+        targets: flat(targets),
+        n_supervised: loss_mask.iter().filter(|&&m| m).count(),
+        loss_mask,
+        positions: (0..b).flat_map(|_| 0..t as u32).collect(),
+        doc_ids: vec![1; b * t],
+        n_tokens: b * t,
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[test]
+fn matches_pytorch_loss_grad_norm_and_three_adamw_steps() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sft-step-reference.json");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let batch = host_batch(&rows(&r["inputs"]), &rows(&r["targets"]), &rows(&r["mask"]));
+    let mut l = learner(
+        Some(r["clip"].as_f64().unwrap()),
+        r["weight_decay"].as_f64().unwrap(),
+    );
+    let lr = r["lr"].as_f64().unwrap();
+    for i in 0..3 {
+        let s = l.step(std::slice::from_ref(&batch), lr).unwrap();
+        let want_loss = r["losses"][i].as_f64().unwrap();
+        let want_norm = r["grad_norms"][i].as_f64().unwrap();
+        eprintln!(
+            "step {i}: loss {} vs {want_loss}, norm {} vs {want_norm}",
+            s.loss, s.grad_norm
+        );
+        assert!(
+            rel(s.loss, want_loss) < 1e-4,
+            "step {i} loss {} vs {want_loss}",
+            s.loss
+        );
+        assert!(
+            rel(s.grad_norm, want_norm) < 1e-4,
+            "step {i} grad norm {} vs {want_norm}",
+            s.grad_norm
+        );
+        assert!(s.applied);
+    }
+    let (_, after) = l.gradients(std::slice::from_ref(&batch)).unwrap();
+    let want = r["loss_after_3_steps"].as_f64().unwrap();
+    assert!(
+        rel(after, want) < 1e-4,
+        "loss after 3 steps {after} vs {want}"
+    );
+}
+
+/// Eight examples of different lengths and supervised spans.
+fn examples() -> Vec<Encoded> {
+    let mut out = Vec::new();
+    let mut seed = 11u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for i in 0..8 {
+        let n = 6 + (i * 5) % 17;
+        let ids: Vec<u32> = (0..n).map(|_| 1 + next() % 499).collect();
+        let start = 1 + i % 4;
+        let loss_mask: Vec<bool> = (0..n).map(|j| j >= start && (j + i) % 5 != 0).collect();
+        out.push(Encoded { ids, loss_mask });
+    }
+    out
+}
+
+struct Flatten<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<f32>,
+}
+
+impl ModuleVisitor for Flatten<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(p.id) {
+            self.out
+                .extend(g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        }
+    }
+}
+
+fn flat_grads(model: &Gpt, grads: &GradientsParams) -> Vec<f32> {
+    let mut f = Flatten {
+        grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut f);
+    f.out
+}
+
+fn split(rows_per_micro: usize, pack: bool) -> Vec<HostBatch> {
+    let cfg = BatchConfig {
+        batch_size: rows_per_micro,
+        seq_len: 24,
+        pack,
+        shuffle: false,
+        ..Default::default()
+    };
+    batches(&examples(), &cfg).unwrap()
+}
+
+#[test]
+fn gradient_accumulation_is_token_normalised() {
+    let l = learner(None, 0.0);
+    let (g_8x1, loss_8x1) = l.gradients(&split(8, false)).unwrap();
+    let reference = flat_grads(l.model(), &g_8x1);
+    for (rows, micro) in [(2, 4), (1, 8)] {
+        let mb = split(rows, false);
+        assert_eq!(mb.len(), micro);
+        let (g, loss) = l.gradients(&mb).unwrap();
+        let v = flat_grads(l.model(), &g);
+        let diff = v
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = reference.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "{rows}x{micro}: max grad diff {diff:e}"
+        );
+        assert!(
+            rel(loss, loss_8x1) < 1e-5,
+            "{rows}x{micro}: loss {loss} vs {loss_8x1}"
+        );
+    }
+}
+
+#[test]
+fn packed_and_unpacked_batches_give_the_same_loss_and_gradient() {
+    let l = learner(None, 0.0);
+    let unpacked = split(8, false);
+    let packed = split(8, true);
+    assert!(
+        packed[0].batch < unpacked[0].batch,
+        "packing should need fewer rows"
+    );
+    let (gu, lu) = l.gradients(&unpacked).unwrap();
+    let (gp, lp) = l.gradients(&packed).unwrap();
+    assert!(rel(lp, lu) < 1e-5, "packed {lp} vs unpacked {lu}");
+    let (a, b) = (flat_grads(l.model(), &gu), flat_grads(l.model(), &gp));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "max grad diff {diff:e}");
+}
+
+#[test]
+fn masked_mean_is_not_the_plain_mean() {
+    // The same batch with every position supervised gives a different loss: the mask matters.
+    let l = learner(None, 0.0);
+    let mut b = split(8, false).remove(0);
+    let (_, masked) = l.gradients(std::slice::from_ref(&b)).unwrap();
+    for i in 0..b.loss_mask.len() {
+        b.loss_mask[i] = b.doc_ids[i] != 0;
+    }
+    b.n_supervised = b.loss_mask.iter().filter(|&&m| m).count();
+    let (_, all) = l.gradients(std::slice::from_ref(&b)).unwrap();
+    assert!((masked - all).abs() > 1e-3, "{masked} vs {all}");
+}
+
+#[test]
+fn non_finite_steps_leave_the_weights_alone() {
+    let b = split(8, false).remove(0);
+    let (mut m, o) = learner(Some(1.0), 0.0).into_parts();
+    // Poison the final LayerNorm gain: every logit, hence the loss, becomes NaN.
+    m.ln_f.gamma = Param::from_tensor(m.ln_f.gamma.val().mul_scalar(f32::NAN).detach());
+    let mut l = Learner::new(m, o, Some(1.0), flex_autodiff());
+    let bits = |l: &Learner| -> Vec<u32> {
+        let w = l.model().h[0].attn.c_attn.weight.val().into_data();
+        w.try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    let before = bits(&l);
+    let r = l.step(std::slice::from_ref(&b), 1e-3).unwrap();
+    assert!(!r.applied, "a NaN step must not be applied");
+    assert!(r.loss.is_nan());
+    assert_eq!(bits(&l), before, "weights changed on a skipped step");
+}

@@ -1,0 +1,286 @@
+//! End to end on the tiny fixture model: overfitting a handful of conversations, exact
+//! resume, and the run folder.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+
+use manners_data::{Message, Role};
+use manners_events::{Control, FnSink, TrainEvent};
+use manners_model::{
+    BackendKind, DeviceChoice, GenerationConfig, StopReason, generate, load_model_dir,
+    select_device,
+};
+use manners_train::{TrainConfig, read_events, resume, saved_template, train};
+
+fn fixture_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
+}
+
+fn flex() -> DeviceChoice {
+    select_device(BackendKind::Flex).unwrap()
+}
+
+const QA: &[(&str, &str)] = &[
+    ("What is the capital of Peru?", "Lima."),
+    ("What is the capital of France?", "Paris."),
+    ("Who wrote Emma?", "Jane Austen."),
+    ("What is two plus two?", "Four."),
+    ("Name a colour.", "Blue."),
+    ("What is the chemical symbol of gold?", "Au."),
+    ("Say hello.", "Hello!"),
+];
+
+fn write_data(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for (q, a) in QA {
+        let mut msgs = vec![
+            serde_json::json!({"role": "user", "content": q}),
+            serde_json::json!({"role": "assistant", "content": a}),
+        ];
+        if *q == "Say hello." {
+            msgs.insert(
+                0,
+                serde_json::json!({"role": "system", "content": "Be brief."}),
+            );
+        }
+        let v = serde_json::json!({ "messages": msgs });
+        lines.push(v.to_string());
+    }
+    // One two-turn conversation: both assistant turns are trained.
+    let v = serde_json::json!({"messages": [
+        {"role": "user", "content": "Italy?"},
+        {"role": "assistant", "content": "Rome."},
+        {"role": "user", "content": "Spain?"},
+        {"role": "assistant", "content": "Madrid."}
+    ]});
+    lines.push(v.to_string());
+    let p = dir.join("data.jsonl");
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    p
+}
+
+fn base_config(dir: &Path) -> TrainConfig {
+    TrainConfig {
+        model: Some(fixture_model()),
+        data: vec![write_data(dir)],
+        eval_fraction: 0.0,
+        template: Some("chatml".into()),
+        batch_size: 8,
+        lr: 3e-3,
+        warmup_steps: Some(10),
+        max_len: 64,
+        backend: "flex".into(),
+        out_dir: dir.to_path_buf(),
+        seed: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn overfits_eight_conversations_and_answers_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        max_steps: Some(300),
+        name: Some("overfit".into()),
+        ..base_config(tmp.path())
+    };
+    let mut events = Vec::new();
+    let out = train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    let losses: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s.loss),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(losses.len(), 300);
+    let truncated = events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Warning { message, .. } if message.contains("truncated")));
+    assert!(!truncated, "the test data must fit max_len");
+    let tail = losses[290..].iter().sum::<f64>() / 10.0;
+    assert!(
+        tail < 0.05,
+        "training loss did not fall below 0.05: {tail} (first {})",
+        losses[0]
+    );
+
+    // The exported folder answers every question with the trained answer, then stops at <|im_end|>.
+    let final_dir = out.final_dir.unwrap();
+    let dev = flex().device;
+    let m = load_model_dir(&final_dir, &dev).unwrap();
+    let template = saved_template(&final_dir, &m.tokenizer)
+        .unwrap()
+        .expect("template saved");
+    let im_end = m.tokenizer.token_id("<|im_end|>").unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: 16,
+        stop_token_ids: template.stop_token_ids(m.tokenizer.hf()),
+        ..Default::default()
+    };
+    for (q, a) in QA {
+        let mut msgs = vec![Message::user(*q)];
+        if *q == "Say hello." {
+            msgs.insert(0, Message::system("Be brief."));
+        }
+        let prompt = template.encode_prompt(&msgs, m.tokenizer.hf()).unwrap();
+        let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap();
+        assert_eq!(g.text, *a, "answer to {q:?}");
+        assert_eq!(
+            g.stop,
+            StopReason::StopToken(im_end),
+            "{q:?} did not stop at <|im_end|>"
+        );
+    }
+    // The second assistant turn of the multi-turn conversation was trained too.
+    let msgs = vec![
+        Message::user("Italy?"),
+        Message::new(Role::Assistant, "Rome."),
+        Message::user("Spain?"),
+    ];
+    let prompt = template.encode_prompt(&msgs, m.tokenizer.hf()).unwrap();
+    let g = generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {}).unwrap();
+    assert_eq!(g.text, "Madrid.");
+
+    // The run folder.
+    for f in [
+        "run.toml",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "report.md",
+        "loss.png",
+        "final/model.safetensors",
+        "final/manners_template.json",
+    ] {
+        assert!(out.run_dir.join(f).exists(), "{f} missing");
+    }
+    // run.toml reproduces the run: it parses back to the resolved config.
+    let saved = TrainConfig::from_toml_file(&out.run_dir.join("run.toml")).unwrap();
+    assert_eq!(saved.max_steps, Some(300));
+    assert!(
+        saved.eval_every > 0 && saved.save_every > 0,
+        "intervals are resolved"
+    );
+}
+
+fn step_losses(events: &[TrainEvent]) -> Vec<(u64, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some((s.step, s.loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = TrainConfig {
+        max_steps: Some(100),
+        save_every: 30,
+        lr: 1e-3,
+        ..base_config(tmp.path())
+    };
+
+    // 100 steps in one go.
+    let mut full_events = Vec::new();
+    let full = train(
+        TrainConfig {
+            name: Some("full".into()),
+            ..base.clone()
+        },
+        &flex(),
+        &mut full_events,
+        &Control::new(),
+    )
+    .unwrap();
+
+    // 50 steps, stopped (as `q` does), then resumed to 100.
+    let control = Control::new();
+    let stopper = control.clone();
+    let mut first = Vec::new();
+    let mut sink = FnSink(|e: TrainEvent| {
+        if matches!(&e, TrainEvent::Step(s) if s.step == 50) {
+            stopper.request_stop();
+        }
+        first.push(e);
+    });
+    let part = train(
+        TrainConfig {
+            name: Some("split".into()),
+            ..base
+        },
+        &flex(),
+        &mut sink,
+        &control,
+    )
+    .unwrap();
+    assert!(
+        part.final_dir.is_none(),
+        "a stopped run exports no final model"
+    );
+    assert_eq!(part.summary.steps, 50);
+    assert_eq!(part.summary.reason, "stopped by user");
+    let mut second = Vec::new();
+    let resumed = resume(&part.run_dir, &flex(), |_| {}, &mut second, &Control::new()).unwrap();
+    assert_eq!(resumed.summary.steps, 100);
+
+    let want = step_losses(&full_events);
+    let got: Vec<(u64, f64)> = step_losses(&first)
+        .into_iter()
+        .chain(step_losses(&second))
+        .collect();
+    assert_eq!(got.len(), 100);
+    for ((s1, l1), (s2, l2)) in want.iter().zip(&got) {
+        assert_eq!(s1, s2);
+        assert_eq!(l1.to_bits(), l2.to_bits(), "step {s1}: {l1} vs {l2}");
+    }
+    let a = std::fs::read(full.run_dir.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(resumed.run_dir.join("final/model.safetensors")).unwrap();
+    assert!(a == b, "final weights differ after resume");
+
+    // The resumed run's log reads as one run: every step once, in order.
+    let steps: Vec<u64> = read_events(&resumed.run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, (1..=100).collect::<Vec<_>>());
+    // Only the newest checkpoints are kept.
+    assert_eq!(manners_train::list_checkpoints(&resumed.run_dir).len(), 2);
+}
+
+#[test]
+fn refuses_to_overwrite_a_run_and_names_bad_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        max_steps: Some(2),
+        name: Some("once".into()),
+        ..base_config(tmp.path())
+    };
+    train(cfg.clone(), &flex(), &mut Vec::new(), &Control::new()).unwrap();
+    let err = train(cfg.clone(), &flex(), &mut Vec::new(), &Control::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("already holds a run"), "{err}");
+    let err = train(
+        TrainConfig {
+            max_len: 500,
+            name: Some("x".into()),
+            ..cfg
+        },
+        &flex(),
+        &mut Vec::new(),
+        &Control::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("max_len"), "{err}");
+}
