@@ -42,6 +42,7 @@
 
 mod batch;
 mod conversation;
+pub mod default_set;
 mod encode;
 mod error;
 mod inspect;
@@ -56,6 +57,10 @@ pub use batch::{
     split_heldout,
 };
 pub use conversation::{Conversation, Message, Origin, Role};
+pub use default_set::{
+    DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact, MAX_CONVERSATION_CHARS,
+    SHORT_ANSWER_KINDS, build_default_set, load_identity, write_default_set,
+};
 pub use encode::{
     EncodeReport, LengthPolicy, encode_dataset, encode_text, encode_texts, split_long,
 };

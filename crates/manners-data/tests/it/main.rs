@@ -3,6 +3,7 @@
 
 mod batching;
 mod common;
+mod default_set;
 mod fuzz;
 mod golden;
 mod properties;
