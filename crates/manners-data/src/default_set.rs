@@ -8,9 +8,10 @@
 //!
 //! - **Split by entity.** Countries, elements, US states and WordNet words are split
 //!   separately: a seeded `train_fraction` of each table's entities goes to training, the rest
-//!   is held out. Entities whose names or capitals are the same string (Georgia the country and
-//!   Georgia the state; Guyana and Ascension Island, both with capital Georgetown) are linked and
-//!   always land on the same side. No held-out entity is named anywhere in the training set:
+//!   is held out. Entities that name each other (Georgia the country and Georgia the state;
+//!   Guyana and Ascension Island, both with capital Georgetown) are linked and always land on
+//!   the same side; a name inside a longer name (Guinea in Papua New Guinea, Victoria in City of
+//!   Victoria) does not count as naming. No held-out entity is named anywhere in the training set:
 //!   words whose word, definition or example names a country, element, state or capital are
 //!   never used, the state questions never name the country they belong to, and a final scan
 //!   drops any training conversation that still mentions a held-out name or capital (counted in
@@ -98,6 +99,43 @@ pub struct HeldoutFact {
     pub question: String,
     /// `Lima`, `O`, `8`, `Oxygen`, ...
     pub answer: String,
+}
+
+impl HeldoutFact {
+    /// Whether `response` gives the reference answer: it contains `answer` as a whole word
+    /// (not inside a longer word or number: `2` is not found in `12`, `Niger` not in
+    /// `Nigeria`), case-insensitively, except for element symbols, which must match case (`He`,
+    /// not the `he` of any sentence). Plain substring search would count every response
+    /// holding an `o` as naming oxygen's symbol.
+    pub fn is_correct(&self, response: &str) -> bool {
+        if self.kind == "element-symbol" {
+            contains_word(response, &self.answer)
+        } else {
+            contains_word(&response.to_lowercase(), &self.answer.to_lowercase())
+        }
+    }
+
+    /// Whether `response` is the answer and nothing else (case-insensitive, ignoring
+    /// surrounding whitespace and final `.`/`!`).
+    pub fn is_exact(&self, response: &str) -> bool {
+        let clean = |s: &str| s.trim().trim_end_matches(['.', '!']).trim().to_lowercase();
+        !self.answer.is_empty() && clean(response) == clean(&self.answer)
+    }
+}
+
+/// `word` occurs in `text` with no letter or digit right before or after it.
+fn contains_word(text: &str, word: &str) -> bool {
+    !word.is_empty()
+        && text.match_indices(word).any(|(i, m)| {
+            !text[..i]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+                && !text[i + m.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric)
+        })
 }
 
 /// An entity of a knowledge table and the side of the split it is on.
@@ -1537,7 +1575,7 @@ impl DefaultSet {
             self.heldout.len()
         ));
         r.push_str(&format!(
-            "| `heldout_facts.jsonl` | the same {} facts as `{{kind, entity, question, answer}}` (line i = line i of `heldout.jsonl`); a response is correct when it contains `answer` (case-insensitive) |\n",
+            "| `heldout_facts.jsonl` | the same {} facts as `{{kind, entity, question, answer}}` (line i = line i of `heldout.jsonl`); a response is correct when it contains `answer` as a whole word, case-insensitively except for element symbols (`HeldoutFact::is_correct`) |\n",
             self.heldout_facts.len()
         ));
         r.push_str(&format!(
@@ -1686,6 +1724,28 @@ mod tests {
         );
         assert_eq!(names("what is the capital of PERU"), ["peru"]);
         assert!(names("Perugia, Nigerian, guineas").is_empty());
+    }
+
+    #[test]
+    fn heldout_answers_are_scored_as_whole_words() {
+        let fact = |kind: &str, answer: &str| HeldoutFact {
+            kind: kind.into(),
+            entity: String::new(),
+            question: String::new(),
+            answer: answer.into(),
+        };
+        let he = fact("element-symbol", "He");
+        assert!(he.is_correct("The symbol for Helium is He."));
+        assert!(!he.is_correct("the symbol is Hf, hence the answer"));
+        let two = fact("element-number", "2");
+        assert!(two.is_correct("Helium has atomic number 2.") && !two.is_correct("It is 12."));
+        let lima = fact("country-capital", "Lima");
+        assert!(lima.is_correct("the capital of peru is lima") && !lima.is_correct("Limassol."));
+        assert!(lima.is_exact(" Lima. ") && !lima.is_exact("Lima is the capital."));
+        let dc = fact("country-capital", "Washington D.C.");
+        assert!(dc.is_correct("It is Washington D.C.") && dc.is_exact("Washington D.C."));
+        let niger = fact("country-capital", "Niamey");
+        assert!(!fact("x", "Niger").is_correct("Nigeria") && niger.is_correct("Niamey!"));
     }
 
     #[test]

@@ -354,6 +354,7 @@ fn files_read_back() {
         assert_eq!(c.messages.len(), 2);
         assert_eq!(c.messages[0].content, f.question);
         assert!(c.messages[1].content.contains(&f.answer), "{f:?}");
+        assert!(f.is_correct(&c.messages[1].content), "{f:?}");
     }
     let open = std::fs::read_to_string(dir.path().join("heldout_open.jsonl")).unwrap();
     assert_eq!(open.lines().count(), set.heldout_open.len());
