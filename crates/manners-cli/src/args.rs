@@ -23,6 +23,8 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Chat with a model folder, using the chat template it was trained with.
     Chat(ChatArgs),
+    /// Pretrain the shipped base model from the shipped corpus (tokenizer + model).
+    Pretrain(PretrainArgs),
 }
 
 /// Which Burn backend runs the model.
@@ -216,6 +218,54 @@ pub struct TrainArgs {
     /// Steps between log lines in plain mode.
     #[arg(long)]
     pub log_every: Option<u64>,
+}
+
+/// `manners pretrain`: the defaults reproduce the shipped base model (`assets/base`).
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Parent folder of run folders.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Run folder name.
+    #[arg(long, default_value = "pretrain")]
+    pub name: String,
+    /// Continue a stopped pretraining run.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// BPE vocabulary size (special tokens included).
+    #[arg(long, default_value_t = 8192)]
+    pub vocab_size: usize,
+    #[arg(long, default_value_t = 4)]
+    pub n_layer: usize,
+    #[arg(long, default_value_t = 4)]
+    pub n_head: usize,
+    #[arg(long, default_value_t = 256)]
+    pub n_embd: usize,
+    /// Context length.
+    #[arg(long, default_value_t = 256)]
+    pub n_positions: usize,
+    /// Rows (of n_positions tokens) per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Passes over the corpus.
+    #[arg(long, default_value_t = 2.0)]
+    pub epochs: f64,
+    /// Optimiser steps (instead of epochs).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Paragraphs per country/element/state in the corpus.
+    #[arg(long, default_value_t = 16)]
+    pub fact_repeats: usize,
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Plain log lines instead of the dashboard.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,5 +39,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => cmd::info::run(a),
         Command::Train(a) => cmd::train::run(*a),
         Command::Chat(a) => cmd::chat::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
     }
 }

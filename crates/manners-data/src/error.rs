@@ -127,6 +127,14 @@ pub enum DataError {
         len: usize,
         max_len: usize,
     },
+    /// A bad row in a knowledge table (TSV).
+    #[error("{}:{line}: field `{field}`: {message}", file.display())]
+    Table {
+        file: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
     /// A chat template problem (unknown name, bad Jinja, spans not found, ...).
     #[error("template `{template}`: {message}")]
     Template { template: String, message: String },

@@ -42,10 +42,12 @@
 
 mod batch;
 mod conversation;
+pub mod corpus;
 pub mod default_set;
 mod encode;
 mod error;
 mod inspect;
+pub mod knowledge;
 mod noise;
 mod quality;
 mod read;
@@ -57,6 +59,7 @@ pub use batch::{
     split_heldout,
 };
 pub use conversation::{Conversation, Message, Origin, Role};
+pub use corpus::{Corpus, CorpusConfig, build_corpus, load_books};
 pub use default_set::{
     DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact, MAX_CONVERSATION_CHARS,
     SHORT_ANSWER_KINDS, build_default_set, load_identity, write_default_set,
@@ -69,6 +72,7 @@ pub use inspect::{
     Finding, Highlight, InspectOptions, InspectReport, LINT_CHECKS, LintOptions, LintReport,
     Severity, debug_render, inspect, length_histogram, lint,
 };
+pub use knowledge::Knowledge;
 pub use noise::{Corruption, MixReport, corrupt_dataset, corrupt_text, mix_texts};
 pub use quality::{
     FilterReport, QualityFilter, QualityScores, dedup, dedup_key, filter_quality, normalize_text,

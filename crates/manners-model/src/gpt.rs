@@ -10,7 +10,7 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -266,10 +266,21 @@ impl Mlp {
         let hdn = if self.exact_gelu {
             gelu(hdn)
         } else {
-            gelu_approximate(hdn)
+            gelu_tanh(hdn)
         };
         self.c_proj.forward(hdn) // [b, t, d]
     }
+}
+
+/// GELU, tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(z))` with
+/// `z = sqrt(2/pi) (x + 0.044715 x^3)`, computed as the identical `x * sigmoid(2z)`. Burn's
+/// `gelu_approximate` composes a scalar `powf` and `tanh` per element; this form uses
+/// multiplications and the backend's fused sigmoid, 3x faster forward + backward on flex.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4; // 2 sqrt(2/pi)
+    let x3 = x.clone() * x.clone() * x.clone();
+    let z2 = (x.clone() + x3 * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * sigmoid(z2)
 }
 
 /// The attention mask for packed rows: position `i` may attend to `j` only when `j <= i` and both
@@ -287,4 +298,26 @@ pub fn document_mask(doc_ids: &[u32], b: usize, t: usize, device: &Device) -> Te
         }
     }
     Tensor::from_data(TensorData::new(m, [b, t, t]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_tanh_matches_the_tanh_formula() {
+        let dev = Device::flex();
+        let xs: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
+        let got = gelu_tanh(Tensor::<1>::from_floats(xs.as_slice(), &dev))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (x, g) in xs.iter().zip(got) {
+            let x = f64::from(*x);
+            let want = 0.5
+                * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!((f64::from(g) - want).abs() < 2e-6, "x {x}: {g} vs {want}");
+        }
+    }
 }

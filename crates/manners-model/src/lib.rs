@@ -39,7 +39,7 @@ pub use generate::{
     Generation, GenerationConfig, Sampler, Sampling, StopReason, generate, generate_batch,
     generate_greedy_uncached,
 };
-pub use gpt::{Attention, Block, ForwardOptions, Gpt, Mlp, document_mask};
+pub use gpt::{Attention, Block, ForwardOptions, Gpt, Mlp, document_mask, gelu_tanh};
 pub use io::{
     GenerationDefaults, ModelDir, load_model_dir, load_safetensors, save_model_dir,
     save_safetensors, unused_keys, write_atomic, write_dir_atomic,

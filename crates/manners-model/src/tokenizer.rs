@@ -72,6 +72,43 @@ impl Tokenizer {
         Ok(Self::from_hf(inner))
     }
 
+    /// Trains a GPT-2 style byte-level BPE on `texts` (the `tokenizers` crate's trainer):
+    /// `vocab_size` tokens in all, the `special` tokens reserved first (ids 0, 1, ...), every byte
+    /// in the initial alphabet so any text encodes. `<|endoftext|>`, when among `special`, is EOS.
+    pub fn train_byte_level_bpe(
+        texts: &[String],
+        vocab_size: usize,
+        special: &[&str],
+        min_frequency: u64,
+    ) -> Result<Self> {
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::models::bpe::BpeTrainer;
+        let err = |e: tokenizers::Error| ModelError::Tokenizer {
+            path: PathBuf::from("<training>"),
+            message: e.to_string(),
+        };
+        let specials: Vec<AddedToken> = special
+            .iter()
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        let mut trainer: TrainerWrapper = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(min_frequency)
+            .show_progress(false)
+            .special_tokens(specials.clone())
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let mut inner = HfTokenizer::new(BPE::default());
+        inner
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_decoder(Some(ByteLevelDecoder::default()))
+            .with_post_processor(Some(ByteLevelProcessor::default().trim_offsets(false)));
+        inner.train(&mut trainer, texts.iter()).map_err(err)?;
+        inner.add_special_tokens(&specials);
+        Ok(Self::from_hf(inner))
+    }
+
     /// A `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         if !path.is_file() {

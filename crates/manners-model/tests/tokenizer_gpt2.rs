@@ -77,3 +77,42 @@ fn adding_special_tokens_grows_the_vocab_once() {
         vec![50257, 7220, 198, 17250, 50258]
     );
 }
+
+#[test]
+fn trains_a_byte_level_bpe_with_reserved_specials() {
+    let texts: Vec<String> = (0..200)
+        .map(|i| {
+            format!("The capital of Peru is Lima. Emma Woodhouse, handsome, clever, and rich {i}.")
+        })
+        .collect();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    let tok = Tokenizer::train_byte_level_bpe(&texts, 400, &specials, 2).unwrap();
+    assert!(
+        tok.vocab_size() <= 400 && tok.vocab_size() > 256 + 3,
+        "{}",
+        tok.vocab_size()
+    );
+    assert_eq!(tok.token_id("<|endoftext|>"), Some(0));
+    assert_eq!(tok.token_id("<|im_end|>"), Some(2));
+    assert_eq!(tok.eos_id(), Some(0));
+    // Frequent words became single tokens; any text (bytes outside the corpus too) round-trips.
+    assert_eq!(tok.encode(" capital").unwrap().len(), 1);
+    for text in [
+        "The capital of Peru is Lima.",
+        "Zürich — 東京 🙂",
+        "<|im_start|>user\nhi<|im_end|>",
+    ] {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(tok.decode(&ids, false), text);
+    }
+    assert_eq!(tok.encode("<|im_start|>").unwrap(), vec![1]);
+    // Saved and loaded back, it is the same tokenizer.
+    let dir = tempfile::tempdir().unwrap();
+    tok.save_dir(dir.path(), 256).unwrap();
+    let back = Tokenizer::from_dir(dir.path()).unwrap();
+    assert_eq!(
+        back.encode("The capital of Peru is Lima.").unwrap(),
+        tok.encode("The capital of Peru is Lima.").unwrap()
+    );
+    assert_eq!(back.eos_token(), Some("<|endoftext|>"));
+}

@@ -284,7 +284,9 @@ impl TrainConfig {
                 self.mix_fraction
             ));
         }
-        if self.max_steps.is_none() && self.epochs.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if self.max_steps.is_none()
+            && self.epochs.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
             return bad("set epochs > 0 or max_steps".into());
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {

@@ -720,7 +720,17 @@ fn prepare_data(
             note_rejections(&mut facts, p, &report);
             texts.extend(t);
         }
-        let (train_txt, eval_txt) = split_heldout(&texts, cfg.eval_fraction, cfg.seed);
+        let (train_txt, eval_txt) = if cfg.eval_data.is_empty() {
+            split_heldout(&texts, cfg.eval_fraction, cfg.seed)
+        } else {
+            let mut ev = Vec::new();
+            for p in &cfg.eval_data {
+                let (t, report) = read_texts(p, policy)?;
+                note_rejections(&mut facts, p, &report);
+                ev.extend(t);
+            }
+            (texts, ev)
+        };
         let enc = |v: &[String]| -> Result<Vec<Vec<u32>>> {
             Ok(encode_texts(v, tok.hf(), None)?
                 .into_iter()

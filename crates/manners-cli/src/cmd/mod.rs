@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod generate;
 pub mod info;
+pub mod pretrain;
 pub mod train;
 
 use anyhow::Context;
@@ -15,4 +16,24 @@ pub fn device(b: crate::args::BackendArg, quiet: bool) -> anyhow::Result<DeviceC
         eprintln!("backend: {}", choice.description);
     }
     Ok(choice)
+}
+
+/// The shipped assets: `$MANNERS_ASSETS`, else `./assets`, else the source tree's `assets/`.
+pub fn assets_dir() -> anyhow::Result<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("MANNERS_ASSETS").map(std::path::PathBuf::from),
+        Some(std::path::PathBuf::from("assets")),
+        Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../assets"
+        ))),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.join("knowledge").is_dir() {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!(
+        "the assets folder was not found (set MANNERS_ASSETS, or run from the repository root)"
+    )
 }
