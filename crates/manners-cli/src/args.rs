@@ -25,6 +25,69 @@ pub enum Command {
     Chat(ChatArgs),
     /// Pretrain the shipped base model from the shipped corpus (tokenizer + model).
     Pretrain(PretrainArgs),
+    /// Dataset tools: inspect, lint, build the default instruction set.
+    Data(DataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+/// The tokenizer and template a dataset is rendered with.
+#[derive(Debug, Args, Clone)]
+pub struct TokenizerArgs {
+    /// A model or tokenizer folder (default: the shipped base model's tokenizer).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Chat template: chatml, plain, llama2, a Jinja file, or a tokenizer_config.json.
+    #[arg(long)]
+    pub template: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Render examples with supervised tokens highlighted, and print statistics.
+    Inspect {
+        file: PathBuf,
+        #[command(flatten)]
+        tok: TokenizerArgs,
+        /// Examples to render.
+        #[arg(long, default_value_t = 3)]
+        n: usize,
+        #[arg(long, default_value = "auto")]
+        format: String,
+        #[arg(long, default_value = "assistant")]
+        mask: String,
+        #[arg(long)]
+        max_len: Option<usize>,
+    },
+    /// Check datasets (template round trip, supervised end-of-turn tokens, BOS, roles,
+    /// duplicates, train/held-out overlap); exits non-zero on failure.
+    Lint {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        tok: TokenizerArgs,
+        /// Held-out files that must not overlap the training files.
+        #[arg(long)]
+        heldout: Vec<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        format: String,
+        #[arg(long, default_value = "assistant")]
+        mask: String,
+        #[arg(long)]
+        max_len: Option<usize>,
+    },
+    /// Write the default instruction set (from the knowledge tables) into assets/sft.
+    BuildDefault {
+        /// Output folder (default: assets/sft).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 1234)]
+        seed: u64,
+    },
 }
 
 /// Which Burn backend runs the model.
@@ -257,7 +320,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub max_steps: Option<u64>,
     /// Paragraphs per country/element/state in the corpus.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub fact_repeats: usize,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,

@@ -40,5 +40,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => cmd::train::run(*a),
         Command::Chat(a) => cmd::chat::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Data(a) => cmd::data::run(a),
     }
 }

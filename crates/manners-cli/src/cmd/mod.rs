@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod chat;
+pub mod data;
 pub mod generate;
 pub mod info;
 pub mod pretrain;
