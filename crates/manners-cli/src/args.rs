@@ -27,6 +27,76 @@ pub enum Command {
     Pretrain(PretrainArgs),
     /// Dataset tools: inspect, lint, build the default instruction set.
     Data(DataArgs),
+    /// Evaluate a model: held-out answers (clean stops, accuracy), response loss, raw-text loss
+    /// (forgetting), fact cloze.
+    Eval(EvalArgs),
+    /// Base vs tuned model side by side on the same questions and metrics.
+    Compare(CompareArgs),
+}
+
+/// What to evaluate on.
+#[derive(Debug, Args, Clone)]
+pub struct EvalDataArgs {
+    /// Held-out conversations (default: assets/sft/heldout.jsonl, scored against the facts
+    /// beside it).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Reference facts aligned with --data (heldout_facts.jsonl).
+    #[arg(long)]
+    pub facts: Option<PathBuf>,
+    /// Held-out raw text for the forgetting measure (default: assets/base/heldout_text.jsonl).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Also run the "The capital of X is" cloze over every country.
+    #[arg(long)]
+    pub cloze: bool,
+    /// Use only the first N conversations.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
+    /// Put the question as plain text (how a base model sees it) instead of with the template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Chat template (default: the model's own, else chatml).
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The base model folder.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// The fine-tuned model folder.
+    #[arg(long)]
+    pub tuned: PathBuf,
+    /// Questions to show side by side (.txt: one per line; or a JSONL dataset).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    /// Responses shown side by side.
+    #[arg(long, default_value_t = 6)]
+    pub show: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]

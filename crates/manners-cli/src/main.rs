@@ -41,5 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chat(a) => cmd::chat::run(a),
         Command::Pretrain(a) => cmd::pretrain::run(a),
         Command::Data(a) => cmd::data::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Compare(a) => cmd::eval::compare(a),
     }
 }

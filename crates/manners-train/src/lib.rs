@@ -18,6 +18,7 @@ mod checkpoint;
 mod clip;
 mod config;
 mod error;
+pub mod eval;
 mod files;
 mod optim;
 mod report;

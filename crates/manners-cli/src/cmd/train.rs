@@ -95,11 +95,52 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The embedded default: the shipped base model fine-tuned on the shipped instruction set.
+pub fn default_config(assets: &std::path::Path) -> TrainConfig {
+    TrainConfig {
+        model: Some(assets.join("base")),
+        data: vec![assets.join("sft/train.jsonl")],
+        eval_data: vec![assets.join("sft/heldout.jsonl")],
+        template: Some("chatml".into()),
+        batch_size: 8,
+        lr: DEFAULT_LR,
+        epochs: DEFAULT_EPOCHS,
+        warmup_ratio: 0.05,
+        weight_decay: 0.0,
+        sample_prompts: vec![
+            "What is the capital of France?".into(),
+            "Which element has atomic number 8?".into(),
+            "Who are you?".into(),
+        ],
+        name: None,
+        ..TrainConfig::default()
+    }
+}
+
+/// Learning rate of the default run (see docs/experiments.md for the comparison behind it).
+pub const DEFAULT_LR: f64 = 3e-4;
+/// Epochs of the default run.
+pub const DEFAULT_EPOCHS: f64 = 3.0;
+
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let is_default =
+        a.config.is_none() && a.resume.is_none() && a.model.is_none() && a.data.is_empty();
     let mut cfg = match (&a.config, &a.resume) {
         (Some(p), _) => TrainConfig::from_toml_file(p)?,
         (None, Some(dir)) => TrainConfig::from_toml_file(&dir.join("run.toml"))
             .with_context(|| format!("{} is not a run folder", dir.display()))?,
+        (None, None) if is_default => {
+            let assets = super::assets_dir()?;
+            if !assets.join("base/model.safetensors").is_file() {
+                bail!(
+                    "the shipped base model is missing ({}); run `manners pretrain` first",
+                    assets.join("base").display()
+                );
+            }
+            eprintln!("manners: fine-tuning the shipped base model on the shipped instruction set");
+            eprintln!("         (give --model and --data to train your own; see --help)");
+            default_config(&assets)
+        }
         (None, None) => TrainConfig::default(),
     };
     apply_flags(&a, &mut cfg)?;
@@ -109,9 +150,51 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     cfg.validate()?;
     let backend: manners::BackendKind = cfg.backend.parse()?;
     let device = manners::select_device(backend).context("choosing the backend")?;
-    let outcome = run_with_ui(cfg, device, a.resume.clone(), a.no_tui)?;
+    let base = cfg.model.clone();
+    let outcome = run_with_ui(cfg, device.clone(), a.resume.clone(), a.no_tui)?;
     print_outcome(&outcome);
+    if is_default && let (Some(base), Some(tuned)) = (base, &outcome.final_dir) {
+        before_after_report(&base, tuned, &outcome.run_dir, &device)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the before/after table on the held-out questions and appends it to `report.md`.
+fn before_after_report(
+    base: &std::path::Path,
+    tuned: &std::path::Path,
+    run_dir: &std::path::Path,
+    device: &manners::DeviceChoice,
+) -> anyhow::Result<()> {
+    use manners::train::eval::{EvalOptions, comparison_markdown, samples_markdown};
+    eprintln!("\nevaluating base and tuned models on the held-out questions...");
+    let data = super::eval::load_eval_data(&crate::args::EvalDataArgs {
+        data: None,
+        facts: None,
+        text: None,
+        cloze: false,
+        limit: None,
+    })?;
+    let opts = EvalOptions {
+        keep_samples: 6,
+        ..EvalOptions::default()
+    };
+    let cols = super::eval::before_after(base, tuned, &data, &device.device, &opts)?;
+    let table = comparison_markdown(&cols);
+    let samples = samples_markdown(&cols, 6);
+    println!("\n{table}\n{samples}");
+    let report = run_dir.join("report.md");
+    let mut md = std::fs::read_to_string(&report).unwrap_or_default();
+    md.push_str("\n## Before and after fine-tuning (held-out questions)\n\n");
+    md.push_str(&format!(
+        "{} held-out questions about facts the instruction set never mentions.\n\n",
+        data.conversations.len()
+    ));
+    md.push_str(&table);
+    md.push_str("\n### Answers side by side\n\n");
+    md.push_str(&samples);
+    manners::write_atomic(&report, md.as_bytes())?;
+    Ok(())
 }
 
 /// Runs training with the dashboard when stdout and stderr are terminals (and `--no-tui` is not

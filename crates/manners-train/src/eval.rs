@@ -1,0 +1,489 @@
+//! What a fine-tuned model does on held-out data: clean-stop rate, answer accuracy, response
+//! length, held-out response loss, raw-text loss (forgetting), and a cloze check of facts.
+//! Everything runs on a non-autodiff copy of the model, generation batched.
+
+use std::collections::BTreeMap;
+
+use manners_data::default_set::HeldoutFact;
+use manners_data::{
+    BatchConfig, ChatTemplate, Conversation, Encoded, LengthPolicy, MaskMode, Message, Role,
+    batches, encode_dataset, encode_texts, pack_stream,
+};
+use manners_model::{GenerationConfig, Gpt, Tokenizer, generate_batch};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::step::{DeviceBatch, nll_sum, scalar};
+
+/// How prompts are put to the model.
+#[derive(Clone)]
+pub enum PromptMode {
+    /// The conversation rendered with a chat template, generation stopping at its end-of-turn.
+    Chat(ChatTemplate),
+    /// The last user message as plain text (how a base model sees a question), generation
+    /// stopping at end-of-text.
+    Raw,
+}
+
+impl PromptMode {
+    pub fn name(&self) -> String {
+        match self {
+            PromptMode::Chat(t) => format!("chat ({})", t.name()),
+            PromptMode::Raw => "raw text".into(),
+        }
+    }
+}
+
+/// Settings of an evaluation.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub max_new_tokens: usize,
+    /// Prompts generated together.
+    pub batch_size: usize,
+    /// Responses kept in the report, to show.
+    pub keep_samples: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            max_new_tokens: 48,
+            batch_size: 32,
+            keep_samples: 8,
+        }
+    }
+}
+
+/// One generated answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalSample {
+    pub prompt: String,
+    pub reference: String,
+    pub response: String,
+    pub stopped: bool,
+    pub correct: bool,
+}
+
+/// Accuracy of one kind of question.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindAccuracy {
+    pub kind: String,
+    pub n: usize,
+    pub accuracy: f64,
+}
+
+/// The result of generating answers to held-out questions.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnswerReport {
+    pub mode: String,
+    pub n: usize,
+    /// Share of responses that ended at a stop token within the token budget.
+    pub clean_stop_rate: f64,
+    /// Share of responses containing the reference answer (case-insensitive; whole words when
+    /// reference facts are given).
+    pub accuracy: f64,
+    /// Share of responses equal to the reference answer (case-insensitive).
+    pub exact: f64,
+    /// Mean response length in tokens.
+    pub mean_response_tokens: f64,
+    pub by_kind: Vec<KindAccuracy>,
+    pub samples: Vec<EvalSample>,
+}
+
+/// The question part of a conversation (messages before its last assistant turn) and the
+/// reference answer (that turn's content).
+pub fn split_question(c: &Conversation) -> Option<(Vec<Message>, String)> {
+    let last = c.messages.iter().rposition(|m| m.role == Role::Assistant)?;
+    Some((
+        c.messages[..last].to_vec(),
+        c.messages[last].content.clone(),
+    ))
+}
+
+/// Generates an answer for every conversation and scores it. With `facts` (aligned with
+/// `convs`, as `heldout_facts.jsonl` is with `heldout.jsonl`), an answer is correct when it
+/// names the fact; otherwise when it contains the conversation's last assistant turn.
+pub fn answer_questions(
+    model: &Gpt,
+    tok: &Tokenizer,
+    mode: &PromptMode,
+    convs: &[Conversation],
+    facts: Option<&[HeldoutFact]>,
+    opts: &EvalOptions,
+) -> Result<AnswerReport> {
+    let mut prompts = Vec::new();
+    let mut shown = Vec::new();
+    let mut refs = Vec::new();
+    for c in convs {
+        let Some((msgs, reference)) = split_question(c) else {
+            continue;
+        };
+        let user = msgs
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let ids = match mode {
+            PromptMode::Chat(t) => t.encode_prompt(&msgs, tok.hf())?,
+            PromptMode::Raw => tok.encode(&user)?,
+        };
+        prompts.push(ids);
+        shown.push(user);
+        refs.push(reference);
+    }
+    let (stop_ids, stop_strings) = match mode {
+        PromptMode::Chat(t) => {
+            let mut ids = t.stop_token_ids(tok.hf());
+            ids.extend(tok.eos_id());
+            (ids, t.stop_strings())
+        }
+        PromptMode::Raw => (tok.eos_id().into_iter().collect(), Vec::new()),
+    };
+    let ctx = model.n_positions();
+    let budget = opts.max_new_tokens.min(ctx.saturating_sub(1)).max(1);
+    let cfg = GenerationConfig {
+        max_new_tokens: budget,
+        stop_token_ids: stop_ids,
+        stop_strings,
+        ..Default::default()
+    };
+    let keep = ctx.saturating_sub(budget).max(1);
+    let mut outs = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(opts.batch_size.max(1)) {
+        let chunk: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|p| p[p.len().saturating_sub(keep)..].to_vec())
+            .collect();
+        outs.extend(generate_batch(model, tok, &chunk, &cfg)?);
+    }
+    let n = outs.len();
+    let mut stopped = 0usize;
+    let mut correct = 0usize;
+    let mut exact = 0usize;
+    let mut tokens = 0usize;
+    let mut kinds: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for (i, g) in outs.iter().enumerate() {
+        let response = g.text.trim().to_string();
+        let (ok, ex, reference, kind) = match facts.and_then(|f| f.get(i)) {
+            Some(f) => (
+                f.is_correct(&response),
+                f.is_exact(&response),
+                f.answer.clone(),
+                f.kind.clone(),
+            ),
+            None => {
+                let r = refs[i].trim().to_lowercase();
+                let resp = response.to_lowercase();
+                let ok = !r.is_empty() && resp.contains(&r);
+                (ok, resp == r, refs[i].clone(), "all".to_string())
+            }
+        };
+        stopped += usize::from(g.stopped_cleanly());
+        correct += usize::from(ok);
+        exact += usize::from(ex);
+        tokens += g.tokens.len();
+        let e = kinds.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += usize::from(ok);
+        if samples.len() < opts.keep_samples {
+            samples.push(EvalSample {
+                prompt: shown[i].clone(),
+                reference,
+                response,
+                stopped: g.stopped_cleanly(),
+                correct: ok,
+            });
+        }
+    }
+    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    Ok(AnswerReport {
+        mode: mode.name(),
+        n,
+        clean_stop_rate: frac(stopped),
+        accuracy: frac(correct),
+        exact: frac(exact),
+        mean_response_tokens: frac(tokens),
+        by_kind: kinds
+            .into_iter()
+            .map(|(kind, (n, ok))| KindAccuracy {
+                kind,
+                n,
+                accuracy: ok as f64 / n.max(1) as f64,
+            })
+            .collect(),
+        samples,
+    })
+}
+
+/// Mean loss per supervised token of `examples` (masked mean, no gradient).
+pub fn mean_loss(model: &Gpt, examples: &[Encoded], batch_size: usize) -> Result<f64> {
+    if examples.is_empty() {
+        return Ok(f64::NAN);
+    }
+    let device = model.wte.weight.val().device();
+    let seq = examples
+        .iter()
+        .map(Encoded::len)
+        .max()
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .max(1);
+    let cfg = BatchConfig {
+        batch_size,
+        seq_len: seq,
+        pack: false,
+        shuffle: false,
+        ..BatchConfig::default()
+    };
+    let (mut sum, mut count) = (0.0, 0usize);
+    for hb in batches(examples, &cfg)? {
+        if hb.n_supervised == 0 {
+            continue;
+        }
+        let db = DeviceBatch::from_host(&hb, &device);
+        sum += scalar(nll_sum(model, &db));
+        count += hb.n_supervised;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Held-out response loss: the masked loss of the assistant turns of `convs`.
+pub fn response_loss(
+    model: &Gpt,
+    tok: &Tokenizer,
+    template: &ChatTemplate,
+    convs: &[Conversation],
+) -> Result<f64> {
+    let max_len = model.n_positions() + 1;
+    let (enc, _) = encode_dataset(
+        convs,
+        template,
+        tok.hf(),
+        MaskMode::Assistant,
+        max_len,
+        LengthPolicy::Truncate,
+    )?;
+    mean_loss(model, &enc, 16)
+}
+
+/// Loss on raw text (every token), documents stream-packed into rows of the model's context:
+/// the forgetting measure (it rises when fine-tuning erodes the base model's language model).
+pub fn text_loss(model: &Gpt, tok: &Tokenizer, docs: &[String]) -> Result<f64> {
+    let seq = model.n_positions();
+    let ids: Vec<Vec<u32>> = encode_texts(docs, tok.hf(), None)?
+        .into_iter()
+        .map(|e| e.ids)
+        .collect();
+    let rows = pack_stream(&ids, tok.eos_id(), seq);
+    mean_loss(model, &rows, 8)
+}
+
+/// A fill-in-the-blank check: does greedy continuation of `prompt` begin with `answer`?
+#[derive(Clone, Debug, Serialize)]
+pub struct ClozeItem {
+    pub prompt: String,
+    pub answer: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClozeReport {
+    pub n: usize,
+    pub accuracy: f64,
+    pub samples: Vec<(String, String, String, bool)>,
+}
+
+/// Greedy top-1 cloze accuracy: the continuation, trimmed, starts with the answer.
+pub fn cloze(
+    model: &Gpt,
+    tok: &Tokenizer,
+    items: &[ClozeItem],
+    keep_samples: usize,
+) -> Result<ClozeReport> {
+    let cfg = GenerationConfig {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let mut ok = 0usize;
+    let mut samples = Vec::new();
+    for chunk in items.chunks(64) {
+        let prompts: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|c| tok.encode(&c.prompt))
+            .collect::<std::result::Result<_, _>>()?;
+        let outs = generate_batch(model, tok, &prompts, &cfg)?;
+        for (item, g) in chunk.iter().zip(outs) {
+            let cont = g.text.trim_start().to_string();
+            let hit = cont.starts_with(&item.answer)
+                && !cont[item.answer.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric);
+            ok += usize::from(hit);
+            if samples.len() < keep_samples {
+                samples.push((item.prompt.clone(), item.answer.clone(), cont, hit));
+            }
+        }
+    }
+    Ok(ClozeReport {
+        n: items.len(),
+        accuracy: ok as f64 / items.len().max(1) as f64,
+        samples,
+    })
+}
+
+/// "The capital of X is" for every country of the knowledge tables.
+pub fn capital_cloze_items(k: &manners_data::Knowledge) -> Vec<ClozeItem> {
+    k.countries
+        .iter()
+        .map(|c| ClozeItem {
+            prompt: format!("The capital of {} is", c.name),
+            answer: c.capital.clone(),
+        })
+        .collect()
+}
+
+/// Everything measured about one model in one prompt mode.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalSummary {
+    pub label: String,
+    pub answers: Option<AnswerReport>,
+    /// Masked loss of the held-out assistant turns (chat mode only).
+    pub response_loss: Option<f64>,
+    /// Loss on held-out raw text (forgetting).
+    pub text_loss: Option<f64>,
+    pub cloze: Option<ClozeReport>,
+}
+
+/// What to evaluate on.
+#[derive(Clone, Default)]
+pub struct EvalData {
+    pub conversations: Vec<Conversation>,
+    pub facts: Option<Vec<HeldoutFact>>,
+    pub raw_text: Vec<String>,
+    pub cloze: Vec<ClozeItem>,
+}
+
+/// Runs every measurement `data` allows.
+pub fn evaluate(
+    label: &str,
+    model: &Gpt,
+    tok: &Tokenizer,
+    mode: &PromptMode,
+    data: &EvalData,
+    opts: &EvalOptions,
+) -> Result<EvalSummary> {
+    let answers = if data.conversations.is_empty() {
+        None
+    } else {
+        Some(answer_questions(
+            model,
+            tok,
+            mode,
+            &data.conversations,
+            data.facts.as_deref(),
+            opts,
+        )?)
+    };
+    let response_loss = match mode {
+        PromptMode::Chat(t) if !data.conversations.is_empty() => {
+            Some(response_loss(model, tok, t, &data.conversations)?)
+        }
+        _ => None,
+    };
+    let text_loss = if data.raw_text.is_empty() {
+        None
+    } else {
+        Some(text_loss(model, tok, &data.raw_text)?)
+    };
+    let cloze = if data.cloze.is_empty() {
+        None
+    } else {
+        Some(cloze(model, tok, &data.cloze, opts.keep_samples)?)
+    };
+    Ok(EvalSummary {
+        label: label.to_string(),
+        answers,
+        response_loss,
+        text_loss,
+        cloze,
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// Models side by side: one column per summary.
+pub fn comparison_markdown(cols: &[EvalSummary]) -> String {
+    let mut s = String::new();
+    s.push_str("| metric |");
+    for c in cols {
+        s.push_str(&format!(" {} |", c.label));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(cols.len()));
+    s.push('\n');
+    let mut row = |name: &str, f: &dyn Fn(&EvalSummary) -> String| {
+        s.push_str(&format!("| {name} |"));
+        for c in cols {
+            s.push_str(&format!(" {} |", f(c)));
+        }
+        s.push('\n');
+    };
+    row("clean stop (end-of-turn within budget)", &|c| {
+        opt(c.answers.as_ref().map(|a| a.clean_stop_rate), pct)
+    });
+    row("answer accuracy (reference in response)", &|c| {
+        opt(c.answers.as_ref().map(|a| a.accuracy), pct)
+    });
+    row("exact match", &|c| {
+        opt(c.answers.as_ref().map(|a| a.exact), pct)
+    });
+    row("mean response length (tokens)", &|c| {
+        opt(c.answers.as_ref().map(|a| a.mean_response_tokens), |x| {
+            format!("{x:.1}")
+        })
+    });
+    row("held-out response loss", &|c| {
+        opt(c.response_loss, |x| format!("{x:.3}"))
+    });
+    row("raw-text loss (forgetting)", &|c| {
+        opt(c.text_loss, |x| format!("{x:.3}"))
+    });
+    row("capital cloze top-1", &|c| {
+        opt(c.cloze.as_ref().map(|x| x.accuracy), pct)
+    });
+    s
+}
+
+/// The first few answers of each column, side by side.
+pub fn samples_markdown(cols: &[EvalSummary], n: usize) -> String {
+    let mut s = String::new();
+    let Some(first) = cols.iter().find_map(|c| c.answers.as_ref()) else {
+        return s;
+    };
+    for i in 0..first.samples.len().min(n) {
+        let q = &first.samples[i];
+        s.push_str(&format!(
+            "**Q:** {}  \n*reference:* {}\n\n",
+            q.prompt.replace('\n', " "),
+            q.reference
+        ));
+        for c in cols {
+            if let Some(a) = c.answers.as_ref().and_then(|a| a.samples.get(i)) {
+                let mark = if a.correct { "✓" } else { "✗" };
+                let cut = if a.stopped { "" } else { " …[budget]" };
+                let resp: String = a.response.replace('\n', " ⏎ ").chars().take(160).collect();
+                s.push_str(&format!("- {} {mark}: {resp}{cut}\n", c.label));
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
