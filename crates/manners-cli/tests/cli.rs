@@ -1,0 +1,150 @@
+//! The `manners` binary end to end on the tiny fixture model: info, generate, train, a
+//! `kill -9` in the middle of training followed by `--resume`, and clean errors.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_manners"));
+    c.env("MANNERS_BACKEND", "flex").env_remove("RUST_LOG");
+    c
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
+}
+
+fn write_chats(dir: &Path) -> PathBuf {
+    let p = dir.join("chats.jsonl");
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        lines.push(
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("Count to {}.", i % 7)},
+                {"role": "assistant", "content": format!("{}.", (1..=(i % 7) + 1).map(|x| x.to_string()).collect::<Vec<_>>().join(", "))}
+            ]})
+            .to_string(),
+        );
+    }
+    // One bad record: skipped and reported, not fatal.
+    lines.push("{not json".into());
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    p
+}
+
+#[test]
+fn info_and_generate() {
+    let out = bin().args(["info", "--model"]).arg(fixture()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2L/32d/4h") && text.contains("<|endoftext|>"), "{text}");
+
+    let out = bin()
+        .args(["generate", "--prompt", "Emma Woodhouse", "--max-new-tokens", "5", "--model"])
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Emma Woodhouse"));
+}
+
+#[test]
+fn errors_are_messages_not_panics() {
+    let out = bin().args(["info", "--model", "/no/such/folder"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error:") && err.contains("/no/such/folder") && !err.contains("panicked"), "{err}");
+    let out = bin().args(["generate", "--backend", "tpu", "--prompt", "x", "--model"]).arg(fixture()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tpu"));
+    let out = bin().args(["train", "--data", "x.jsonl"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
+}
+
+fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["train", "--no-tui", "--template", "chatml", "--max-len", "48", "--batch-size", "4"])
+        .arg("--model")
+        .arg(fixture())
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(dir)
+        .args(extra);
+    c
+}
+
+#[test]
+fn kill_9_during_training_then_resume_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let run = tmp.path().join("killed");
+    let mut child = train_cmd(tmp.path(), &data, &["--name", "killed", "--max-steps", "400", "--save-every", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it hard once at least two checkpoints exist (so one may be mid-write).
+    let t0 = Instant::now();
+    loop {
+        let n = std::fs::read_dir(run.join("checkpoints")).map(|d| d.count()).unwrap_or(0);
+        if n >= 2 || t0.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!run.join("final").exists(), "the run finished before it could be killed");
+
+    let out = bin().args(["train", "--no-tui", "--resume"]).arg(&run).output().unwrap();
+    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join("final/model.safetensors").is_file());
+    // Every checkpoint left is complete and loadable.
+    for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("step-"), "leftover temporary folder {name}");
+        assert!(dir.join("state.json").is_file() && dir.join("model.bpk").is_file(), "{name} incomplete");
+    }
+    // The log is one run: steps 1..=400 once each, in order.
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=400).collect::<Vec<_>>());
+    // The bad record was counted in the report.
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("rejected"), "{report}");
+}
+
+#[test]
+fn chat_uses_the_saved_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let out = train_cmd(tmp.path(), &data, &["--name", "c", "--max-steps", "5"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let final_dir = tmp.path().join("c/final");
+    assert!(final_dir.join("manners_template.json").is_file());
+    let tc = std::fs::read_to_string(final_dir.join("tokenizer_config.json")).unwrap();
+    assert!(tc.contains("chat_template") && tc.contains("im_start"), "{tc}");
+    let mut child = bin()
+        .args(["chat", "--max-new-tokens", "4", "--model"])
+        .arg(&final_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"Count to 3.\n/exit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
