@@ -16,6 +16,7 @@ use args::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    quiet_mesa_warnings();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -43,5 +44,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(a) => cmd::data::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::eval::compare(a),
+    }
+}
+
+/// Mesa's Vulkan loader complains on stderr when `XDG_RUNTIME_DIR` is unset (containers, CI),
+/// every time wgpu probes for an adapter. Point it at the temp dir before any thread starts.
+#[allow(unsafe_code)]
+fn quiet_mesa_warnings() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists, so nothing can
+        // read the environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
 }

@@ -37,27 +37,59 @@ fn write_chats(dir: &Path) -> PathBuf {
 
 #[test]
 fn info_and_generate() {
-    let out = bin().args(["info", "--model"]).arg(fixture()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("2L/32d/4h") && text.contains("<|endoftext|>"), "{text}");
-
     let out = bin()
-        .args(["generate", "--prompt", "Emma Woodhouse", "--max-new-tokens", "5", "--model"])
+        .args(["info", "--model"])
         .arg(fixture())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2L/32d/4h") && text.contains("<|endoftext|>"),
+        "{text}"
+    );
+
+    let out = bin()
+        .args([
+            "generate",
+            "--prompt",
+            "Emma Woodhouse",
+            "--max-new-tokens",
+            "5",
+            "--model",
+        ])
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Emma Woodhouse"));
 }
 
 #[test]
 fn errors_are_messages_not_panics() {
-    let out = bin().args(["info", "--model", "/no/such/folder"]).output().unwrap();
+    let out = bin()
+        .args(["info", "--model", "/no/such/folder"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error:") && err.contains("/no/such/folder") && !err.contains("panicked"), "{err}");
-    let out = bin().args(["generate", "--backend", "tpu", "--prompt", "x", "--model"]).arg(fixture()).output().unwrap();
+    assert!(
+        err.starts_with("error:") && err.contains("/no/such/folder") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = bin()
+        .args(["generate", "--backend", "tpu", "--prompt", "x", "--model"])
+        .arg(fixture())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tpu"));
     let out = bin().args(["train", "--data", "x.jsonl"]).output().unwrap();
@@ -67,14 +99,23 @@ fn errors_are_messages_not_panics() {
 
 fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
     let mut c = bin();
-    c.args(["train", "--no-tui", "--template", "chatml", "--max-len", "48", "--batch-size", "4"])
-        .arg("--model")
-        .arg(fixture())
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(dir)
-        .args(extra);
+    c.args([
+        "train",
+        "--no-tui",
+        "--template",
+        "chatml",
+        "--max-len",
+        "48",
+        "--batch-size",
+        "4",
+    ])
+    .arg("--model")
+    .arg(fixture())
+    .arg("--data")
+    .arg(data)
+    .arg("--out")
+    .arg(dir)
+    .args(extra);
     c
 }
 
@@ -83,15 +124,28 @@ fn kill_9_during_training_then_resume_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_chats(tmp.path());
     let run = tmp.path().join("killed");
-    let mut child = train_cmd(tmp.path(), &data, &["--name", "killed", "--max-steps", "400", "--save-every", "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = train_cmd(
+        tmp.path(),
+        &data,
+        &[
+            "--name",
+            "killed",
+            "--max-steps",
+            "400",
+            "--save-every",
+            "10",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     // Kill it hard once at least two checkpoints exist (so one may be mid-write).
     let t0 = Instant::now();
     loop {
-        let n = std::fs::read_dir(run.join("checkpoints")).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(run.join("checkpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         if n >= 2 || t0.elapsed() > Duration::from_secs(120) {
             break;
         }
@@ -99,17 +153,34 @@ fn kill_9_during_training_then_resume_completes() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!run.join("final").exists(), "the run finished before it could be killed");
+    assert!(
+        !run.join("final").exists(),
+        "the run finished before it could be killed"
+    );
 
-    let out = bin().args(["train", "--no-tui", "--resume"]).arg(&run).output().unwrap();
-    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["train", "--no-tui", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run.join("final/model.safetensors").is_file());
     // Every checkpoint left is complete and loadable.
     for entry in std::fs::read_dir(run.join("checkpoints")).unwrap() {
         let dir = entry.unwrap().path();
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("step-"), "leftover temporary folder {name}");
-        assert!(dir.join("state.json").is_file() && dir.join("model.bpk").is_file(), "{name} incomplete");
+        assert!(
+            name.starts_with("step-"),
+            "leftover temporary folder {name}"
+        );
+        assert!(
+            dir.join("state.json").is_file() && dir.join("model.bpk").is_file(),
+            "{name} incomplete"
+        );
     }
     // The log is one run: steps 1..=400 once each, in order.
     let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -129,12 +200,21 @@ fn kill_9_during_training_then_resume_completes() {
 fn chat_uses_the_saved_template() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_chats(tmp.path());
-    let out = train_cmd(tmp.path(), &data, &["--name", "c", "--max-steps", "5"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = train_cmd(tmp.path(), &data, &["--name", "c", "--max-steps", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let final_dir = tmp.path().join("c/final");
     assert!(final_dir.join("manners_template.json").is_file());
     let tc = std::fs::read_to_string(final_dir.join("tokenizer_config.json")).unwrap();
-    assert!(tc.contains("chat_template") && tc.contains("im_start"), "{tc}");
+    assert!(
+        tc.contains("chat_template") && tc.contains("im_start"),
+        "{tc}"
+    );
     let mut child = bin()
         .args(["chat", "--max-new-tokens", "4", "--model"])
         .arg(&final_dir)
@@ -144,7 +224,16 @@ fn chat_uses_the_saved_template() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"Count to 3.\n/exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Count to 3.\n/exit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

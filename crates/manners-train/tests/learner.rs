@@ -242,3 +242,32 @@ fn non_finite_steps_leave_the_weights_alone() {
     assert!(r.loss.is_nan());
     assert_eq!(bits(&l), before, "weights changed on a skipped step");
 }
+
+#[test]
+fn training_on_wgpu_matches_flex() {
+    if std::env::var_os("MANNERS_SKIP_WGPU").is_some() {
+        eprintln!("note: wgpu skipped (MANNERS_SKIP_WGPU is set)");
+        return;
+    }
+    let wgpu = match select_device(BackendKind::Wgpu) {
+        Ok(c) => c.device.autodiff(),
+        Err(e) => {
+            eprintln!("note: wgpu skipped: {e}");
+            return;
+        }
+    };
+    let batch = split(8, true);
+    let run = |dev: Device| -> Vec<f64> {
+        let m = load_model_dir(&fixture_model(), &dev).unwrap();
+        let cfg = TrainConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let mut l = Learner::new(m.model, build_optimizer(&cfg), Some(1.0), dev);
+        (0..3).map(|_| l.step(&batch, 1e-2).unwrap().loss).collect()
+    };
+    let (a, b) = (run(flex_autodiff()), run(wgpu));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(rel(*x, *y) < 1e-4, "flex {a:?} vs wgpu {b:?}");
+    }
+}
