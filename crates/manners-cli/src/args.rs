@@ -32,6 +32,46 @@ pub enum Command {
     Eval(EvalArgs),
     /// Base vs tuned model side by side on the same questions and metrics.
     Compare(CompareArgs),
+    /// Export a run's model as a Hugging Face GPT-2 folder (or LoRA adapters in PEFT layout).
+    Export(ExportArgs),
+    /// Print a prompt's token ids and last-position logits as JSON (parity checks).
+    Logits(LogitsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder (its final/ model), or a model folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// For LoRA runs: fold the adapters into the weights (a plain GPT-2 folder). Without it a
+    /// LoRA run exports its adapters in PEFT layout.
+    #[arg(long)]
+    pub merge: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogitsArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Raw text prompt.
+    #[arg(long, conflicts_with = "messages")]
+    pub prompt: Option<String>,
+    /// A JSONL file whose first line is a `messages` conversation, rendered with the template.
+    #[arg(long)]
+    pub messages: Option<PathBuf>,
+    /// Render the messages as an inference prompt (ending where the assistant starts).
+    #[arg(long)]
+    pub generation_prompt: bool,
+    #[arg(long)]
+    pub template: Option<String>,
+    /// How many final positions to print logits for.
+    #[arg(long, default_value_t = 4)]
+    pub positions: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// What to evaluate on.
@@ -345,6 +385,15 @@ pub struct TrainArgs {
     /// Backend: auto, flex, ndarray, wgpu.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// LoRA: train rank-R adapters on the target projections, base weights frozen.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA scale numerator (the update is alpha / rank * A @ B; default 2 x rank).
+    #[arg(long, requires = "lora_rank")]
+    pub lora_alpha: Option<f64>,
+    /// LoRA target projections, comma-separated: c_attn, c_proj, c_fc.
+    #[arg(long, requires = "lora_rank", value_delimiter = ',')]
+    pub lora_targets: Vec<String>,
     /// Plain log lines instead of the dashboard (automatic without a terminal).
     #[arg(long)]
     pub no_tui: bool,

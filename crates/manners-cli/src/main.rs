@@ -44,6 +44,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(a) => cmd::data::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::eval::compare(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Logits(a) => cmd::export::logits(a),
     }
 }
 

@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub mod eval;
 mod files;
+pub mod lora;
 mod optim;
 mod report;
 mod schedule;

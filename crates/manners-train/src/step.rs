@@ -87,6 +87,9 @@ pub struct Learner {
     optim: manners_model::burn::optim::ModuleOptimizer,
     clip: Option<f64>,
     device: Device,
+    /// `wte`'s gradient is multiplied by this `[vocab, 1]` mask: only the rows of tokens added
+    /// for the chat template learn (LoRA runs).
+    wte_row_mask: Option<Tensor<2>>,
 }
 
 /// What one optimiser step did.
@@ -113,7 +116,24 @@ impl Learner {
             optim,
             clip,
             device,
+            wte_row_mask: None,
         }
+    }
+
+    /// Trains only the given rows of `wte` (which must require grad): the embedding rows of
+    /// tokens added for a chat template, under LoRA. With a zero gradient from the start, AdamW
+    /// leaves the other rows bit-for-bit unchanged.
+    pub fn with_trainable_wte_rows(mut self, rows: &[u32]) -> Self {
+        let v = self.model().vocab_size();
+        let mut m = vec![0f32; v];
+        for &r in rows {
+            if (r as usize) < v {
+                m[r as usize] = 1.0;
+            }
+        }
+        let inner = self.device.clone().without_autodiff();
+        self.wte_row_mask = Some(Tensor::from_data(TensorData::new(m, [v, 1]), &inner));
+        self
     }
 
     pub fn model(&self) -> &Gpt {
@@ -155,7 +175,14 @@ impl Learner {
             sums.push(sum.detach());
         }
         let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
-        Some((acc.grads(), loss))
+        let mut grads = acc.grads();
+        if let Some(mask) = &self.wte_row_mask {
+            let id = model.wte.weight.id;
+            if let Some(g) = grads.remove::<2>(id) {
+                grads.register::<2>(id, g * mask.clone());
+            }
+        }
+        Some((grads, loss))
     }
 
     /// Forward, backward, clip and AdamW update over the micro-batches of one step. `None` when

@@ -138,6 +138,8 @@ struct Run {
     samples: Vec<SamplePrompt>,
     stop_ids: Vec<u32>,
     stop_strings: Vec<String>,
+    /// Ids of the special tokens added to the tokenizer for the template.
+    added_ids: Vec<u32>,
     schedule: Schedule,
     total_steps: u64,
     state: CheckpointState,
@@ -207,10 +209,11 @@ impl Run {
             )?),
             RunKind::Pretrain => None,
         };
+        let mut added_ids = Vec::new();
         if let Some(t) = &template {
             let needed = t.required_special_tokens();
             let refs: Vec<&str> = needed.iter().map(String::as_str).collect();
-            tokenizer.add_special_tokens(&refs);
+            added_ids = tokenizer.add_special_tokens(&refs);
         }
         let model = if tokenizer.vocab_size() > model.vocab_size() {
             let m = resize_token_embeddings(model, tokenizer.vocab_size());
@@ -218,6 +221,18 @@ impl Run {
             m
         } else {
             model
+        };
+        // LoRA: base frozen, adapters on the target projections; the embedding rows of tokens
+        // just added for the template train too (otherwise they never learn a meaning).
+        let model = match &cfg.lora {
+            Some(l) => {
+                let mut m = crate::lora::apply(model, l);
+                if !added_ids.is_empty() {
+                    m.wte.weight = m.wte.weight.clone().set_require_grad(true);
+                }
+                m
+            }
+            None => model,
         };
         let (stop_ids, stop_strings) = match &template {
             Some(t) => (t.stop_token_ids(tokenizer.hf()), t.stop_strings()),
@@ -303,7 +318,7 @@ impl Run {
         let files = RunFiles::open(&run_dir, resume_dir.is_some().then_some(state.step))?;
 
         let samples = sample_prompts(&cfg, &data.eval_convs, template.as_ref(), &tokenizer)?;
-        let trainable = model.num_params() as u64;
+        let trainable = crate::lora::trainable_params(&model, added_ids.len());
         let info = RunInfo {
             name: run_dir
                 .file_name()
@@ -338,7 +353,10 @@ impl Run {
             start_step: state.step,
             facts: data.facts,
         };
-        let learner = Learner::new(model, optim, cfg.clip_grad_norm, device.clone());
+        let mut learner = Learner::new(model, optim, cfg.clip_grad_norm, device.clone());
+        if cfg.lora.is_some() && !added_ids.is_empty() {
+            learner = learner.with_trainable_wte_rows(&added_ids);
+        }
         Ok(Run {
             learner,
             cfg,
@@ -352,6 +370,7 @@ impl Run {
             samples,
             stop_ids,
             stop_strings,
+            added_ids,
             schedule,
             total_steps,
             state,
@@ -650,8 +669,61 @@ impl Run {
             ..Default::default()
         };
         let model = self.model().valid();
+        if let Some(l) = &self.cfg.lora {
+            self.export_adapter(&self.run_dir.join("adapter"), &model, l, &tok)?;
+        }
+        // LoRA adapters are folded into the weights: final/ is a plain GPT-2.
+        let model = crate::lora::merge(model);
         save_model_dir(&dir, &model, &self.model_config, &tok, &generation, &extra)?;
         Ok(dir)
+    }
+
+    /// The adapters alone (PEFT layout) with the added token rows and the tokenizer.
+    fn export_adapter(
+        &self,
+        dir: &Path,
+        model: &Gpt,
+        l: &crate::config::LoraConfig,
+        tok: &Tokenizer,
+    ) -> Result<()> {
+        let base = self.cfg.model.clone().unwrap_or_default();
+        let weights = base.join("model.safetensors");
+        let fingerprint = if weights.is_file() {
+            crate::lora::fingerprint_file(&weights)?
+        } else {
+            String::new()
+        };
+        let cfg = crate::lora::AdapterConfig {
+            peft_type: "LORA".into(),
+            task_type: "CAUSAL_LM".into(),
+            r: l.rank,
+            lora_alpha: l.alpha,
+            lora_dropout: 0.0,
+            target_modules: l.targets.clone(),
+            fan_in_fan_out: true,
+            bias: "none".into(),
+            base_model_name_or_path: base.display().to_string(),
+            base_model_fingerprint: fingerprint,
+            added_tokens: self
+                .added_ids
+                .iter()
+                .filter_map(|&id| tok.id_to_token(id).map(|t| (t, id)))
+                .collect(),
+        };
+        let rows = match (self.added_ids.iter().min(), self.added_ids.iter().max()) {
+            (Some(&lo), Some(&hi)) => Some((
+                lo,
+                model
+                    .wte
+                    .weight
+                    .val()
+                    .narrow(0, lo as usize, (hi - lo + 1) as usize),
+            )),
+            _ => None,
+        };
+        crate::lora::save_adapter_dir(dir, model, &cfg, rows)?;
+        tok.save_dir(dir, self.model_config.n_positions)?;
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod info;
 pub mod pretrain;

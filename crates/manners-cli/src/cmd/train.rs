@@ -89,6 +89,15 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) -> anyhow::Result<()> {
     if let Some(n) = &a.name {
         cfg.name = Some(n.clone());
     }
+    if let Some(r) = a.lora_rank {
+        let mut l = cfg.lora.clone().unwrap_or_default();
+        l.rank = r;
+        l.alpha = a.lora_alpha.unwrap_or(2.0 * r as f64);
+        if !a.lora_targets.is_empty() {
+            l.targets = a.lora_targets.clone();
+        }
+        cfg.lora = Some(l);
+    }
     if let Some(b) = a.backend {
         cfg.backend = manners::BackendKind::from(b).name().to_string();
     }

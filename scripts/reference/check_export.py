@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Checks a manners export against Hugging Face transformers (and PEFT for LoRA adapters).
+
+    python3 scripts/reference/check_export.py --merged DIR [--adapter DIR --base DIR] \
+        [--manners target/release/manners] [--out docs/export-check.json]
+
+1. transformers loads the merged folder as a GPT-2 (AutoModelForCausalLM, AutoTokenizer).
+2. The tokenizer's chat_template (the Jinja template manners wrote) renders a conversation,
+   as a training text and as a generation prompt; the ids must equal manners' own render.
+3. The logits of the last positions must equal `manners logits` within 1e-4.
+4. With --adapter: PEFT loads the LoRA adapters onto the base (resized for the added tokens,
+   whose rows come from added_token_rows.safetensors) and must give the merged model's logits.
+
+Needs torch, transformers (and peft for 4). CI never runs it; its output is committed in docs/.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+CONVERSATIONS = [
+    [
+        {"role": "user", "content": "Peru?"},
+        {"role": "assistant", "content": "Lima."},
+        {"role": "user", "content": "France?"},
+        {"role": "assistant", "content": "Paris."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say  hi,\nnow."},
+        {"role": "assistant", "content": "Hello!"},
+    ],
+]
+
+
+def manners_logits(exe, model, conv, generation_prompt):
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        msgs = conv[:-1] if generation_prompt else conv
+        f.write(json.dumps({"messages": msgs}) + "\n")
+        path = f.name
+    cmd = [exe, "logits", "--backend", "flex", "--model", model, "--messages", path, "--positions", "3"]
+    if generation_prompt:
+        cmd.append("--generation-prompt")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    os.unlink(path)
+    return json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--merged", required=True)
+    ap.add_argument("--adapter")
+    ap.add_argument("--base")
+    ap.add_argument("--manners", default="target/release/manners")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+
+    tok = AutoTokenizer.from_pretrained(a.merged)
+    model = AutoModelForCausalLM.from_pretrained(a.merged, attn_implementation="eager").eval()
+    result = {"transformers": transformers.__version__, "torch": torch.__version__, "checks": []}
+    worst = 0.0
+    for conv in CONVERSATIONS:
+        for gen in (False, True):
+            msgs = conv[:-1] if gen else conv
+            hf_ids = tok.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=True)
+            if isinstance(hf_ids, dict) or hasattr(hf_ids, "input_ids"):
+                hf_ids = hf_ids["input_ids"]
+            ours = manners_logits(a.manners, a.merged, conv, gen)
+            same_ids = list(hf_ids) == ours["ids"]
+            with torch.no_grad():
+                logits = model(torch.tensor([ours["ids"]])).logits[0]
+            first = ours["first_position"]
+            hf = logits[first:, : ours["vocab"]]
+            diff = (hf - torch.tensor(ours["logits"])).abs().max().item()
+            worst = max(worst, diff)
+            result["checks"].append({"generation_prompt": gen, "tokens": len(ours["ids"]), "same_ids": same_ids, "max_logit_diff": diff})
+            print(f"chat_template ids {'match' if same_ids else 'DIFFER'} ({len(ours['ids'])} tokens, generation_prompt={gen}); max |logit diff| {diff:.2e}")
+            if not same_ids:
+                print("  transformers:", list(hf_ids))
+                print("  manners:     ", ours["ids"])
+    ok = all(c["same_ids"] for c in result["checks"]) and worst < 1e-4
+    if a.adapter:
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        base = AutoModelForCausalLM.from_pretrained(a.base, attn_implementation="eager")
+        cfg = json.load(open(os.path.join(a.adapter, "adapter_config.json")))
+        rows_path = os.path.join(a.adapter, "added_token_rows.safetensors")
+        if os.path.exists(rows_path):
+            (key, rows), = load_file(rows_path).items()
+            start = int(key.rsplit("_", 1)[1])
+            need = start + rows.shape[0]
+            if base.get_input_embeddings().weight.shape[0] < need:
+                base.resize_token_embeddings(need)
+            with torch.no_grad():
+                base.get_input_embeddings().weight[start:need] = rows
+        peft_model = PeftModel.from_pretrained(base, a.adapter).eval()
+        ids = torch.tensor([manners_logits(a.manners, a.merged, CONVERSATIONS[0], True)["ids"]])
+        with torch.no_grad():
+            d = (peft_model(ids).logits - model(ids).logits).abs().max().item()
+        result["peft_vs_merged_max_logit_diff"] = d
+        print(f"PEFT adapters on the base vs the merged export: max |logit diff| {d:.2e}")
+        ok = ok and d < 1e-4
+    result["max_logit_diff"] = worst
+    result["ok"] = ok
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print("OK" if ok else "FAILED")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
