@@ -36,6 +36,29 @@ pub enum Command {
     Export(ExportArgs),
     /// Print a prompt's token ids and last-position logits as JSON (parity checks).
     Logits(LogitsArgs),
+    /// Measure training throughput, MFU, memory, generation speed and an SFT epoch.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Timed runs per measurement (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Only the measurements whose name contains one of these (train, generate, epoch, tiny, ...).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// A Python with torch: run scripts/bench/torch_bench.py and show its numbers beside ours.
+    #[arg(long)]
+    pub torch: Option<PathBuf>,
+    /// Also write every number as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Run one measurement in this process and print it as JSON (used by the parent).
+    #[arg(long, hide = true)]
+    pub job: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(a) => cmd::eval::compare(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Logits(a) => cmd::export::logits(a),
+        Command::Bench(a) => cmd::bench::run(a),
     }
 }
 

@@ -14,6 +14,7 @@
 //! - Run folder: `run.toml`, `metrics.jsonl`, `samples.jsonl`, `checkpoints/`, `final/`,
 //!   `loss.png`, `report.md`.
 
+pub mod bench;
 mod checkpoint;
 mod clip;
 mod config;

@@ -1,0 +1,248 @@
+//! `manners bench`: one table of training throughput, MFU, peak memory, generation speed and
+//! an SFT epoch against a padded loop, with PyTorch's numbers beside ours when Python with torch
+//! is available. Each measurement runs in its own child process (peak RSS is per measurement).
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use manners::data::{
+    BadRecordPolicy, Format, LengthPolicy, MaskMode, encode_dataset, read_conversations,
+};
+use manners::train::bench::{self, BenchShape};
+use serde_json::Value;
+
+use crate::args::BenchArgs;
+
+const JOBS: &[&str] = &[
+    "train-tiny",
+    "train-gpt2-small",
+    "generate-gpt2-small",
+    "epoch-manners",
+    "epoch-padded",
+];
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(job) = &a.job {
+        let v = run_job(job, &a)?;
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe()?;
+    let jobs: Vec<&str> = JOBS
+        .iter()
+        .copied()
+        .filter(|j| a.only.is_empty() || a.only.iter().any(|o| j.contains(o.as_str())))
+        .collect();
+    let mut results = serde_json::Map::new();
+    for job in &jobs {
+        eprintln!("bench: {job} ...");
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "bench",
+            "--job",
+            job,
+            "--steps",
+            &a.steps.to_string(),
+            "--backend",
+            manners::BackendKind::from(a.backend).name(),
+        ]);
+        let out = cmd.output().with_context(|| format!("running {job}"))?;
+        if !out.status.success() {
+            bail!("{job} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value =
+            serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))?;
+        results.insert(job.to_string(), v);
+    }
+    let torch = match &a.torch {
+        Some(py) => torch_numbers(py, &a),
+        None => None,
+    };
+    let table = render(&results, torch.as_ref());
+    println!("{table}");
+    if let Some(p) = &a.json {
+        let all = serde_json::json!({ "manners": results, "pytorch": torch });
+        std::fs::write(p, serde_json::to_string_pretty(&all)?)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn device(a: &BenchArgs) -> anyhow::Result<manners::DeviceChoice> {
+    Ok(manners::select_device(a.backend.into())?)
+}
+
+fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
+    let dev = device(a)?;
+    let steps = a.steps;
+    let v = match job {
+        "train-tiny" => serde_json::to_value(bench::train_step(
+            &BenchShape::tiny(),
+            &dev.device,
+            SUPERVISED,
+            2,
+            steps,
+        ))?,
+        "train-gpt2-small" => serde_json::to_value(bench::train_step(
+            &BenchShape::gpt2_small(),
+            &dev.device,
+            SUPERVISED,
+            1,
+            steps.min(5),
+        ))?,
+        "generate-gpt2-small" => serde_json::to_value(bench::generation(
+            &BenchShape::gpt2_small(),
+            &dev.device,
+            32,
+            64,
+            3,
+        ))?,
+        "epoch-manners" | "epoch-padded" => {
+            let assets = super::assets_dir()?;
+            let m = manners::load_model_dir(&assets.join("base"), &dev.device)
+                .context("the epoch benchmark uses the shipped base model")?;
+            let template = manners::train::choose_template(Some("chatml"), None, &m.tokenizer)?;
+            let (convs, _) = read_conversations(
+                &assets.join("sft/train.jsonl"),
+                Format::Auto,
+                BadRecordPolicy::Skip,
+            )?;
+            let max_len = m.config.n_positions + 1;
+            let (examples, _) = encode_dataset(
+                &convs,
+                &template,
+                m.tokenizer.hf(),
+                MaskMode::Assistant,
+                max_len,
+                LengthPolicy::Truncate,
+            )?;
+            if job == "epoch-manners" {
+                serde_json::to_value(bench::epoch_manners(
+                    m.model,
+                    &dev.device,
+                    examples,
+                    8,
+                    max_len - 1,
+                ))?
+            } else {
+                serde_json::to_value(bench::epoch_padded(m.model, &dev.device, examples, 8))?
+            }
+        }
+        other => bail!("unknown bench job {other} (one of {JOBS:?})"),
+    };
+    let mut v = v;
+    v["backend"] = Value::String(dev.description.clone());
+    Ok(v)
+}
+
+/// The share of supervised positions in the training-step batches (the default instruction set
+/// has about 35%).
+pub const SUPERVISED: f64 = 0.35;
+
+fn torch_numbers(python: &Path, a: &BenchArgs) -> Option<Value> {
+    let script = super::assets_dir()
+        .ok()?
+        .join("../scripts/bench/torch_bench.py");
+    eprintln!("bench: PyTorch ({}) ...", python.display());
+    let out = Command::new(python)
+        .arg(&script)
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--supervised",
+            &SUPERVISED.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "PyTorch bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn gb(v: &Value) -> String {
+    v.get("peak_rss")
+        .and_then(Value::as_f64)
+        .map(|b| format!("{:.2} GB", b / 1e9))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
+    let mut s = String::new();
+    let backend = r
+        .values()
+        .find_map(|v| v.get("backend").and_then(Value::as_str))
+        .unwrap_or("?");
+    s.push_str(&format!("backend: {backend}; medians after warm-up\n\n"));
+    s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak RSS | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (job, key) in [("train-tiny", "tiny"), ("train-gpt2-small", "gpt2-small")] {
+        if let Some(v) = r.get(job) {
+            let tps = f(v, "tokens_per_sec").unwrap_or(f64::NAN);
+            let pt = torch
+                .and_then(|t| t.get(key))
+                .and_then(|t| f(t, "tokens_per_sec"));
+            s.push_str(&format!(
+                "| {} | {:.0} ms | {:.0} | {:.0} | {:.2} | {:.0} GFLOP/s | {} | {} | {} |\n",
+                key,
+                1e3 * f(v, "step_secs").unwrap_or(f64::NAN),
+                tps,
+                f(v, "supervised_per_sec").unwrap_or(f64::NAN),
+                f(v, "mfu").unwrap_or(f64::NAN),
+                f(v, "matmul_peak").unwrap_or(f64::NAN) / 1e9,
+                gb(v),
+                pt.map(|x| format!(
+                    "{x:.0} ({})",
+                    torch.and_then(|t| t.get(key)).map(gb).unwrap_or_default()
+                ))
+                .unwrap_or_else(|| "-".into()),
+                pt.map(|x| format!("{:.2}x", tps / x))
+                    .unwrap_or_else(|| "-".into()),
+            ));
+        }
+    }
+    if let Some(v) = r.get("generate-gpt2-small") {
+        let c = f(v, "cached_tokens_per_sec").unwrap_or(f64::NAN);
+        let pt = torch
+            .and_then(|t| t.get("generate"))
+            .and_then(|t| f(t, "cached_tokens_per_sec"));
+        s.push_str(&format!(
+            "\n| generation (GPT-2 small, batch 1, 32-token prompt, 64 new) | new tok/s | PyTorch | ratio |\n|---|---|---|---|\n| with KV cache | {c:.1} | {} | {} |\n| without cache | {:.1} | - | - |\n",
+            pt.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into()),
+            pt.map(|x| format!("{:.2}x", c / x)).unwrap_or_else(|| "-".into()),
+            f(v, "uncached_tokens_per_sec").unwrap_or(f64::NAN),
+        ));
+    }
+    if let (Some(m), Some(p)) = (r.get("epoch-manners"), r.get("epoch-padded")) {
+        let (ms, ps) = (
+            f(m, "secs").unwrap_or(f64::NAN),
+            f(p, "secs").unwrap_or(f64::NAN),
+        );
+        s.push_str("\n| one SFT epoch, default instruction set, shipped base model | wall | steps | positions computed | peak RSS |\n|---|---|---|---|---|\n");
+        for v in [m, p] {
+            s.push_str(&format!(
+                "| {} | {:.1} s | {} | {} | {} |\n",
+                v.get("method").and_then(Value::as_str).unwrap_or("?"),
+                f(v, "secs").unwrap_or(f64::NAN),
+                v.get("steps").and_then(Value::as_u64).unwrap_or(0),
+                v.get("padded_positions")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                gb(v)
+            ));
+        }
+        s.push_str(&format!(
+            "\nmanners is {:.2}x faster than the padded loop end to end.\n",
+            ps / ms
+        ));
+    }
+    s
+}

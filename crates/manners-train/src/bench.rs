@@ -1,0 +1,376 @@
+//! Measurements behind `manners bench`: training-step throughput and model FLOPs utilisation,
+//! a matmul peak on the same backend, KV-cache generation speed, and one SFT epoch as manners
+//! ships it (packing, LM head on supervised positions) against a plain padded-batch loop.
+//! Medians over several runs after warm-up; each measurement is meant to run in its own process
+//! so its peak RSS is its own.
+
+use std::time::Instant;
+
+use manners_data::{BatchConfig, Encoded, HostBatch, Loader, batches};
+use manners_model::burn::module::Module;
+use manners_model::burn::prelude::*;
+use manners_model::burn::tensor::Distribution;
+use manners_model::burn::tensor::activation::log_softmax;
+use manners_model::{Gpt, GptConfig, KvCache};
+use serde::Serialize;
+
+use crate::config::TrainConfig;
+use crate::optim::build_optimizer;
+use crate::step::Learner;
+
+/// Median of samples (seconds).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Runs `f` `warmup` times, then `runs` timed times; the median seconds.
+pub fn time_median(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    median(
+        (0..runs.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// FLOP/s of a large fp32 matmul (`n x n @ n x n`) on `device`: the peak MFU is measured against.
+pub fn matmul_peak(device: &Device, n: usize) -> f64 {
+    let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let secs = time_median(2, 5, || {
+        let c = a.clone().matmul(b.clone());
+        let _ = device.sync();
+        std::hint::black_box(c);
+    });
+    2.0 * (n as f64).powi(3) / secs
+}
+
+/// A benchmark model shape and batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchShape {
+    pub name: String,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub vocab: usize,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl BenchShape {
+    /// 4 layers, 256 wide, 4 heads, vocab 8192, batch 16 x 256.
+    pub fn tiny() -> Self {
+        BenchShape {
+            name: "tiny".into(),
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 256,
+            vocab: 8192,
+            batch: 16,
+            seq: 256,
+        }
+    }
+
+    /// GPT-2 small (12/768/12, vocab 50257), batch 4 x 256.
+    pub fn gpt2_small() -> Self {
+        BenchShape {
+            name: "gpt2-small".into(),
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            vocab: 50257,
+            batch: 4,
+            seq: 256,
+        }
+    }
+
+    pub fn config(&self) -> GptConfig {
+        GptConfig {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            n_positions: self.seq.max(1024),
+            vocab_size: self.vocab,
+            dropout: 0.0,
+            ..GptConfig::gpt2()
+        }
+    }
+}
+
+/// A deterministic SFT-like batch: every row one document, `supervised` of the positions (a
+/// contiguous "assistant" span at the end of each row) supervised.
+pub fn synthetic_batch(shape: &BenchShape, supervised: f64) -> HostBatch {
+    let (b, t) = (shape.batch, shape.seq);
+    let n = b * t;
+    let span = ((t as f64) * supervised).round() as usize;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |v: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % v as u64) as u32
+    };
+    let inputs: Vec<u32> = (0..n).map(|_| next(shape.vocab)).collect();
+    let targets: Vec<u32> = (0..n).map(|_| next(shape.vocab)).collect();
+    let loss_mask: Vec<bool> = (0..n).map(|i| i % t >= t - span).collect();
+    HostBatch {
+        batch: b,
+        seq_len: t,
+        inputs,
+        targets,
+        n_supervised: loss_mask.iter().filter(|&&m| m).count(),
+        loss_mask,
+        positions: (0..b).flat_map(|_| 0..t as u32).collect(),
+        doc_ids: vec![1; n],
+        n_tokens: n,
+    }
+}
+
+/// One training-step measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepBench {
+    pub shape: BenchShape,
+    pub params: usize,
+    pub supervised_fraction: f64,
+    pub step_secs: f64,
+    pub tokens_per_sec: f64,
+    pub supervised_per_sec: f64,
+    /// 6 x params x tokens / step time.
+    pub model_flops_per_sec: f64,
+    pub matmul_peak: f64,
+    pub mfu: f64,
+    pub peak_rss: Option<u64>,
+}
+
+/// Times full training steps (forward, masked loss, backward, clip, AdamW) on `device`.
+pub fn train_step(
+    shape: &BenchShape,
+    device: &Device,
+    supervised: f64,
+    warmup: usize,
+    runs: usize,
+) -> StepBench {
+    device.seed(0);
+    let ad = device.clone().autodiff();
+    let model = shape.config().init(&ad);
+    let params = model.num_params();
+    let batch = synthetic_batch(shape, supervised);
+    let mut learner = Learner::new(
+        model,
+        build_optimizer(&TrainConfig::default()),
+        Some(1.0),
+        ad,
+    );
+    let step_secs = time_median(warmup, runs, || {
+        learner.step(std::slice::from_ref(&batch), 1e-4);
+    });
+    let peak = matmul_peak(device, 2048);
+    let tokens = batch.n_tokens as f64;
+    let flops = 6.0 * params as f64 * tokens / step_secs;
+    StepBench {
+        shape: shape.clone(),
+        params,
+        supervised_fraction: batch.n_supervised as f64 / tokens,
+        step_secs,
+        tokens_per_sec: tokens / step_secs,
+        supervised_per_sec: batch.n_supervised as f64 / step_secs,
+        model_flops_per_sec: flops,
+        matmul_peak: peak,
+        mfu: flops / peak,
+        peak_rss: peak_rss(),
+    }
+}
+
+/// Generation speed, batch 1.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenBench {
+    pub shape: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub cached_tokens_per_sec: f64,
+    pub uncached_tokens_per_sec: f64,
+    pub peak_rss: Option<u64>,
+}
+
+/// New tokens per second with the KV cache and without (re-running the prefix every step).
+pub fn generation(
+    shape: &BenchShape,
+    device: &Device,
+    prompt: usize,
+    new: usize,
+    runs: usize,
+) -> GenBench {
+    device.seed(0);
+    let model = shape.config().init(device);
+    let ids: Vec<u32> = (0..prompt as u32)
+        .map(|i| (i * 7919) % shape.vocab as u32)
+        .collect();
+    let cached = time_median(1, runs, || {
+        let mut cache = KvCache::new();
+        let mut input = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                ids.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(),
+                [1, prompt],
+            ),
+            device,
+        );
+        for _ in 0..new {
+            let logits = model.forward_cached(input, &mut cache);
+            let next = logits
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap_or_default();
+            input = Tensor::from_data(TensorData::new(next, [1, 1]), device);
+        }
+    });
+    let uncached = time_median(1, runs.min(3), || {
+        std::hint::black_box(manners_model::generate_greedy_uncached(&model, &ids, new));
+    });
+    GenBench {
+        shape: shape.name.clone(),
+        prompt_tokens: prompt,
+        new_tokens: new,
+        cached_tokens_per_sec: new as f64 / cached,
+        uncached_tokens_per_sec: new as f64 / uncached,
+        peak_rss: peak_rss(),
+    }
+}
+
+/// One epoch of SFT over `examples`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochBench {
+    pub method: String,
+    pub steps: usize,
+    pub secs: f64,
+    pub tokens: usize,
+    pub padded_positions: usize,
+    pub peak_rss: Option<u64>,
+}
+
+/// The epoch as manners ships it: packed rows (block-diagonal attention), LM head and loss only
+/// at supervised positions, token-normalised masked mean.
+pub fn epoch_manners(
+    model: Gpt,
+    device: &Device,
+    examples: Vec<Encoded>,
+    batch_rows: usize,
+    seq: usize,
+) -> EpochBench {
+    let ad = device.clone().autodiff();
+    let model = model.fork(&ad);
+    let cfg = BatchConfig {
+        batch_size: batch_rows,
+        seq_len: seq,
+        pack: true,
+        shuffle: false,
+        ..BatchConfig::default()
+    };
+    let all = batches(&examples, &cfg).unwrap_or_default();
+    let mut learner = Learner::new(
+        model,
+        build_optimizer(&TrainConfig::default()),
+        Some(1.0),
+        ad,
+    );
+    let t = Instant::now();
+    for b in &all {
+        learner.step(std::slice::from_ref(b), 1e-4);
+    }
+    EpochBench {
+        method: "manners (packed, head on supervised positions)".into(),
+        steps: all.len(),
+        secs: t.elapsed().as_secs_f64(),
+        tokens: all.iter().map(|b| b.n_tokens).sum(),
+        padded_positions: all.iter().map(|b| b.batch * b.seq_len).sum(),
+        peak_rss: peak_rss(),
+    }
+}
+
+/// The same epoch the way the tutorials write it: one example per row padded to the longest
+/// in the batch, logits for every position, cross-entropy at every position multiplied by the
+/// mask and divided by its sum; AdamW, no packing.
+pub fn epoch_padded(
+    model: Gpt,
+    device: &Device,
+    examples: Vec<Encoded>,
+    batch_rows: usize,
+) -> EpochBench {
+    use manners_model::burn::optim::{AdamWConfig, GradientsParams};
+    let ad = device.clone().autodiff();
+    let mut model = model.fork(&ad);
+    let mut optim = AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(0.0)
+        .init();
+    let mut loader = Loader::new(
+        examples,
+        BatchConfig {
+            batch_size: batch_rows,
+            seq_len: 100_000,
+            pack: false,
+            shuffle: false,
+            ..BatchConfig::default()
+        },
+    )
+    .expect("examples fit");
+    let n = loader.steps_per_epoch();
+    let (mut tokens, mut padded) = (0, 0);
+    let t = Instant::now();
+    for _ in 0..n {
+        let hb = loader.next_batch();
+        tokens += hb.n_tokens;
+        padded += hb.batch * hb.seq_len;
+        let (b, s) = (hb.batch, hb.seq_len);
+        let ints = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ints(&hb.inputs), [b, s]), &ad);
+        let tgt = Tensor::<2, Int>::from_data(TensorData::new(ints(&hb.targets), [b * s, 1]), &ad);
+        let mask = Tensor::<1>::from_data(
+            TensorData::new(
+                hb.loss_mask
+                    .iter()
+                    .map(|&m| if m { 1.0f32 } else { 0.0 })
+                    .collect::<Vec<_>>(),
+                [b * s],
+            ),
+            &ad,
+        );
+        let logits = model.forward(ids); // [b, s, v]
+        let v = logits.dims()[2];
+        let nll = log_softmax(logits.reshape([b * s, v]), 1)
+            .gather(1, tgt)
+            .reshape([b * s])
+            .neg();
+        let loss = (nll * mask.clone()).sum() / mask.sum().clamp_min(1.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model, grads);
+    }
+    EpochBench {
+        method: "padded loop (tutorial style)".into(),
+        steps: n,
+        secs: t.elapsed().as_secs_f64(),
+        tokens,
+        padded_positions: padded,
+        peak_rss: peak_rss(),
+    }
+}
