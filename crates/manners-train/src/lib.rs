@@ -35,7 +35,7 @@ pub use error::{Result, TrainError};
 pub use files::read_events;
 pub use optim::{DECAY_PATHS, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};
-pub use step::{DeviceBatch, Learner, StepResult, nll_sum};
+pub use step::{DeviceBatch, Learner, StepResult, loss_for_backward, nll_sum};
 pub use trainer::{
     TEMPLATE_FILE, TrainOutcome, choose_template, resume, saved_template, specials_of, train,
 };

@@ -57,8 +57,8 @@ impl DeviceBatch {
     }
 }
 
-/// Sum of the negative log-likelihoods of the supervised targets: `[1]`.
-pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
+/// Logits at the supervised positions only: `[n_supervised, vocab]`.
+fn supervised_logits(model: &Gpt, batch: &DeviceBatch) -> Tensor<2> {
     let hidden = model.hidden(
         batch.inputs.clone(),
         ForwardOptions {
@@ -70,9 +70,49 @@ pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
     let sup = hidden
         .reshape([b * t, d])
         .select(0, batch.sup_index.clone()); // [n, d]
-    let logits = model.head(sup); // [n, vocab]
-    let logp = log_softmax(logits, 1); // [n, vocab]
+    model.head(sup) // [n, vocab]
+}
+
+/// Sum of the negative log-likelihoods of the supervised targets: `[1]` (for evaluation; for
+/// training use [`loss_for_backward`]).
+pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
+    let logp = log_softmax(supervised_logits(model, batch), 1); // [n, vocab]
     logp.gather(1, batch.sup_targets.clone()).sum().neg() // [1]
+}
+
+/// The training loss of a micro-batch, in two parts: a surrogate whose gradient is exactly the
+/// gradient of `nll_sum / normalizer`, and `nll_sum` itself (detached, for logging).
+///
+/// The head is the last layer, so the cross-entropy gradient with respect to the logits is known
+/// in closed form: `(softmax(z) - onehot(y)) / normalizer`. It is computed without autodiff with
+/// the backend's fused softmax and injected through `sum(z * G)`, whose gradient is `G`. Burn's
+/// autodiff would otherwise differentiate a six-op `log_softmax` and keep its `[n, vocab]`
+/// intermediates alive until backward; this way costs a few passes over the logits and keeps
+/// none. The value is `-ln p(y)` from the same softmax (clamped at the smallest normal f32, which
+/// only matters for losses above 87 nats).
+pub fn loss_for_backward(
+    model: &Gpt,
+    batch: &DeviceBatch,
+    normalizer: f32,
+) -> (Tensor<1>, Tensor<1>) {
+    use manners_model::burn::tensor::activation::softmax;
+    use manners_model::burn::tensor::ops::IndexingUpdateOp;
+    let logits = supervised_logits(model, batch); // [n, vocab], tracked
+    let targets = batch.sup_targets.clone().without_autodiff(); // [n, 1]
+    let p = softmax(logits.clone().without_autodiff(), 1); // [n, vocab], untracked
+    let nll = p
+        .clone()
+        .gather(1, targets.clone())
+        .clamp_min(f32::MIN_POSITIVE)
+        .log()
+        .sum()
+        .neg(); // [1]
+    let n = targets.dims()[0];
+    let minus_one = Tensor::<2>::full([n, 1], -1.0, &targets.device());
+    let grad = p
+        .scatter(1, targets, minus_one, IndexingUpdateOp::Add)
+        .div_scalar(normalizer); // [n, vocab]
+    ((logits * grad).sum(), nll)
 }
 
 /// Reads a one-element tensor as f64 (a device sync).
@@ -169,10 +209,12 @@ impl Learner {
         let mut sums = Vec::with_capacity(micro.len());
         for hb in micro.iter().filter(|b| b.n_supervised > 0) {
             let db = DeviceBatch::from_host(hb, &self.device);
-            let sum = nll_sum(model, &db); // [1]
-            let loss = sum.clone() / n_sup as f32;
-            acc.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
-            sums.push(sum.detach());
+            let (surrogate, sum) = loss_for_backward(model, &db, n_sup as f32);
+            acc.accumulate(
+                model,
+                GradientsParams::from_grads(surrogate.backward(), model),
+            );
+            sums.push(sum);
         }
         let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
         let mut grads = acc.grads();
