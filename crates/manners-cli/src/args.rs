@@ -38,6 +38,31 @@ pub enum Command {
     Logits(LogitsArgs),
     /// Measure training throughput, MFU, memory, generation speed and an SFT epoch.
     Bench(BenchArgs),
+    /// Rerun an SFT experiment on the shipped data: noise, lr, mix, quality.
+    Experiment(ExperimentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// noise (noisy vs clean), lr (three rates), mix (5% raw text vs none), quality (filter on/off,
+    /// a few hundred examples vs all).
+    pub name: String,
+    /// Parent folder of the runs.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Where the write-up goes (docs/experiments/<name>.md).
+    #[arg(long, default_value = "docs")]
+    pub docs: PathBuf,
+    /// Epochs of each run (default: the default run's).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Examples in the "few" variant of the quality experiment.
+    #[arg(long, default_value_t = 300)]
+    pub few: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => cmd::export::run(a),
         Command::Logits(a) => cmd::export::logits(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Experiment(a) => cmd::experiment::run(a),
     }
 }
 

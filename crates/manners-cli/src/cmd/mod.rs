@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod data;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod generate;
 pub mod info;
