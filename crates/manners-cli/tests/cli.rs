@@ -237,3 +237,81 @@ fn chat_uses_the_saved_template() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn export_round_trip_is_exact_and_keeps_the_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let out = train_cmd(
+        tmp.path(),
+        &data,
+        &["--name", "x", "--max-steps", "5", "--lora-rank", "4"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = tmp.path().join("x");
+    assert!(run.join("adapter/adapter_config.json").is_file());
+    // Merged export: a GPT-2 folder with the same logits as the run's final model (1e-6).
+    let merged = tmp.path().join("merged");
+    let out = bin()
+        .args(["export", "--merge", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logits = |dir: &Path| -> serde_json::Value {
+        let out = bin()
+            .args(["logits", "--prompt", "Count to 3.", "--model"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (a, b) = (logits(&run.join("final")), logits(&merged));
+    assert_eq!(a["ids"], b["ids"]);
+    let (la, lb) = (
+        a["logits"].as_array().unwrap(),
+        b["logits"].as_array().unwrap(),
+    );
+    for (x, y) in la
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .zip(lb.iter().flat_map(|r| r.as_array().unwrap()))
+    {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= 1e-6);
+    }
+    // The template travels with it: chat renders with chatml.
+    let tc = std::fs::read_to_string(merged.join("tokenizer_config.json")).unwrap();
+    assert!(tc.contains("im_start"));
+    assert!(merged.join("manners_template.json").is_file());
+    // Without --merge a LoRA run exports its adapters (PEFT layout).
+    let peft = tmp.path().join("peft");
+    let out = bin()
+        .args(["export", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&peft)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        peft.join("adapter_model.safetensors").is_file()
+            && peft.join("adapter_config.json").is_file()
+    );
+}

@@ -252,3 +252,56 @@ fn resize_keeps_old_rows_and_starts_new_rows_at_the_mean() {
     let logits = model.forward(ids_tensor(&[vec![513, 1]], &dev));
     assert_eq!(logits.dims(), [1, 2, 515]);
 }
+
+#[test]
+fn hf_buffers_and_a_stored_lm_head_are_ignored() {
+    // Like openai-community/gpt2: no `transformer.` prefix, `h.N.attn.bias` causal-mask buffers,
+    // and some exports carry `lm_head.weight` (tied: equal to wte).
+    let dev = flex();
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    let p = tmp.path().join("model.safetensors");
+    let bytes = fs::read(&p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("transformer.").unwrap().to_string(),
+                v.shape().to_vec(),
+                v.data().to_vec(),
+            )
+        })
+        .collect();
+    let wte = owned
+        .iter()
+        .find(|(k, _, _)| k == "wte.weight")
+        .unwrap()
+        .clone();
+    owned.push(("lm_head.weight".into(), wte.1, wte.2));
+    owned.push((
+        "h.0.attn.bias".into(),
+        vec![1, 1, 64, 64],
+        vec![0u8; 64 * 64 * 4],
+    ));
+    owned.push(("h.0.attn.masked_bias".into(), vec![], vec![0u8; 4]));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+    let m = load_model_dir(tmp.path(), &dev).unwrap();
+    let reference = load_model_dir(&tiny_dir(), &dev).unwrap();
+    let ids = ids_tensor(&[vec![3, 1, 4, 1, 5]], &dev);
+    assert_eq!(
+        to_vec(m.model.forward(ids.clone())),
+        to_vec(reference.model.forward(ids))
+    );
+}

@@ -161,18 +161,24 @@ pub struct StepBench {
     pub peak_rss: Option<u64>,
 }
 
-/// Times full training steps (forward, masked loss, backward, clip, AdamW) on `device`.
+/// Times full training steps (forward, masked loss, backward, clip, AdamW) on `device`; with
+/// `lora`, only rank-r adapters on every projection train.
 pub fn train_step(
     shape: &BenchShape,
     device: &Device,
     supervised: f64,
     warmup: usize,
     runs: usize,
+    lora: Option<&crate::config::LoraConfig>,
 ) -> StepBench {
     device.seed(0);
     let ad = device.clone().autodiff();
     let model = shape.config().init(&ad);
     let params = model.num_params();
+    let model = match lora {
+        Some(l) => crate::lora::apply(model, l),
+        None => model,
+    };
     let batch = synthetic_batch(shape, supervised);
     let mut learner = Learner::new(
         model,

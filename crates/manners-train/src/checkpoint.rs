@@ -104,7 +104,25 @@ pub fn latest(run_dir: &Path) -> Option<(u64, PathBuf)> {
     list(run_dir).pop()
 }
 
+/// Removes temporary folders a killed process left in `checkpoints/` (a run has one writer, so
+/// any `.step-*.tmp-*` or `.step-*.old-*` not of this process is stale).
+pub fn clean_stale(run_dir: &Path) -> Result<()> {
+    let Ok(rd) = fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Ok(());
+    };
+    let mine = format!("-{}", std::process::id());
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let temp = name.starts_with(".step-") && (name.contains(".tmp-") || name.contains(".old-"));
+        if temp && !name.ends_with(&mine) {
+            fs::remove_dir_all(e.path()).map_err(|x| TrainError::io(e.path(), x))?;
+        }
+    }
+    Ok(())
+}
+
 fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    clean_stale(run_dir)?;
     let all = list(run_dir);
     let n = all.len().saturating_sub(keep.max(1));
     for (_, dir) in &all[..n] {

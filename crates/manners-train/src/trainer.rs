@@ -302,6 +302,7 @@ impl Run {
                 path: checkpoint::checkpoints_dir(&run_dir),
                 message: "no complete checkpoint to resume from".into(),
             })?;
+            checkpoint::clean_stale(&run_dir)?;
             let (m, o, s) = checkpoint::load(&dir, model, optim)?;
             model = m;
             optim = o;

@@ -17,6 +17,7 @@ use crate::args::BenchArgs;
 const JOBS: &[&str] = &[
     "train-tiny",
     "train-gpt2-small",
+    "train-gpt2-small-lora",
     "generate-gpt2-small",
     "epoch-manners",
     "epoch-padded",
@@ -83,6 +84,7 @@ fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
             SUPERVISED,
             2,
             steps,
+            None,
         ))?,
         "train-gpt2-small" => serde_json::to_value(bench::train_step(
             &BenchShape::gpt2_small(),
@@ -90,6 +92,15 @@ fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
             SUPERVISED,
             1,
             steps.min(5),
+            None,
+        ))?,
+        "train-gpt2-small-lora" => serde_json::to_value(bench::train_step(
+            &BenchShape::gpt2_small(),
+            &dev.device,
+            SUPERVISED,
+            1,
+            steps.min(5),
+            Some(&manners::train::LoraConfig::default()),
         ))?,
         "generate-gpt2-small" => serde_json::to_value(bench::generation(
             &BenchShape::gpt2_small(),
@@ -184,7 +195,11 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         .unwrap_or("?");
     s.push_str(&format!("backend: {backend}; medians after warm-up\n\n"));
     s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak RSS | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
-    for (job, key) in [("train-tiny", "tiny"), ("train-gpt2-small", "gpt2-small")] {
+    for (job, key) in [
+        ("train-tiny", "tiny"),
+        ("train-gpt2-small", "gpt2-small"),
+        ("train-gpt2-small-lora", "gpt2-small LoRA r8"),
+    ] {
         if let Some(v) = r.get(job) {
             let tps = f(v, "tokens_per_sec").unwrap_or(f64::NAN);
             let pt = torch
