@@ -41,7 +41,11 @@ fn write_convs(path: &Path, convs: &[Conversation]) -> anyhow::Result<()> {
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
 }
 
-fn curves(run_dir: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// A loss curve: (step, loss) points.
+type Curve = Vec<(f64, f64)>;
+
+/// Training and held-out loss curves of a run.
+fn curves(run_dir: &Path) -> (Curve, Curve) {
     let mut train = Vec::new();
     let mut eval = Vec::new();
     for e in read_events(&run_dir.join("metrics.jsonl")).unwrap_or_default() {
