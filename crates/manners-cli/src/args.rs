@@ -489,6 +489,12 @@ pub struct PretrainArgs {
     /// Paragraphs per country/element/state in the corpus.
     #[arg(long, default_value_t = 32)]
     pub fact_repeats: usize,
+    /// Steps of the knowledge-focus stage after the main one (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub focus_steps: u64,
+    /// Peak learning rate of the knowledge-focus stage.
+    #[arg(long, default_value_t = 3e-4)]
+    pub focus_lr: f64,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]

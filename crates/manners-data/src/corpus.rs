@@ -306,6 +306,25 @@ pub fn knowledge_paragraphs(k: &Knowledge, cfg: &CorpusConfig) -> Vec<String> {
 /// Knowledge paragraphs are grouped into documents of about this many characters.
 const KNOWLEDGE_DOC_CHARS: usize = 1500;
 
+/// Joins paragraphs (in order, blank line between) into documents of about `chars` characters.
+pub fn group_paragraphs(paragraphs: Vec<String>, chars: usize) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    for p in paragraphs {
+        if !cur.is_empty() {
+            cur.push_str("\n\n");
+        }
+        cur.push_str(&p);
+        if cur.len() >= chars {
+            docs.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        docs.push(cur);
+    }
+    docs
+}
+
 /// Books cut into documents, a held-out share of them set aside, and knowledge paragraphs
 /// grouped into documents and shuffled in among the rest (seeded).
 pub fn build_corpus(books: &[(String, String)], k: &Knowledge, cfg: &CorpusConfig) -> Corpus {
@@ -320,20 +339,7 @@ pub fn build_corpus(books: &[(String, String)], k: &Knowledge, cfg: &CorpusConfi
     let heldout: Vec<String> = book_docs.drain(..n_held).collect();
     let mut paragraphs = knowledge_paragraphs(k, cfg);
     rng.shuffle(&mut paragraphs);
-    let mut knowledge_docs = Vec::new();
-    let mut cur = String::new();
-    for p in paragraphs {
-        if !cur.is_empty() {
-            cur.push_str("\n\n");
-        }
-        cur.push_str(&p);
-        if cur.len() >= KNOWLEDGE_DOC_CHARS {
-            knowledge_docs.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        knowledge_docs.push(cur);
-    }
+    let knowledge_docs = group_paragraphs(paragraphs, KNOWLEDGE_DOC_CHARS);
     let book_chars = book_docs.iter().map(String::len).sum();
     let knowledge_chars = knowledge_docs.iter().map(String::len).sum();
     let (nb, nk) = (book_docs.len(), knowledge_docs.len());
