@@ -490,11 +490,14 @@ pub struct PretrainArgs {
     #[arg(long, default_value_t = 32)]
     pub fact_repeats: usize,
     /// Steps of the knowledge-focus stage after the main one (0: none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 700)]
     pub focus_steps: u64,
     /// Peak learning rate of the knowledge-focus stage.
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, default_value_t = 1e-3)]
     pub focus_lr: f64,
+    /// Share of book text (by characters) in the knowledge-focus mix.
+    #[arg(long, default_value_t = 0.2)]
+    pub focus_book_fraction: f64,
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]

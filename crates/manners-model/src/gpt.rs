@@ -10,7 +10,7 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -173,6 +173,15 @@ impl Gpt {
                 .expand([b, t])
         });
         let mask = opts.mask.map(|m| m.unsqueeze_dim::<4>(1)); // [b, 1, t, t]
+        // Under autodiff, Burn's `attention` is a decomposed fallback that re-applies the masks
+        // and differentiates through the max shift in every layer; build the additive mask once
+        // and use the backend's softmax (detached max) instead. Without autodiff the backend's
+        // fused attention is faster.
+        let mask = if device.is_autodiff() {
+            AttnMask::Bias(additive_mask(mask, t, &device))
+        } else {
+            AttnMask::Bool(mask)
+        };
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions); // [b, t, d]
         x = self.drop.forward(x);
         for block in &self.h {
@@ -197,6 +206,7 @@ impl Gpt {
         let mask = cache.mask(b, t, &device); // [b, 1, t, past + t] or None
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
         cache.ensure_layers(self.h.len());
+        let mask = AttnMask::Bool(mask);
         for (i, block) in self.h.iter().enumerate() {
             let (y, kv) = block.forward(x, mask.clone(), Some(cache.layer(i)));
             cache.set_layer(i, kv);
@@ -213,12 +223,28 @@ impl Gpt {
 /// Key/value tensors of one layer, `[b, h, t, hd]` each.
 pub(crate) type LayerKv = (Tensor<4>, Tensor<4>);
 
+/// How a forward pass masks attention.
+#[derive(Clone, Debug)]
+enum AttnMask {
+    /// `[b, 1, t, t_k]`, `true` = masked, on top of causal masking; for Burn's fused attention.
+    Bool(Option<Tensor<4, Bool>>),
+    /// `[b or 1, 1, t, t]`: 0 where attention is allowed, -inf elsewhere (causality included).
+    Bias(Tensor<4>),
+}
+
+/// The additive mask of a training forward: `mask` (which already holds causality, see
+/// [`document_mask`]) or plain causal masking.
+fn additive_mask(mask: Option<Tensor<4, Bool>>, t: usize, device: &Device) -> Tensor<4> {
+    let mask = mask.unwrap_or_else(|| Tensor::<2, Bool>::tril_mask([t, t], 0, device).unsqueeze());
+    Tensor::<4>::zeros(mask.dims(), device).mask_fill(mask, f32::NEG_INFINITY)
+}
+
 impl Block {
     /// Returns the block output and, when a cache is in use, the layer's full keys/values.
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Option<Tensor<4, Bool>>,
+        mask: AttnMask,
         past: Option<Option<LayerKv>>,
     ) -> (Tensor<3>, Option<LayerKv>) {
         let (a, kv) = self.attn.forward(self.ln_1.forward(x.clone()), mask, past);
@@ -232,7 +258,7 @@ impl Attention {
     fn forward(
         &self,
         x: Tensor<3>,
-        mask: Option<Tensor<4, Bool>>,
+        mask: AttnMask,
         past: Option<Option<LayerKv>>,
     ) -> (Tensor<3>, Option<LayerKv>) {
         let [b, t, d] = x.dims();
@@ -248,13 +274,23 @@ impl Attention {
             v = Tensor::cat(vec![pv, v], 2);
         }
         let t_k = k.dims()[2];
-        let mask = mask.map(|m| m.expand([b, nh, t, t_k]));
-        // Causal alignment is bottom-right, so it stays right with a cache (t_q < t_k).
-        let opts = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
-        };
-        let y = attention(q, k.clone(), v.clone(), mask, None, opts); // [b, nh, t, hd]
+        let y = match mask {
+            AttnMask::Bool(mask) => {
+                let mask = mask.map(|m| m.expand([b, nh, t, t_k]));
+                // Causal alignment is bottom-right, so it stays right with a cache (t_q < t_k).
+                let opts = AttentionModuleOptions {
+                    is_causal: true,
+                    ..Default::default()
+                };
+                attention(q, k.clone(), v.clone(), mask, None, opts)
+            }
+            AttnMask::Bias(bias) => {
+                // softmax(q k^T / sqrt(hd) + bias) v, scaling q (hd wide) rather than the scores.
+                let q = q * (1.0 / (hd as f64).sqrt());
+                let scores = q.matmul(k.clone().swap_dims(2, 3)) + bias; // [b, nh, t, t]
+                softmax(scores, 3).matmul(v.clone())
+            }
+        }; // [b, nh, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
         (self.c_proj.forward(y), using_cache.then_some((k, v)))
     }

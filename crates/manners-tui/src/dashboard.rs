@@ -6,7 +6,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use manners_events::{CheckpointInfo, EvalStats, Request, RunInfo, RunSummary, SampleOut};
 use manners_events::{StepStats, TrainEvent};
 
-use crate::format::{eta_secs, fmt_duration, fmt_loss, sanitize};
+use crate::format::{eta_secs, fmt_duration, fmt_loss, sanitize, step_secs};
 use crate::history::{DEFAULT_HISTORY_CAP, Ema, LossHistory};
 
 /// Raw points kept for the "recent" chart view and the throughput sparkline.
@@ -526,11 +526,15 @@ impl Dashboard {
         // kernel tuning) does not bias the rate; with a single step, use that step alone.
         match self.first_seen? {
             (step0, t0) if s.step > step0 => eta_secs(s.step - step0, s.elapsed_secs - t0, left),
-            (step0, _) => eta_secs(
-                step0.saturating_sub(self.start_step()),
-                s.elapsed_secs,
-                left,
-            ),
+            // One step seen: after a resume `elapsed_secs` includes earlier processes, so
+            // prefer this step's own duration.
+            (step0, _) => step_secs(s).map(|d| d * left as f64).or_else(|| {
+                eta_secs(
+                    step0.saturating_sub(self.start_step()),
+                    s.elapsed_secs,
+                    left,
+                )
+            }),
         }
     }
 
@@ -602,6 +606,22 @@ mod tests {
             ..Default::default()
         }));
         assert_eq!(d.eta_secs(), Some(198.0));
+    }
+
+    #[test]
+    fn eta_after_a_resume_uses_the_step_duration() {
+        // Resumed at step 1816 with 3,700 s already on the clock: one step of 4096 tokens at
+        // 2048 tok/s takes 2 s, so 2274 - 1817 = 457 steps left take 914 s, not days.
+        let mut d = running();
+        d.update(&TrainEvent::Step(StepStats {
+            step: 1817,
+            total_steps: 2274,
+            elapsed_secs: 3700.0,
+            tokens: 4096,
+            tokens_per_sec: 2048.0,
+            ..Default::default()
+        }));
+        assert_eq!(d.eta_secs(), Some(914.0));
     }
 
     #[test]

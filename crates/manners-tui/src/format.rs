@@ -31,6 +31,12 @@ pub fn eta_secs(done: u64, elapsed: f64, left: u64) -> Option<f64> {
     Some(elapsed / done as f64 * left as f64)
 }
 
+/// Wall seconds of one step, from its token count and rate (`None` when not reported).
+pub fn step_secs(s: &manners_events::StepStats) -> Option<f64> {
+    (s.tokens > 0 && s.tokens_per_sec.is_finite() && s.tokens_per_sec > 0.0)
+        .then(|| s.tokens as f64 / s.tokens_per_sec)
+}
+
 /// An integer with thousands separators: `4,120`, `1,234,567`.
 pub fn fmt_count(n: u64) -> String {
     let digits = n.to_string();

@@ -8,7 +8,7 @@ use manners_events::{EventSink, RunInfo, RunKind, StepStats, TrainEvent};
 
 use crate::format::{
     eta_secs, fmt_count, fmt_duration, fmt_gnorm, fmt_loss, fmt_lr, fmt_pct, fmt_rate, fmt_si,
-    sanitize, truncate,
+    sanitize, step_secs, truncate,
 };
 
 /// One interval's log line:
@@ -270,11 +270,17 @@ impl<W: Write + Send> LogPrinter<W> {
                 self.total.saturating_sub(s.step),
             )
         } else {
-            eta_secs(
-                s.step.saturating_sub(self.start_step),
-                s.elapsed_secs,
-                self.total.saturating_sub(s.step),
-            )
+            // One step seen: `elapsed_secs` counts the time of earlier processes too after a
+            // resume, so use this step's own duration when the trainer reported it.
+            step_secs(s)
+                .map(|d| d * self.total.saturating_sub(s.step) as f64)
+                .or_else(|| {
+                    eta_secs(
+                        s.step.saturating_sub(self.start_step),
+                        s.elapsed_secs,
+                        self.total.saturating_sub(s.step),
+                    )
+                })
         };
         self.bar.set_position(s.step);
         if s.loss.is_finite() {

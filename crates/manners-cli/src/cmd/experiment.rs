@@ -61,6 +61,8 @@ fn curves(run_dir: &Path) -> (Curve, Curve) {
 struct Ctx {
     assets: PathBuf,
     root: PathBuf,
+    /// Where the baseline (the default run on the clean set) lives, shared by the experiments.
+    shared: PathBuf,
     device: manners::DeviceChoice,
     base_cfg: TrainConfig,
     eval_data: manners::train::eval::EvalData,
@@ -76,18 +78,34 @@ impl Ctx {
         data: Vec<Conversation>,
         edit: impl FnOnce(&mut TrainConfig),
     ) -> anyhow::Result<Variant> {
-        let data_dir = self.root.join("data");
+        self.variant_in(&self.root, label, name, data, edit)
+    }
+
+    /// The default run on the clean set, trained once and shared by every experiment.
+    fn baseline(&self, label: &str, clean: &[Conversation]) -> anyhow::Result<Variant> {
+        self.variant_in(&self.shared, label, "clean", clean.to_vec(), |_| {})
+    }
+
+    fn variant_in(
+        &self,
+        root: &Path,
+        label: &str,
+        name: &str,
+        data: Vec<Conversation>,
+        edit: impl FnOnce(&mut TrainConfig),
+    ) -> anyhow::Result<Variant> {
+        let data_dir = root.join("data");
         std::fs::create_dir_all(&data_dir)?;
         let data_path = data_dir.join(format!("{name}.jsonl"));
         write_convs(&data_path, &data)?;
         let mut cfg = TrainConfig {
             data: vec![data_path],
-            out_dir: self.root.clone(),
+            out_dir: root.to_path_buf(),
             name: Some(name.to_string()),
             ..self.base_cfg.clone()
         };
         edit(&mut cfg);
-        let run_dir = self.root.join(name);
+        let run_dir = root.join(name);
         if !run_dir.join("final/model.safetensors").is_file() {
             if run_dir.exists() {
                 std::fs::remove_dir_all(&run_dir)?;
@@ -248,6 +266,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = a.epochs {
         base_cfg.epochs = e;
     }
+    let shared = a.out.join(format!("exp-baseline-{}ep", base_cfg.epochs));
     let eval_data = super::eval::load_eval_data(&crate::args::EvalDataArgs {
         data: None,
         facts: None,
@@ -258,6 +277,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx {
         assets: assets.clone(),
         root,
+        shared,
         device,
         base_cfg,
         eval_data,
@@ -274,7 +294,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         "noise" => {
             let noisy = noisy_set(&clean, 0.5, 7);
             let vs = vec![
-                ctx.variant("clean", "clean", clean.clone(), |_| {})?,
+                ctx.baseline("clean", &clean)?,
                 ctx.variant("50% corrupted", "noisy", noisy, |_| {})?,
             ];
             let findings = finding_noise(&vs);
@@ -292,12 +312,12 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             let rates = [3e-5, 3e-4, 3e-3];
             let mut vs = Vec::new();
             for r in rates {
-                vs.push(ctx.variant(
-                    &format!("lr {r:e}"),
-                    &format!("lr-{r:e}"),
-                    clean.clone(),
-                    |c| c.lr = r,
-                )?);
+                let label = format!("lr {r:e}");
+                vs.push(if r == ctx.base_cfg.lr {
+                    ctx.baseline(&label, &clean)?
+                } else {
+                    ctx.variant(&label, &format!("lr-{r:e}"), clean.clone(), |c| c.lr = r)?
+                });
             }
             let findings = finding_best(&vs, "learning rate");
             write_doc(
@@ -316,7 +336,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(ctx.root.join("data"))?;
             corpus::write_jsonl(&mix_path, &texts)?;
             let vs = vec![
-                ctx.variant("SFT only", "sft-only", clean.clone(), |_| {})?,
+                ctx.baseline("SFT only", &clean)?,
                 ctx.variant("SFT + 5% raw text", "mix-5pct", clean.clone(), |c| {
                     c.mix_text = vec![mix_path.clone()];
                     c.mix_fraction = 0.05;
@@ -349,7 +369,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
                     // The same number of optimiser steps as the full set's run.
                     c.epochs *= 10.0;
                 })?,
-                ctx.variant("all clean examples", "clean", clean.clone(), |_| {})?,
+                ctx.baseline("all clean examples", &clean)?,
             ];
             let intro = format!(
                 "Quality vs quantity. (1) The half-corrupted set with and without a quality filter ({filter:?}; it kept {} of {}). (2) A few hundred clean examples (trained for more epochs) vs all of them.",

@@ -184,10 +184,14 @@ fn stage_two(
 ) -> anyhow::Result<()> {
     let data_dir = run_dir.join("data");
     std::fs::create_dir_all(&data_dir)?;
-    // Fresh sentence forms (another seed) for every fact, and as many characters of book text
-    // drawn from stage 1's training documents (never the held-out ones).
+    // Fresh sentence forms (another seed) for every fact, four times as many paragraphs as in
+    // stage 1, with book text drawn from stage 1's training documents (never the held-out
+    // ones) making up `focus_book_fraction` of the characters.
+    if !(0.0..1.0).contains(&a.focus_book_fraction) {
+        bail!("--focus-book-fraction must be in [0, 1)");
+    }
     let kcfg = CorpusConfig {
-        fact_repeats: a.fact_repeats,
+        fact_repeats: a.fact_repeats * 4,
         word_repeats: 0,
         seed: a.seed + 1,
         ..CorpusConfig::default()
@@ -206,9 +210,11 @@ fn stage_two(
             ..CorpusConfig::default()
         },
     );
+    let book_target =
+        (knowledge_chars as f64 * a.focus_book_fraction / (1.0 - a.focus_book_fraction)) as usize;
     let mut book_chars = 0;
     for d in stage1_docs.train {
-        if book_chars >= knowledge_chars {
+        if book_chars >= book_target {
             break;
         }
         book_chars += d.len();
