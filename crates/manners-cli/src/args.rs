@@ -495,6 +495,10 @@ pub struct PretrainArgs {
     /// Peak learning rate of the knowledge-focus stage.
     #[arg(long, default_value_t = 1e-3)]
     pub focus_lr: f64,
+    /// Copies of the instruction set's training questions and answers (as "Q:/A:" prose, no
+    /// chat tokens) in the knowledge-focus mix (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub focus_qa_repeats: usize,
     /// Share of book text (by characters) in the knowledge-focus mix.
     #[arg(long, default_value_t = 0.2)]
     pub focus_book_fraction: f64,

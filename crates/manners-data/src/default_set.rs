@@ -18,7 +18,12 @@
 //!   [`DefaultSetStats::dropped_for_leakage`]; 0 with the shipped tables).
 //! - **Questions** are phrased differently from the pretraining prose of [`crate::corpus`] and in
 //!   several ways per fact (some lower-case without a question mark); answers are one short
-//!   sentence or the bare answer ("Lima."), so the reference answer always appears verbatim.
+//!   sentence that restates the subject and ends with the answer ("The capital of Peru is
+//!   Lima."), so the reference answer always appears verbatim, right where the pretraining
+//!   prose put it; the concise
+//!   system prompt gets the bare answer ("Lima."). Restating matters for a small model decoding
+//!   greedily: a bare first token is a guess among a handful of frequent answers ("Africa."),
+//!   while a restated subject is copied from the question and the fact then follows it.
 //! - **Multi-turn**: a fraction of conversations get a follow-up about the same entity ("And
 //!   which continent is it in?"); both assistant turns are supervised by the default mask.
 //! - **System prompts**: a fraction of conversations get a concise answerer, a tutor (the answer
@@ -79,7 +84,7 @@ impl Default for DefaultSetConfig {
             word_phrasings: 1,
             multi_turn_fraction: 0.25,
             system_prompt_fraction: 0.15,
-            bare_answer_fraction: 0.3,
+            bare_answer_fraction: 0.0,
             words: 1500,
             identity_variants: 3,
             name: "Manners".into(),
@@ -278,9 +283,8 @@ const COUNTRY_CAPITAL: Forms = Forms {
     ],
     sentences: &[
         "The capital of {c} is {cap}.",
-        "{cap} is the capital of {c}.",
         "{Cs} capital is {cap}.",
-        "{cap} is the capital city of {c}.",
+        "The capital city of {c} is {cap}.",
     ],
     bare: "{cap}.",
     tutor: &[
@@ -442,9 +446,9 @@ const ELEMENT_FROM_NUMBER: Forms = Forms {
         "Atomic number {n} belongs to which element?",
     ],
     follow_ups: &[],
+    // The number first, then the element: the direction the answer is looked up in.
     sentences: &[
         "Element number {n} is {e}.",
-        "{e} has atomic number {n}.",
         "The element with atomic number {n} is {e}.",
     ],
     bare: "{e}.",
@@ -475,8 +479,7 @@ const STATE_CAPITAL: Forms = Forms {
     follow_ups: &[],
     sentences: &[
         "The state capital of {s} is {cap}.",
-        "{cap} is the capital of the state of {s}.",
-        "{cap} is the state capital of {s}.",
+        "The capital of {s} is {cap}.",
         "The capital of {s} state is {cap}.",
     ],
     bare: "{cap}.",
@@ -1596,13 +1599,21 @@ impl DefaultSet {
         );
         r.push_str(&format!(
             "- {} question phrasings per country/element/state fact, {} per word; {:.0}% of conversations have a \
-             follow-up about the same entity, {:.0}% a system prompt (concise, tutor, poet); {:.0}% of plain answers \
-             are bare (\"Lima.\"), the rest one short sentence.\n",
+             follow-up about the same entity, {:.0}% a system prompt (concise, tutor, poet); {}\n",
             c.phrasings_per_fact,
             c.word_phrasings,
             100.0 * c.multi_turn_fraction,
             100.0 * c.system_prompt_fraction,
-            100.0 * c.bare_answer_fraction
+            if c.bare_answer_fraction > 0.0 {
+                format!(
+                    "{:.0}% of plain answers are bare (\"Lima.\"), the rest one short sentence.",
+                    100.0 * c.bare_answer_fraction
+                )
+            } else {
+                "plain answers are one short sentence restating the subject (\"The capital of Peru is \
+                 Lima.\"); the concise system prompt gets the bare answer (\"Lima.\")."
+                    .to_string()
+            }
         ));
         r.push_str(&format!(
             "- {} WordNet words (of {} usable: single lower-case words with a short definition naming no country, \

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use manners::data::{
     BadRecordPolicy, Conversation, CorpusConfig, Corruption, Format, Knowledge, QualityFilter,
-    build_corpus, corpus, corrupt_dataset, filter_quality, load_books, read_conversations,
+    build_corpus, corrupt_dataset, filter_quality, load_books, read_conversations,
 };
 use manners::events::TrainEvent;
 use manners::train::eval::{EvalOptions, EvalSummary, PromptMode, evaluate};
@@ -59,7 +59,6 @@ fn curves(run_dir: &Path) -> (Curve, Curve) {
 }
 
 struct Ctx {
-    assets: PathBuf,
     root: PathBuf,
     /// Where the baseline (the default run on the clean set) lives, shared by the experiments.
     shared: PathBuf,
@@ -266,6 +265,9 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = a.epochs {
         base_cfg.epochs = e;
     }
+    for p in &base_cfg.mix_text {
+        super::train::write_default_mix(&assets, p)?;
+    }
     let shared = a.out.join(format!("exp-baseline-{}ep", base_cfg.epochs));
     let eval_data = super::eval::load_eval_data(&crate::args::EvalDataArgs {
         data: None,
@@ -275,7 +277,6 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         limit: None,
     })?;
     let ctx = Ctx {
-        assets: assets.clone(),
         root,
         shared,
         device,
@@ -331,16 +332,19 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
             )?
         }
         "mix" => {
-            let texts = mix_source(&ctx.assets)?;
-            let mix_path = ctx.root.join("data/mix-text.jsonl");
-            std::fs::create_dir_all(ctx.root.join("data"))?;
-            corpus::write_jsonl(&mix_path, &texts)?;
+            // The default run mixes raw text in; the variant leaves it out.
             let vs = vec![
-                ctx.baseline("SFT only", &clean)?,
-                ctx.variant("SFT + 5% raw text", "mix-5pct", clean.clone(), |c| {
-                    c.mix_text = vec![mix_path.clone()];
-                    c.mix_fraction = 0.05;
+                ctx.variant("SFT only", "sft-only", clean.clone(), |c| {
+                    c.mix_text.clear();
+                    c.mix_fraction = 0.0;
                 })?,
+                ctx.baseline(
+                    &format!(
+                        "SFT + {:.0}% raw text (the default)",
+                        100.0 * ctx.base_cfg.mix_fraction
+                    ),
+                    &clean,
+                )?,
             ];
             let findings = finding_mix(&vs);
             write_doc(
@@ -419,7 +423,7 @@ pub fn quality_filter() -> QualityFilter {
 }
 
 /// Pretraining-corpus training documents (not the held-out ones) for the mixing experiment.
-fn mix_source(assets: &Path) -> anyhow::Result<Vec<String>> {
+pub fn mix_source(assets: &Path) -> anyhow::Result<Vec<String>> {
     let books = load_books(&assets.join("corpus"))?;
     let k = Knowledge::load(&assets.join("knowledge"))?;
     let c = build_corpus(

@@ -174,6 +174,26 @@ fn stage_one(
     Ok(())
 }
 
+/// The instruction set's conversations without a system prompt, each as "Q: ...\nA: ..." lines.
+fn qa_paragraphs(path: &Path) -> anyhow::Result<Vec<String>> {
+    use manners::data::{BadRecordPolicy, Format, Role, read_conversations};
+    let (convs, _) = read_conversations(path, Format::Auto, BadRecordPolicy::Fail)?;
+    Ok(convs
+        .iter()
+        .filter(|c| c.messages.iter().all(|m| m.role != Role::System))
+        .map(|c| {
+            c.messages
+                .iter()
+                .map(|m| match m.role {
+                    Role::User => format!("Q: {}", m.content.trim()),
+                    _ => format!("A: {}", m.content.trim()),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect())
+}
+
 fn stage_two(
     a: &PretrainArgs,
     stage1: &Path,
@@ -197,6 +217,14 @@ fn stage_two(
         ..CorpusConfig::default()
     };
     let mut paragraphs = corpus::knowledge_paragraphs(knowledge, &kcfg);
+    // Questions and answers about the TRAINING-split entities of the instruction set, as plain
+    // "Q:/A:" prose (no chat tokens): learning facts together with questions about some of them
+    // is what lets a model answer questions about the others later ("mixed training", Allen-Zhu
+    // & Li, Physics of Language Models 3.1). Held-out entities never appear in this form.
+    let qa = qa_paragraphs(&super::assets_dir()?.join("sft/train.jsonl"))?;
+    for _ in 0..a.focus_qa_repeats {
+        paragraphs.extend(qa.iter().cloned());
+    }
     SplitMix64::new(a.seed + 3).shuffle(&mut paragraphs);
     let mut docs = corpus::group_paragraphs(paragraphs, 1500);
     let knowledge_chars: usize = docs.iter().map(String::len).sum();

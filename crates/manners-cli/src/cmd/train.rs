@@ -107,6 +107,8 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) -> anyhow::Result<()> {
 /// The embedded default: the shipped base model fine-tuned on the shipped instruction set.
 pub fn default_config(assets: &std::path::Path) -> TrainConfig {
     TrainConfig {
+        mix_text: vec![default_mix_path(&TrainConfig::default().out_dir)],
+        mix_fraction: DEFAULT_MIX_FRACTION,
         model: Some(assets.join("base")),
         data: vec![assets.join("sft/train.jsonl")],
         eval_data: vec![assets.join("sft/heldout.jsonl")],
@@ -130,6 +132,28 @@ pub fn default_config(assets: &std::path::Path) -> TrainConfig {
 pub const DEFAULT_LR: f64 = 3e-4;
 /// Epochs of the default run.
 pub const DEFAULT_EPOCHS: f64 = 3.0;
+/// Share of the default run's examples that are raw pretraining text (limits forgetting; see
+/// docs/experiments/mix.md).
+pub const DEFAULT_MIX_FRACTION: f64 = 0.05;
+
+/// Where the default run's raw text goes: written from `assets/` on first use.
+pub fn default_mix_path(out_dir: &std::path::Path) -> std::path::PathBuf {
+    out_dir.join("data/default-mix-text.jsonl")
+}
+
+/// Writes the default run's raw text (pretraining-corpus training documents, never the
+/// held-out ones) unless it is already there. Deterministic.
+pub fn write_default_mix(assets: &std::path::Path, path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let texts = super::experiment::mix_source(assets)?;
+    manners::data::corpus::write_jsonl(path, &texts)?;
+    Ok(())
+}
 
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let is_default =
@@ -153,6 +177,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         (None, None) => TrainConfig::default(),
     };
     apply_flags(&a, &mut cfg)?;
+    if is_default {
+        let assets = super::assets_dir()?;
+        for p in cfg.mix_text.clone() {
+            if p.ends_with("default-mix-text.jsonl") {
+                write_default_mix(&assets, &p)?;
+            }
+        }
+    }
     if cfg.model.is_none() && cfg.init.is_none() {
         bail!("no --model given (a Hugging Face GPT-2 folder or a manners final/ folder)");
     }
