@@ -36,6 +36,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         .filter(|j| a.only.is_empty() || a.only.iter().any(|o| j.contains(o.as_str())))
         .collect();
     let mut results = serde_json::Map::new();
+    let mut failed = Vec::new();
     for job in &jobs {
         eprintln!("bench: {job} ...");
         let mut cmd = Command::new(&exe);
@@ -50,7 +51,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         ]);
         let out = cmd.output().with_context(|| format!("running {job}"))?;
         if !out.status.success() {
-            bail!("{job} failed: {}", String::from_utf8_lossy(&out.stderr));
+            // One failed measurement must not lose the others: report it and go on.
+            let err = String::from_utf8_lossy(&out.stderr);
+            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            eprintln!("bench: {job} failed: {err}");
+            failed.push(format!("{job}: {first}"));
+            continue;
         }
         let v: Value =
             serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))?;
@@ -63,11 +69,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let table = render(&results, torch.as_ref());
     println!("{table}");
     if let Some(p) = &a.json {
-        let all = serde_json::json!({ "manners": results, "pytorch": torch });
+        let all = serde_json::json!({ "manners": results, "pytorch": torch, "failed": failed });
         std::fs::write(p, serde_json::to_string_pretty(&all)?)?;
         eprintln!("wrote {}", p.display());
     }
-    Ok(ExitCode::SUCCESS)
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("bench: {} measurement(s) failed:", failed.len());
+        for f in &failed {
+            eprintln!("  {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn device(a: &BenchArgs) -> anyhow::Result<manners::DeviceChoice> {
@@ -111,7 +125,9 @@ fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
         ))?,
         "epoch-manners" | "epoch-padded" => {
             let assets = super::assets_dir()?;
-            let m = manners::load_model_dir(&assets.join("base"), &dev.device)
+            // Loaded straight onto the autodiff device, as the trainer does (a model loaded
+            // without autodiff and forked later has untracked parameters).
+            let m = manners::load_model_dir(&assets.join("base"), &dev.device.clone().autodiff())
                 .context("the epoch benchmark uses the shipped base model")?;
             let template = manners::train::choose_template(Some("chatml"), None, &m.tokenizer)?;
             let (convs, _) = read_conversations(

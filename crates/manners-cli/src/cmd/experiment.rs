@@ -105,7 +105,7 @@ impl Ctx {
         };
         edit(&mut cfg);
         let run_dir = root.join(name);
-        if !run_dir.join("final/model.safetensors").is_file() {
+        if !reusable(&run_dir, &cfg) {
             if run_dir.exists() {
                 std::fs::remove_dir_all(&run_dir)?;
             }
@@ -137,6 +137,34 @@ impl Ctx {
             eval,
         })
     }
+}
+
+/// A finished run whose recipe (everything but names and paths) matches `cfg`.
+fn reusable(run_dir: &Path, cfg: &TrainConfig) -> bool {
+    if !run_dir.join("final/model.safetensors").is_file() {
+        return false;
+    }
+    let Ok(done) = TrainConfig::from_toml_file(&run_dir.join("run.toml")) else {
+        return false;
+    };
+    // The knobs the experiments turn (the saved config also holds values resolved at run time,
+    // such as warmup steps, so it is not compared whole).
+    let recipe = |c: &TrainConfig| {
+        format!(
+            "{} {} {:?} {} {} {} {} {:?} {} {}",
+            c.lr,
+            c.epochs,
+            c.max_steps,
+            c.mix_fraction,
+            c.batch_size,
+            c.grad_accum,
+            c.seed,
+            c.template,
+            c.weight_decay,
+            c.min_lr_ratio
+        )
+    };
+    recipe(&done) == recipe(cfg)
 }
 
 fn table(vs: &[Variant]) -> String {
