@@ -122,8 +122,8 @@ pub struct LogitsArgs {
     pub backend: BackendArgs,
 }
 
-/// What to evaluate on.
-#[derive(Debug, Args, Clone)]
+/// What to evaluate on (the default: the shipped held-out set).
+#[derive(Debug, Args, Clone, Default)]
 pub struct EvalDataArgs {
     /// Held-out conversations (default: assets/sft/heldout.jsonl, scored against the facts
     /// beside it).

@@ -6,7 +6,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use manners_events::{CheckpointInfo, EvalStats, Request, RunInfo, RunSummary, SampleOut};
 use manners_events::{StepStats, TrainEvent};
 
-use crate::format::{eta_secs, fmt_duration, fmt_loss, sanitize, step_secs};
+use crate::format::{fmt_duration, fmt_loss, run_eta, sanitize};
 use crate::history::{DEFAULT_HISTORY_CAP, Ema, LossHistory};
 
 /// Raw points kept for the "recent" chart view and the throughput sparkline.
@@ -520,22 +520,7 @@ impl Dashboard {
     /// Seconds left, estimated from the steps this process has done so far.
     pub fn eta_secs(&self) -> Option<f64> {
         let s = self.last.as_ref()?;
-        let total = self.total_steps();
-        let left = total.saturating_sub(s.step);
-        // Measure from the first step this process saw, so that the slow first step (warm-up,
-        // kernel tuning) does not bias the rate; with a single step, use that step alone.
-        match self.first_seen? {
-            (step0, t0) if s.step > step0 => eta_secs(s.step - step0, s.elapsed_secs - t0, left),
-            // One step seen: after a resume `elapsed_secs` includes earlier processes, so
-            // prefer this step's own duration.
-            (step0, _) => step_secs(s).map(|d| d * left as f64).or_else(|| {
-                eta_secs(
-                    step0.saturating_sub(self.start_step()),
-                    s.elapsed_secs,
-                    left,
-                )
-            }),
-        }
+        run_eta(s, self.first_seen?, self.start_step(), self.total_steps())
     }
 
     /// Wall seconds per step over the steps this process has done (after the first).

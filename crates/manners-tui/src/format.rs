@@ -31,6 +31,26 @@ pub fn eta_secs(done: u64, elapsed: f64, left: u64) -> Option<f64> {
     Some(elapsed / done as f64 * left as f64)
 }
 
+/// Seconds left at step `s`, from the steps this process has done since the first one it saw
+/// (`first_seen`: that step and its clock), so a slow first step (warm-up) does not bias the
+/// rate. With a single step seen, that step's own duration, falling back to the clock since
+/// `start_step` (after a resume the clock also counts earlier processes).
+pub fn run_eta(
+    s: &manners_events::StepStats,
+    first_seen: (u64, f64),
+    start_step: u64,
+    total: u64,
+) -> Option<f64> {
+    let left = total.saturating_sub(s.step);
+    let (step0, t0) = first_seen;
+    if s.step > step0 {
+        return eta_secs(s.step - step0, s.elapsed_secs - t0, left);
+    }
+    step_secs(s)
+        .map(|d| d * left as f64)
+        .or_else(|| eta_secs(s.step.saturating_sub(start_step), s.elapsed_secs, left))
+}
+
 /// Wall seconds of one step, from its token count and rate (`None` when not reported).
 pub fn step_secs(s: &manners_events::StepStats) -> Option<f64> {
     (s.tokens > 0 && s.tokens_per_sec.is_finite() && s.tokens_per_sec > 0.0)

@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manners_events::{EventSink, RunInfo, RunKind, StepStats, TrainEvent};
 
 use crate::format::{
-    eta_secs, fmt_count, fmt_duration, fmt_gnorm, fmt_loss, fmt_lr, fmt_pct, fmt_rate, fmt_si,
-    sanitize, step_secs, truncate,
+    fmt_count, fmt_duration, fmt_gnorm, fmt_loss, fmt_lr, fmt_pct, fmt_rate, fmt_si, run_eta,
+    sanitize, truncate,
 };
 
 /// One interval's log line:
@@ -263,25 +263,7 @@ impl<W: Write + Send> LogPrinter<W> {
         }
         w.tokens += s.tokens;
         w.supervised += s.supervised_tokens;
-        let eta = if s.step > step0 {
-            eta_secs(
-                s.step - step0,
-                s.elapsed_secs - t0,
-                self.total.saturating_sub(s.step),
-            )
-        } else {
-            // One step seen: `elapsed_secs` counts the time of earlier processes too after a
-            // resume, so use this step's own duration when the trainer reported it.
-            step_secs(s)
-                .map(|d| d * self.total.saturating_sub(s.step) as f64)
-                .or_else(|| {
-                    eta_secs(
-                        s.step.saturating_sub(self.start_step),
-                        s.elapsed_secs,
-                        self.total.saturating_sub(s.step),
-                    )
-                })
-        };
+        let eta = run_eta(s, (step0, t0), self.start_step, self.total);
         self.bar.set_position(s.step);
         if s.loss.is_finite() {
             let eta_msg = eta

@@ -297,13 +297,7 @@ pub fn run(a: ExperimentArgs) -> anyhow::Result<ExitCode> {
         super::train::write_default_mix(&assets, p)?;
     }
     let shared = a.out.join(format!("exp-baseline-{}ep", base_cfg.epochs));
-    let eval_data = super::eval::load_eval_data(&crate::args::EvalDataArgs {
-        data: None,
-        facts: None,
-        text: None,
-        cloze: false,
-        limit: None,
-    })?;
+    let eval_data = super::eval::load_eval_data(&crate::args::EvalDataArgs::default())?;
     let ctx = Ctx {
         root,
         shared,

@@ -66,7 +66,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<ExitCode> {
                     stage2.display()
                 );
             }
-            stage_two(&a, &stage1, &stage2, &books, &knowledge, device)?;
+            stage_two(&a, &assets, &stage1, &stage2, &books, &knowledge, device)?;
         }
         stage2.join("final")
     };
@@ -163,15 +163,7 @@ fn stage_one(
         max_steps: a.max_steps,
         ..common(a, a.name.clone())
     };
-    cfg.validate()?;
-    let out = super::train::run_with_ui(cfg, device, None, a.no_tui)?;
-    if out.final_dir.is_none() {
-        bail!(
-            "stage 1 stopped; continue with: manners pretrain --resume {}",
-            out.run_dir.display()
-        );
-    }
-    Ok(())
+    run_stage(1, cfg, device, a.no_tui)
 }
 
 /// The instruction set's conversations without a system prompt, each as "Q: ...\nA: ..." lines.
@@ -194,8 +186,27 @@ fn qa_paragraphs(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Trains one stage; an interrupted stage is an error that says how to continue it.
+fn run_stage(
+    stage: u8,
+    cfg: TrainConfig,
+    device: manners::DeviceChoice,
+    no_tui: bool,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let out = super::train::run_with_ui(cfg, device, None, no_tui)?;
+    if out.final_dir.is_none() {
+        bail!(
+            "stage {stage} stopped; continue with: manners pretrain --resume {}",
+            out.run_dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn stage_two(
     a: &PretrainArgs,
+    assets: &Path,
     stage1: &Path,
     run_dir: &Path,
     books: &[(String, String)],
@@ -221,7 +232,7 @@ fn stage_two(
     // "Q:/A:" prose (no chat tokens): learning facts together with questions about some of them
     // is what lets a model answer questions about the others later ("mixed training", Allen-Zhu
     // & Li, Physics of Language Models 3.1). Held-out entities never appear in this form.
-    let qa = qa_paragraphs(&super::assets_dir()?.join("sft/train.jsonl"))?;
+    let qa = qa_paragraphs(&assets.join("sft/train.jsonl"))?;
     for _ in 0..a.focus_qa_repeats {
         paragraphs.extend(qa.iter().cloned());
     }
@@ -266,13 +277,5 @@ fn stage_two(
         warmup_ratio: 0.05,
         ..common(a, format!("{}-focus", a.name))
     };
-    cfg.validate()?;
-    let out = super::train::run_with_ui(cfg, device, None, a.no_tui)?;
-    if out.final_dir.is_none() {
-        bail!(
-            "stage 2 stopped; continue with: manners pretrain --resume {}",
-            out.run_dir.display()
-        );
-    }
-    Ok(())
+    run_stage(2, cfg, device, a.no_tui)
 }

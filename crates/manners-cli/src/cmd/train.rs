@@ -210,13 +210,7 @@ fn before_after_report(
 ) -> anyhow::Result<()> {
     use manners::train::eval::{EvalOptions, comparison_markdown, samples_markdown};
     eprintln!("\nevaluating base and tuned models on the held-out questions...");
-    let data = super::eval::load_eval_data(&crate::args::EvalDataArgs {
-        data: None,
-        facts: None,
-        text: None,
-        cloze: false,
-        limit: None,
-    })?;
+    let data = super::eval::load_eval_data(&crate::args::EvalDataArgs::default())?;
     let opts = EvalOptions {
         keep_samples: 6,
         ..EvalOptions::default()
