@@ -25,6 +25,7 @@ mod cache;
 mod config;
 mod device;
 mod error;
+pub mod fused;
 mod generate;
 mod gpt;
 mod io;
@@ -35,11 +36,12 @@ pub use cache::KvCache;
 pub use config::{Activation, GptConfig, human_count};
 pub use device::{BackendKind, DeviceChoice, select_device};
 pub use error::{ModelError, Result};
+pub use fused::gelu_tanh;
 pub use generate::{
     Generation, GenerationConfig, Sampler, Sampling, StopReason, generate, generate_batch,
     generate_greedy_uncached,
 };
-pub use gpt::{Attention, Block, ForwardOptions, Gpt, Mlp, document_mask, gelu_tanh};
+pub use gpt::{Attention, Block, ForwardOptions, Gpt, Mlp, document_mask};
 pub use io::{
     GenerationDefaults, ModelDir, load_model_dir, load_safetensors, save_model_dir,
     save_safetensors, unused_keys, write_atomic, write_dir_atomic,

@@ -1,0 +1,322 @@
+//! The fused operations as a Burn backend extension for `flex`, with hand-written backward
+//! passes for `Autodiff<Flex>`. Only `f32` tensors reach this module (see [`super`]).
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Bytes, DType, Flex, backend_extension};
+use rayon::prelude::*;
+
+use super::kernels;
+
+/// Elements per rayon task for elementwise kernels.
+const CHUNK: usize = 1 << 14;
+/// Rows per rayon task for row kernels.
+const ROWS: usize = 64;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// GELU, tanh approximation.
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// LayerNorm over the last dimension.
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+    /// `softmax(x + bias)` over the last dimension of a 4-d `x`; `bias` broadcasts over the
+    /// first two dimensions and is a constant (no gradient flows into it).
+    fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// A contiguous `f32` view of `t` starting at offset 0 (copies only when it is not one).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    let c = t.to_contiguous();
+    debug_assert_eq!(c.layout().start_offset(), 0);
+    c
+}
+
+fn new_tensor(data: Vec<f32>, shape: burn::backend::Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[..t.layout().num_elements()]
+}
+
+/// `g` as a contiguous tensor at offset 0, to overwrite in place through `storage_mut` (which
+/// copies first only if another handle shares the buffer).
+fn take_mut(g: FlexTensor) -> FlexTensor {
+    if g.layout().is_contiguous() && g.layout().start_offset() == 0 {
+        g
+    } else {
+        contiguous(&g)
+    }
+}
+
+fn gelu_forward(x: &FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let xs = values(&x);
+    let mut y = vec![0.0f32; xs.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(y, x)| kernels::gelu_tanh(x, y));
+    new_tensor(y, x.layout().shape().clone())
+}
+
+fn gelu_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let mut g = take_mut(g);
+    let n = g.layout().num_elements();
+    let gs = &mut g.storage_mut::<f32>()[..n];
+    gs.par_chunks_mut(CHUNK)
+        .zip(values(&x).par_chunks(CHUNK))
+        .for_each(|(g, x)| kernels::gelu_tanh_backward(x, g));
+    g
+}
+
+/// LayerNorm forward: the output and `[mean, 1/std]` per row.
+fn layer_norm_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f32,
+) -> (FlexTensor, Vec<f32>) {
+    let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+    let (xs, gs, bs) = (values(&x), values(&gamma), values(&beta));
+    let d = gs.len();
+    let rows = xs.len() / d;
+    let mut y = vec![0.0f32; xs.len()];
+    let mut stats = vec![0.0f32; rows * 2];
+    y.par_chunks_mut(ROWS * d)
+        .zip(xs.par_chunks(ROWS * d))
+        .zip(stats.par_chunks_mut(ROWS * 2))
+        .for_each(|((y, x), st)| kernels::layer_norm_rows(x, gs, bs, eps, y, st));
+    (new_tensor(y, x.layout().shape().clone()), stats)
+}
+
+/// LayerNorm backward: `(dx, Some((dgamma, dbeta)))`, the parameter gradients only when asked.
+fn layer_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    stats: &[f32],
+    g: FlexTensor,
+    want_params: bool,
+) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
+    let (x, gamma) = (contiguous(x), contiguous(gamma));
+    let gs = values(&gamma);
+    let d = gs.len();
+    let mut g = take_mut(g);
+    let n = g.layout().num_elements();
+    let gm = &mut g.storage_mut::<f32>()[..n];
+    let width = if want_params { d } else { 0 };
+    let partial = gm
+        .par_chunks_mut(ROWS * d)
+        .zip(values(&x).par_chunks(ROWS * d))
+        .zip(stats.par_chunks(ROWS * 2))
+        .map(|((g, x), st)| {
+            let mut dg = vec![0.0f32; width];
+            let mut db = vec![0.0f32; width];
+            kernels::layer_norm_backward_rows(x, gs, st, g, &mut dg, &mut db);
+            (dg, db)
+        })
+        .reduce(
+            || (vec![0.0f32; width], vec![0.0f32; width]),
+            |(mut a, mut b), (c, e)| {
+                a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
+                b.iter_mut().zip(e).for_each(|(b, e)| *b += e);
+                (a, b)
+            },
+        );
+    let params = want_params.then(|| {
+        let shape = gamma.layout().shape().clone();
+        (
+            new_tensor(partial.0, shape.clone()),
+            new_tensor(partial.1, shape),
+        )
+    });
+    (g, params)
+}
+
+fn softmax_forward(x: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let (x, bias) = (contiguous(x), contiguous(bias));
+    let xd = x.layout().shape().to_vec();
+    let bd = bias.layout().shape().to_vec();
+    let (nb, nh, t, n) = (xd[0], xd[1], xd[2], xd[3]);
+    let (xs, bs) = (values(&x), values(&bias));
+    let mut y = vec![0.0f32; xs.len()];
+    y.par_chunks_mut(ROWS * n)
+        .zip(xs.par_chunks(ROWS * n))
+        .enumerate()
+        .for_each(|(c, (y, x))| {
+            for (r, (y, x)) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).enumerate() {
+                let row = c * ROWS + r; // over [nb, nh, t]
+                let (bi, hi, ti) = (row / (nh * t), row / t % nh, row % t);
+                let bb = if bd[0] == 1 { 0 } else { bi };
+                let bh = if bd[1] == 1 { 0 } else { hi };
+                let start = ((bb * bd[1] + bh) * t + ti) * n;
+                kernels::softmax_bias_row(x, &bs[start..start + n], y);
+            }
+        });
+    debug_assert_eq!(xs.len(), nb * nh * t * n);
+    new_tensor(y, x.layout().shape().clone())
+}
+
+fn softmax_backward(y: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    let y = contiguous(y);
+    let n = *y.layout().shape().last().expect("softmax of a scalar");
+    let mut g = take_mut(g);
+    let len = g.layout().num_elements();
+    let gs = &mut g.storage_mut::<f32>()[..len];
+    gs.par_chunks_mut(ROWS * n)
+        .zip(values(&y).par_chunks(ROWS * n))
+        .for_each(|(g, y)| kernels::softmax_backward_rows(y, g, n));
+    g
+}
+
+impl FusedOps for Flex {
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_forward(&x)
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        layer_norm_forward(&x, &gamma, &beta, epsilon).0
+    }
+
+    fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        softmax_forward(&x, &bias)
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor; // the input
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = parent {
+            grads.register::<Flex>(parent.id, gelu_backward(&ops.state, g));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// The input, gamma and `[mean, 1/std]` per row.
+    type State = (FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pgamma, pbeta] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, stats) = ops.state;
+        let want_params = pgamma.is_some() || pbeta.is_some();
+        let (dx, params) = layer_norm_backward(&x, &gamma, &stats, g, want_params);
+        if let Some(p) = px {
+            grads.register::<Flex>(p.id, dx);
+        }
+        if let Some((dgamma, dbeta)) = params {
+            if let Some(p) = pgamma {
+                grads.register::<Flex>(p.id, dgamma);
+            }
+            if let Some(p) = pbeta {
+                grads.register::<Flex>(p.id, dbeta);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    type State = FlexTensor; // the output
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        if let Some(parent) = parent {
+            grads.register::<Flex>(parent.id, softmax_backward(&ops.state, g));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = x.primitive().clone();
+                let y = gelu_forward(&input);
+                prep.finish(input, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gelu_forward(x.primitive())),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, stats) =
+                    layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+                let state = (
+                    x.primitive().clone(),
+                    gamma.primitive().clone(),
+                    std::sync::Arc::new(stats),
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(
+                layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon).0,
+            ),
+        }
+    }
+
+    fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = softmax_forward(x.primitive(), bias.primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(softmax_forward(x.primitive(), bias.primitive()))
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Fused operations for the model's hot path: LayerNorm, GELU (tanh) and masked softmax.
+//!
+//! Under autodiff Burn records each of these as five to ten primitive operations, and on
+//! `flex` most of those are single-threaded scalar passes over the activations, forward and
+//! backward. On `flex` with `f32` tensors these functions run one multi-threaded, vectorised
+//! pass each way instead (a Burn backend extension with hand-written backward passes, in
+//! `flex.rs`); on every other backend, dtype or shape they compute the same function with
+//! ordinary tensor operations. `MANNERS_FUSED=0` in the environment (or [`set_enabled`]) turns
+//! the fused path off, for A/B measurements.
+
+#[cfg(feature = "flex")]
+mod flex;
+mod kernels;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::nn::LayerNorm;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::{sigmoid, softmax};
+
+/// 0: not read yet; 1: on; 2: off.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the fused kernels on or off for the whole process (default: on, unless the environment
+/// has `MANNERS_FUSED=0`).
+pub fn set_enabled(on: bool) {
+    STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether the fused kernels are in use where they apply.
+pub fn enabled() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !matches!(
+                std::env::var("MANNERS_FUSED").as_deref(),
+                Ok("0" | "off" | "false")
+            );
+            set_enabled(on);
+            on
+        }
+    }
+}
+
+/// Whether `t` can take the fused path: `flex`, `f32`, and fusion on.
+fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        enabled() && t.dtype() == DType::F32 && t.device() == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (t, DType::F32);
+        false
+    }
+}
+
+/// GELU, tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715
+/// x^3)))`.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if fusable(&x) {
+        use self::flex::FusedOps;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_gelu_tanh(
+            x.into_dispatch(),
+        ));
+    }
+    gelu_tanh_composite(x)
+}
+
+/// The same function from tensor operations, computed as the identical `x * sigmoid(2z)`:
+/// Burn's `gelu_approximate` composes a scalar `powf` and `tanh` per element; this form uses
+/// multiplications and the backend's fused sigmoid.
+pub fn gelu_tanh_composite<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4; // 2 sqrt(2/pi)
+    let x3 = x.clone() * x.clone() * x.clone();
+    let z2 = (x.clone() + x3 * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * sigmoid(z2)
+}
+
+/// `ln.forward(x)`, fused where it can be. `epsilon` must be the one `ln` was built with (Burn
+/// keeps it private).
+pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(beta) = &ln.beta {
+        let gamma = ln.gamma.val();
+        if fusable(&x) && gamma.dtype() == DType::F32 && x.dims()[D - 1] == gamma.dims()[0] {
+            use self::flex::FusedOps;
+            return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_layer_norm(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                beta.val().into_dispatch(),
+                epsilon as f32,
+            ));
+        }
+    }
+    let _ = epsilon;
+    ln.forward(x)
+}
+
+/// `softmax(scores + bias)` over the last dimension. `bias` (`[b or 1, h or 1, t, t_k]`) holds 0
+/// where attention is allowed and `-inf` elsewhere; it is a constant, no gradient flows into it.
+/// Every row must allow at least one position.
+pub fn softmax_with_bias(scores: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        let [b, h, t, n] = scores.dims();
+        let [bb, bh, bt, bn] = bias.dims();
+        let broadcasts = (bb == b || bb == 1) && (bh == h || bh == 1) && bt == t && bn == n;
+        if broadcasts && fusable(&scores) && bias.dtype() == DType::F32 {
+            use self::flex::FusedOps;
+            return Tensor::from_dispatch(
+                <burn::backend::Dispatch as FusedOps>::fused_softmax_bias(
+                    scores.into_dispatch(),
+                    bias.into_dispatch(),
+                ),
+            );
+        }
+    }
+    softmax(scores + bias, 3)
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::Distribution;
+
+    /// Fixed, irregular output weights, so `sum(w * y)` has a gradient that checks every entry.
+    fn weights<const D: usize>(dims: [usize; D], dev: &Device) -> Tensor<D> {
+        let n: usize = dims.iter().product();
+        let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.731).sin() * 1.5).collect();
+        Tensor::from_data(TensorData::new(w, dims), dev)
+    }
+
+    /// Runs `f` with the fused path and with the composite one on the same inputs (autodiff
+    /// flex), and returns (fused, composite) values and gradients of `sum(w * f(x))`.
+    fn both<const D: usize>(
+        x: &Tensor<D>,
+        f: impl Fn(Tensor<D>) -> Tensor<D>,
+    ) -> [(Vec<f32>, Vec<f32>); 2] {
+        let run = |fused: bool| {
+            let _guard = Switch::set(fused);
+            let x = x.clone().detach().require_grad();
+            let y = f(x.clone());
+            let w = weights(y.dims(), &y.device());
+            let grads = (y.clone() * w).sum().backward();
+            let gx = x.grad(&grads).expect("x has a gradient");
+            (
+                y.into_data().try_to_vec::<f32>().expect("f32"),
+                gx.into_data().try_to_vec::<f32>().expect("f32"),
+            )
+        };
+        [run(true), run(false)]
+    }
+
+    /// Sets the process-wide switch for one test and restores "on" afterwards. Tests in this
+    /// module take a lock so they do not flip the switch under each other.
+    struct Switch(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    impl Switch {
+        fn set(on: bool) -> Self {
+            let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            set_enabled(on);
+            Switch(g)
+        }
+    }
+    impl Drop for Switch {
+        fn drop(&mut self) {
+            set_enabled(true);
+        }
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < tol, "{what}: worst difference {worst}");
+    }
+
+    #[test]
+    fn fused_gelu_equals_the_composite_with_gradients() {
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<3>::random([3, 5, 40], Distribution::Normal(0.0, 2.0), &dev);
+        let [(yf, gf), (yc, gc)] = both(&x, gelu_tanh);
+        assert_close(&yf, &yc, 1e-5, "gelu forward");
+        assert_close(&gf, &gc, 1e-5, "gelu backward");
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_burns_with_all_three_gradients() {
+        let dev = Device::flex().autodiff();
+        let mut ln = LayerNormConfig::new(24).with_epsilon(1e-5).init(&dev);
+        ln.gamma = Param::from_tensor(Tensor::random([24], Distribution::Normal(1.0, 0.3), &dev));
+        ln.beta = Some(Param::from_tensor(Tensor::random(
+            [24],
+            Distribution::Normal(0.0, 0.3),
+            &dev,
+        )));
+        // 150 rows: more than one rayon chunk of 64, and a ragged last chunk.
+        let x = Tensor::<3>::random([3, 50, 24], Distribution::Normal(1.0, 3.0), &dev);
+        let param_grads = |fused: bool| {
+            let _guard = Switch::set(fused);
+            let y = layer_norm(&ln, x.clone(), 1e-5);
+            let w = weights(y.dims(), &dev);
+            let grads = (y * w).sum().backward();
+            let g = ln
+                .gamma
+                .grad(&grads)
+                .expect("gamma grad")
+                .into_data()
+                .try_to_vec::<f32>();
+            let b = ln
+                .beta
+                .as_ref()
+                .and_then(|b| b.grad(&grads))
+                .expect("beta grad");
+            (
+                g.expect("f32"),
+                b.into_data().try_to_vec::<f32>().expect("f32"),
+            )
+        };
+        let [(yf, gf), (yc, gc)] = both(&x, |x| layer_norm(&ln, x, 1e-5));
+        assert_close(&yf, &yc, 1e-5, "layer norm forward");
+        assert_close(&gf, &gc, 1e-4, "layer norm dx");
+        let (gf, bf) = param_grads(true);
+        let (gc, bc) = param_grads(false);
+        assert_close(&gf, &gc, 1e-4, "layer norm dgamma");
+        assert_close(&bf, &bc, 1e-4, "layer norm dbeta");
+    }
+
+    #[test]
+    fn fused_masked_softmax_equals_the_composite_for_each_bias_broadcast() {
+        let dev = Device::flex().autodiff();
+        let t = 70;
+        let x = Tensor::<4>::random([2, 3, t, t], Distribution::Normal(0.0, 2.0), &dev);
+        let causal = Tensor::<2, Bool>::tril_mask([t, t], 0, &dev);
+        let bias1 = Tensor::<2>::zeros([t, t], &dev)
+            .mask_fill(causal, f32::NEG_INFINITY)
+            .unsqueeze::<4>(); // [1, 1, t, t]
+        // A per-row block-diagonal mask ([2, 1, t, t]): row 1 splits into two documents.
+        let mut m = vec![0.0f32; 2 * t * t];
+        for r in 0..2 {
+            for i in 0..t {
+                for j in 0..t {
+                    let split = r == 1 && (i < 30) != (j < 30);
+                    if j > i || split {
+                        m[(r * t + i) * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let bias2 = Tensor::<4>::from_data(TensorData::new(m, [2, 1, t, t]), &dev);
+        for bias in [bias1, bias2] {
+            let [(yf, gf), (yc, gc)] = both(&x, |x| softmax_with_bias(x, bias.clone()));
+            assert_close(&yf, &yc, 1e-5, "softmax forward");
+            assert_close(&gf, &gc, 1e-5, "softmax backward");
+            assert!(yf.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn inference_tensors_take_the_fused_path_too() {
+        let dev = Device::flex();
+        let x = Tensor::<2>::random([4, 33], Distribution::Normal(0.0, 2.0), &dev);
+        let fused = {
+            let _g = Switch::set(true);
+            gelu_tanh(x.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+        };
+        let composite = gelu_tanh_composite(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        assert_close(&fused, &composite, 1e-5, "gelu without autodiff");
+    }
+}
