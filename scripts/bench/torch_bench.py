@@ -3,9 +3,12 @@
 2 threads (like this machine), the way Hugging Face users train: full logits at every position,
 cross-entropy with the loss mask (labels -100), AdamW, global-norm clipping. Prints JSON.
 
-    python3 scripts/bench/torch_bench.py [--steps 5] [--supervised 0.35] [--threads 2]
+    python3 scripts/bench/torch_bench.py [--steps 5] [--supervised 0.35] [--threads 2] [--device cpu|cuda]
 
-Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own.
+Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own. With
+`--device cuda` the steps are timed with CUDA synchronisation, peak GPU memory
+(`torch.cuda.max_memory_allocated`) is reported as `peak_gpu_mem`, and `matmul_peak` / `mfu` use
+a 4096^3 fp32 matmul on the GPU (TF32 off, so fp32 means fp32).
 """
 import argparse
 import json
@@ -32,18 +35,55 @@ def model_for(shape):
     return GPT2LMHeadModel(cfg)
 
 
-def train(name, steps, supervised, threads, q):
+def sync(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def memory(device):
+    import torch
+
+    out = {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if device == "cuda":
+        out["peak_gpu_mem"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def matmul_peak(device):
+    """FLOP/s of the fastest of 7 fp32 n^3 matmuls after warm-up."""
+    import torch
+
+    n = 4096 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for i in range(9):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def train(name, steps, supervised, threads, device, q):
     import torch
 
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     s = SHAPES[name]
-    model = model_for(s).train()
+    model = model_for(s).to(device).train()
     b, t, v = s["batch"], s["seq"], s["vocab"]
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, v, (b, t), generator=g)
+    ids = torch.randint(0, v, (b, t), generator=g).to(device)
     targets = torch.randint(0, v, (b, t), generator=g)
     span = round(t * supervised)
     targets[:, : t - span] = -100  # unsupervised positions
+    targets = targets.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-8, weight_decay=0.0)
 
     def step():
@@ -58,35 +98,44 @@ def train(name, steps, supervised, threads, q):
     for _ in range(warm):
         step()
     times = []
-    for _ in range(steps if name == "tiny" else min(steps, 5)):
+    for _ in range(steps if name == "tiny" or device == "cuda" else min(steps, 5)):
+        sync(device)
         t0 = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
     params = sum(p.numel() for p in model.parameters())
-    q.put({
+    out = {
         "step_secs": sec,
         "tokens_per_sec": b * t / sec,
         "supervised_per_sec": b * span / sec,
         "params": params,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    })
+        **memory(device),
+    }
+    if device == "cuda":
+        peak = matmul_peak(device)
+        out["matmul_peak"] = peak
+        out["mfu"] = 6 * params * b * t / sec / peak
+    q.put(out)
 
 
-def generate(threads, q):
+def generate(threads, device, q):
     import torch
 
     torch.set_num_threads(threads)
-    model = model_for(SHAPES["gpt2-small"]).eval()
-    ids = torch.tensor([[(i * 7919) % 50257 for i in range(32)]])
+    model = model_for(SHAPES["gpt2-small"]).to(device).eval()
+    ids = torch.tensor([[(i * 7919) % 50257 for i in range(32)]]).to(device)
     with torch.no_grad():
         model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
         times = []
         for _ in range(3):
+            sync(device)
             t0 = time.perf_counter()
             model.generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=0)
+            sync(device)
             times.append(time.perf_counter() - t0)
-    q.put({"cached_tokens_per_sec": 64 / statistics.median(times), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+    q.put({"cached_tokens_per_sec": 64 / statistics.median(times), **memory(device)})
 
 
 def run(target, *args):
@@ -103,11 +152,14 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--supervised", type=float, default=0.35)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     import torch, transformers
 
-    res = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": a.threads}
+    res = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": a.threads, "device": a.device}
+    if a.device == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(0)
     for name in SHAPES:
-        res[name] = run(train, name, a.steps, a.supervised, a.threads)
-    res["generate"] = run(generate, a.threads)
+        res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device)
+    res["generate"] = run(generate, a.threads, a.device)
     print(json.dumps(res))

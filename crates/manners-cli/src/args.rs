@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// A Python with torch: run scripts/bench/torch_bench.py and show its numbers beside ours.
     #[arg(long)]
     pub torch: Option<PathBuf>,
+    /// Where PyTorch runs: `cpu` (2 threads) or `cuda` (compare with `--backend wgpu` on an
+    /// NVIDIA GPU).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub torch_device: String,
     /// Also write every number as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,

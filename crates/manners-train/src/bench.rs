@@ -53,14 +53,21 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// FLOP/s of a large fp32 matmul (`n x n @ n x n`) on `device`: the peak MFU is measured against.
+/// The fastest of 7 runs after warm-up (a peak, and on a shared machine far steadier than a
+/// median, which drifts with whatever else runs).
 pub fn matmul_peak(device: &Device, n: usize) -> f64 {
     let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
     let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
-    let secs = time_median(2, 5, || {
+    let run = || {
+        let t = Instant::now();
         let c = a.clone().matmul(b.clone());
         let _ = device.sync();
         std::hint::black_box(c);
-    });
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    run();
+    let secs = (0..7).map(|_| run()).fold(f64::INFINITY, f64::min);
     2.0 * (n as f64).powi(3) / secs
 }
 
@@ -159,6 +166,9 @@ pub struct StepBench {
     pub matmul_peak: f64,
     pub mfu: f64,
     pub peak_rss: Option<u64>,
+    /// Bytes the device allocator holds after the steps (GPU backends; `None` on the CPU, where
+    /// `peak_rss` is the memory).
+    pub device_memory: Option<u64>,
 }
 
 /// Times full training steps (forward, masked loss, backward, clip, AdamW) on `device`; with
@@ -189,6 +199,7 @@ pub fn train_step(
     let step_secs = time_median(warmup, runs, || {
         learner.step(std::slice::from_ref(&batch), 1e-4);
     });
+    let device_memory = device.memory_pool_usage().map(|u| u.bytes_reserved);
     let peak = matmul_peak(device, 2048);
     let tokens = batch.n_tokens as f64;
     let flops = 6.0 * params as f64 * tokens / step_secs;
@@ -203,6 +214,7 @@ pub fn train_step(
         matmul_peak: peak,
         mfu: flops / peak,
         peak_rss: peak_rss(),
+        device_memory,
     }
 }
 

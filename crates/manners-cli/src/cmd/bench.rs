@@ -179,6 +179,8 @@ fn torch_numbers(python: &Path, a: &BenchArgs) -> Option<Value> {
             &a.steps.to_string(),
             "--supervised",
             &SUPERVISED.to_string(),
+            "--device",
+            &a.torch_device,
         ])
         .output()
         .ok()?;
@@ -196,11 +198,17 @@ fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
+/// Peak memory: GPU memory where the measurement has it (manners' allocator reservation on a
+/// GPU backend, PyTorch's `max_memory_allocated` on CUDA), else peak resident memory.
 fn gb(v: &Value) -> String {
-    v.get("peak_rss")
-        .and_then(Value::as_f64)
-        .map(|b| format!("{:.2} GB", b / 1e9))
-        .unwrap_or_else(|| "-".into())
+    match (
+        f(v, "device_memory").or_else(|| f(v, "peak_gpu_mem")),
+        f(v, "peak_rss"),
+    ) {
+        (Some(b), _) => format!("{:.2} GB GPU", b / 1e9),
+        (None, Some(b)) => format!("{:.2} GB", b / 1e9),
+        (None, None) => "-".into(),
+    }
 }
 
 fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
@@ -210,7 +218,7 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         .find_map(|v| v.get("backend").and_then(Value::as_str))
         .unwrap_or("?");
     s.push_str(&format!("backend: {backend}; medians after warm-up\n\n"));
-    s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak RSS | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak memory | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
     for (job, key) in [
         ("train-tiny", "tiny"),
         ("train-gpt2-small", "gpt2-small"),
@@ -230,10 +238,14 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
                 f(v, "mfu").unwrap_or(f64::NAN),
                 f(v, "matmul_peak").unwrap_or(f64::NAN) / 1e9,
                 gb(v),
-                pt.map(|x| format!(
-                    "{x:.0} ({})",
-                    torch.and_then(|t| t.get(key)).map(gb).unwrap_or_default()
-                ))
+                pt.map(|x| {
+                    let t = torch.and_then(|t| t.get(key));
+                    let mfu = t
+                        .and_then(|t| f(t, "mfu"))
+                        .map(|m| format!(", MFU {m:.2}"))
+                        .unwrap_or_default();
+                    format!("{x:.0} ({}{mfu})", t.map(gb).unwrap_or_default())
+                })
                 .unwrap_or_else(|| "-".into()),
                 pt.map(|x| format!("{:.2}x", tps / x))
                     .unwrap_or_else(|| "-".into()),
