@@ -13,6 +13,17 @@ fn bin() -> Command {
     c
 }
 
+/// Runs `cmd`, asserts it succeeded (its stderr in the message) and returns its output.
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
 }
@@ -37,38 +48,24 @@ fn write_chats(dir: &Path) -> PathBuf {
 
 #[test]
 fn info_and_generate() {
-    let out = bin()
-        .args(["info", "--model"])
-        .arg(fixture())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(bin().args(["info", "--model"]).arg(fixture()));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("2L/32d/4h") && text.contains("<|endoftext|>"),
         "{text}"
     );
 
-    let out = bin()
-        .args([
-            "generate",
-            "--prompt",
-            "Emma Woodhouse",
-            "--max-new-tokens",
-            "5",
-            "--model",
-        ])
-        .arg(fixture())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        bin()
+            .args([
+                "generate",
+                "--prompt",
+                "Emma Woodhouse",
+                "--max-new-tokens",
+                "5",
+                "--model",
+            ])
+            .arg(fixture()),
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Emma Woodhouse"));
 }
@@ -200,14 +197,11 @@ fn kill_9_during_training_then_resume_completes() {
 fn chat_uses_the_saved_template() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_chats(tmp.path());
-    let out = train_cmd(tmp.path(), &data, &["--name", "c", "--max-steps", "5"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&mut train_cmd(
+        tmp.path(),
+        &data,
+        &["--name", "c", "--max-steps", "5"],
+    ));
     let final_dir = tmp.path().join("c/final");
     assert!(final_dir.join("manners_template.json").is_file());
     let tc = std::fs::read_to_string(final_dir.join("tokenizer_config.json")).unwrap();
@@ -242,44 +236,27 @@ fn chat_uses_the_saved_template() {
 fn export_round_trip_is_exact_and_keeps_the_template() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_chats(tmp.path());
-    let out = train_cmd(
+    run_ok(&mut train_cmd(
         tmp.path(),
         &data,
         &["--name", "x", "--max-steps", "5", "--lora-rank", "4"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let run = tmp.path().join("x");
     assert!(run.join("adapter/adapter_config.json").is_file());
     // Merged export: a GPT-2 folder with the same logits as the run's final model (1e-6).
     let merged = tmp.path().join("merged");
-    let out = bin()
-        .args(["export", "--merge", "--run"])
-        .arg(&run)
-        .arg("--out")
-        .arg(&merged)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        bin()
+            .args(["export", "--merge", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&merged),
     );
     let logits = |dir: &Path| -> serde_json::Value {
-        let out = bin()
-            .args(["logits", "--prompt", "Count to 3.", "--model"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            bin()
+                .args(["logits", "--prompt", "Count to 3.", "--model"])
+                .arg(dir),
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
@@ -321,24 +298,13 @@ fn the_committed_default_set_is_what_build_default_writes() {
     // "Deterministic from a seed; committed": rebuilding from the shipped tables reproduces the
     // files in assets/sft byte for byte.
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["data", "build-default", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        bin()
+            .args(["data", "build-default", "--out"])
+            .arg(dir.path()),
     );
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/sft");
-    for f in [
-        "train.jsonl",
-        "heldout.jsonl",
-        "heldout_facts.jsonl",
-        "heldout_open.jsonl",
-        "README.md",
-    ] {
+    for f in manners::data::DEFAULT_SET_FILES {
         let a = std::fs::read(shipped.join(f)).unwrap();
         let b = std::fs::read(dir.path().join(f)).unwrap();
         assert!(

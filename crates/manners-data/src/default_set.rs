@@ -1531,28 +1531,25 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> Result<()> {
     std::fs::write(path, s).map_err(|e| DataError::io(path, e))
 }
 
+/// The files [`write_default_set`] writes, in that order.
+pub const DEFAULT_SET_FILES: [&str; 5] = [
+    "train.jsonl",
+    "heldout.jsonl",
+    "heldout_facts.jsonl",
+    "heldout_open.jsonl",
+    "README.md",
+];
+
 /// Writes `train.jsonl` and `heldout.jsonl` (OpenAI `messages` JSONL), `heldout_facts.jsonl`
 /// (kind, entity, question, answer; line `i` is about line `i` of `heldout.jsonl`),
 /// `heldout_open.jsonl` (the same fields, open-ended kinds) and `README.md` into `dir`.
 pub fn write_default_set(dir: &Path, set: &DefaultSet) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    write_lines(
-        &dir.join("train.jsonl"),
-        set.train.iter().map(messages_line),
-    )?;
-    write_lines(
-        &dir.join("heldout.jsonl"),
-        set.heldout.iter().map(messages_line),
-    )?;
-    write_lines(
-        &dir.join("heldout_facts.jsonl"),
-        set.heldout_facts.iter().map(fact_line),
-    )?;
-    write_lines(
-        &dir.join("heldout_open.jsonl"),
-        set.heldout_open.iter().map(fact_line),
-    )?;
-    let readme = dir.join("README.md");
+    let [train, heldout, facts, open, readme] = DEFAULT_SET_FILES.map(|f| dir.join(f));
+    write_lines(&train, set.train.iter().map(messages_line))?;
+    write_lines(&heldout, set.heldout.iter().map(messages_line))?;
+    write_lines(&facts, set.heldout_facts.iter().map(fact_line))?;
+    write_lines(&open, set.heldout_open.iter().map(fact_line))?;
     std::fs::write(&readme, set.readme()).map_err(|e| DataError::io(&readme, e))
 }
 

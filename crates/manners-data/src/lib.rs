@@ -61,8 +61,9 @@ pub use batch::{
 pub use conversation::{Conversation, Message, Origin, Role};
 pub use corpus::{Corpus, CorpusConfig, build_corpus, load_books};
 pub use default_set::{
-    DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact, MAX_CONVERSATION_CHARS,
-    SHORT_ANSWER_KINDS, build_default_set, load_identity, write_default_set,
+    DEFAULT_SET_FILES, DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact,
+    MAX_CONVERSATION_CHARS, SHORT_ANSWER_KINDS, build_default_set, load_identity,
+    write_default_set,
 };
 pub use encode::{
     EncodeReport, LengthPolicy, encode_dataset, encode_text, encode_texts, split_long,

@@ -303,13 +303,7 @@ fn build_is_deterministic_and_seeded() {
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     write_default_set(&da, &a).unwrap();
     write_default_set(&db, &b).unwrap();
-    for f in [
-        "train.jsonl",
-        "heldout.jsonl",
-        "heldout_facts.jsonl",
-        "heldout_open.jsonl",
-        "README.md",
-    ] {
+    for f in manners_data::DEFAULT_SET_FILES {
         assert_eq!(
             std::fs::read(da.join(f)).unwrap(),
             std::fs::read(db.join(f)).unwrap(),

@@ -203,17 +203,21 @@ impl FusedOps for Flex {
     }
 }
 
+/// The backward step of a one-input operation: `grad(state, output gradient)` is the input
+/// gradient (GELU keeps its input as state, softmax its output).
 #[derive(Debug)]
-struct GeluBackward;
+struct UnaryBackward {
+    grad: fn(&FlexTensor, FlexTensor) -> FlexTensor,
+}
 
-impl Backward<Flex, 1> for GeluBackward {
-    type State = FlexTensor; // the input
+impl Backward<Flex, 1> for UnaryBackward {
+    type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
         if let Some(parent) = parent {
-            grads.register::<Flex>(parent.id, gelu_backward(&ops.state, g));
+            grads.register::<Flex>(parent.id, (self.grad)(&ops.state, g));
         }
     }
 }
@@ -245,28 +249,12 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
-#[derive(Debug)]
-struct SoftmaxBackward;
-
-impl Backward<Flex, 1> for SoftmaxBackward {
-    type State = FlexTensor; // the output
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let g = grads.consume::<Flex>(&ops.node);
-        if let Some(parent) = parent {
-            grads.register::<Flex>(parent.id, softmax_backward(&ops.state, g));
-        }
-    }
-}
-
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match GeluBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
+        let op = UnaryBackward {
+            grad: gelu_backward,
+        };
+        match op.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let input = x.primitive().clone();
                 let y = gelu_forward(&input);
@@ -305,11 +293,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SoftmaxBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
+        let op = UnaryBackward {
+            grad: softmax_backward,
+        };
+        match op.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = softmax_forward(x.primitive(), bias.primitive());
                 prep.finish(y.clone(), y)

@@ -9,22 +9,25 @@ const GELU_C: f32 = 0.797_884_6;
 /// The cubic coefficient of GELU's tanh approximation.
 const GELU_A: f32 = 0.044_715;
 
-/// Wraps `$imp` (an `#[inline(always)]` function) in a function that runs a copy of it compiled
-/// for AVX-512 or AVX2+FMA when the CPU has those features, and the baseline copy otherwise.
+/// Defines a kernel once and compiles it three times: for AVX-512, for AVX2+FMA and for the
+/// baseline target; each call runs the best copy the CPU supports (std caches the detection).
+/// The body is inlined into each copy, so its plain loops auto-vectorise for that target.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $imp:ident) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         #[allow(unsafe_code)]
         $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
                 fn v4($($arg: $ty),*) {
-                    $imp($($arg),*)
+                    imp($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 fn v3($($arg: $ty),*) {
-                    $imp($($arg),*)
+                    imp($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
@@ -40,7 +43,7 @@ macro_rules! multiversion {
                     return unsafe { v3($($arg),*) };
                 }
             }
-            $imp($($arg),*)
+            imp($($arg),*)
         }
     };
 }
@@ -74,58 +77,26 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-#[inline(always)]
-fn gelu_tanh_impl(x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        // 0.5 x (1 + tanh(u/2)) = x sigmoid(u), u = 2 c (x + a x^3)
-        let u = 2.0 * GELU_C * (x + GELU_A * x * x * x);
-        *y = x * sigmoid(u);
-    }
-}
-
-#[inline(always)]
-fn gelu_tanh_backward_impl(x: &[f32], g: &mut [f32]) {
-    for (g, &x) in g.iter_mut().zip(x) {
-        let u = 2.0 * GELU_C * (x + GELU_A * x * x * x);
-        let s = sigmoid(u);
-        let du = 2.0 * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
-        *g *= s + x * s * (1.0 - s) * du;
-    }
-}
-
 multiversion! {
     /// `y = gelu_tanh(x)` (GPT-2's `gelu_new`).
-    pub fn gelu_tanh(x: &[f32], y: &mut [f32]) => gelu_tanh_impl
+    pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            // 0.5 x (1 + tanh(u/2)) = x sigmoid(u), u = 2 c (x + a x^3)
+            let u = 2.0 * GELU_C * (x + GELU_A * x * x * x);
+            *y = x * sigmoid(u);
+        }
+    }
 }
 
 multiversion! {
     /// `g <- g * gelu_tanh'(x)`, in place.
-    pub fn gelu_tanh_backward(x: &[f32], g: &mut [f32]) => gelu_tanh_backward_impl
-}
-
-#[inline(always)]
-fn layer_norm_rows_impl(
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-    y: &mut [f32],
-    stats: &mut [f32],
-) {
-    let d = gamma.len();
-    for ((x, y), st) in x
-        .chunks_exact(d)
-        .zip(y.chunks_exact_mut(d))
-        .zip(stats.chunks_exact_mut(2))
-    {
-        let mean = x.iter().sum::<f32>() / d as f32;
-        let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-            *y = (x - mean) * rstd * g + b;
+    pub fn gelu_tanh_backward(x: &[f32], g: &mut [f32]) {
+        for (g, &x) in g.iter_mut().zip(x) {
+            let u = 2.0 * GELU_C * (x + GELU_A * x * x * x);
+            let s = sigmoid(u);
+            let du = 2.0 * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+            *g *= s + x * s * (1.0 - s) * du;
         }
-        st[0] = mean;
-        st[1] = rstd;
     }
 }
 
@@ -139,47 +110,21 @@ multiversion! {
         eps: f32,
         y: &mut [f32],
         stats: &mut [f32],
-    ) => layer_norm_rows_impl
-}
-
-#[inline(always)]
-fn layer_norm_backward_rows_impl(
-    x: &[f32],
-    gamma: &[f32],
-    stats: &[f32],
-    g: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let d = gamma.len();
-    let want_params = !dgamma.is_empty();
-    for ((x, g), st) in x
-        .chunks_exact(d)
-        .zip(g.chunks_exact_mut(d))
-        .zip(stats.chunks_exact(2))
-    {
-        let (mean, rstd) = (st[0], st[1]);
-        if want_params {
-            for (((dg, db), &gv), &xv) in
-                dgamma.iter_mut().zip(dbeta.iter_mut()).zip(g.iter()).zip(x)
-            {
-                *dg += gv * (xv - mean) * rstd;
-                *db += gv;
+    ) {
+        let d = gamma.len();
+        for ((x, y), st) in x
+            .chunks_exact(d)
+            .zip(y.chunks_exact_mut(d))
+            .zip(stats.chunks_exact_mut(2))
+        {
+            let mean = x.iter().sum::<f32>() / d as f32;
+            let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                *y = (x - mean) * rstd * g + b;
             }
-        }
-        // dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * gamma
-        let mut sum_gh = 0.0f32;
-        let mut sum_gh_xhat = 0.0f32;
-        for ((&gv, &gm), &xv) in g.iter().zip(gamma).zip(x) {
-            let gh = gv * gm;
-            sum_gh += gh;
-            sum_gh_xhat += gh * (xv - mean) * rstd;
-        }
-        let a = sum_gh / d as f32;
-        let b = sum_gh_xhat / d as f32;
-        for ((gv, &gm), &xv) in g.iter_mut().zip(gamma).zip(x) {
-            let xhat = (xv - mean) * rstd;
-            *gv = rstd * (*gv * gm - a - xhat * b);
+            st[0] = mean;
+            st[1] = rstd;
         }
     }
 }
@@ -195,48 +140,74 @@ multiversion! {
         g: &mut [f32],
         dgamma: &mut [f32],
         dbeta: &mut [f32],
-    ) => layer_norm_backward_rows_impl
-}
-
-#[inline(always)]
-fn softmax_bias_row_impl(x: &[f32], bias: &[f32], y: &mut [f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for ((y, &x), &b) in y.iter_mut().zip(x).zip(bias) {
-        let v = x + b;
-        *y = v;
-        max = max.max(v);
-    }
-    let mut sum = 0.0f32;
-    for y in y.iter_mut() {
-        let e = exp(*y - max);
-        *y = e;
-        sum += e;
-    }
-    let inv = 1.0 / sum;
-    for y in y.iter_mut() {
-        *y *= inv;
+    ) {
+        let d = gamma.len();
+        let want_params = !dgamma.is_empty();
+        for ((x, g), st) in x
+            .chunks_exact(d)
+            .zip(g.chunks_exact_mut(d))
+            .zip(stats.chunks_exact(2))
+        {
+            let (mean, rstd) = (st[0], st[1]);
+            if want_params {
+                for (((dg, db), &gv), &xv) in
+                    dgamma.iter_mut().zip(dbeta.iter_mut()).zip(g.iter()).zip(x)
+                {
+                    *dg += gv * (xv - mean) * rstd;
+                    *db += gv;
+                }
+            }
+            // dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * gamma
+            let mut sum_gh = 0.0f32;
+            let mut sum_gh_xhat = 0.0f32;
+            for ((&gv, &gm), &xv) in g.iter().zip(gamma).zip(x) {
+                let gh = gv * gm;
+                sum_gh += gh;
+                sum_gh_xhat += gh * (xv - mean) * rstd;
+            }
+            let a = sum_gh / d as f32;
+            let b = sum_gh_xhat / d as f32;
+            for ((gv, &gm), &xv) in g.iter_mut().zip(gamma).zip(x) {
+                let xhat = (xv - mean) * rstd;
+                *gv = rstd * (*gv * gm - a - xhat * b);
+            }
+        }
     }
 }
 
 multiversion! {
     /// One row of `softmax(x + bias)`; `bias` holds 0 or `-inf` (masking). The row must keep
     /// at least one finite entry.
-    pub fn softmax_bias_row(x: &[f32], bias: &[f32], y: &mut [f32]) => softmax_bias_row_impl
-}
-
-#[inline(always)]
-fn softmax_backward_rows_impl(y: &[f32], g: &mut [f32], n: usize) {
-    for (y, g) in y.chunks_exact(n).zip(g.chunks_exact_mut(n)) {
-        let dot: f32 = y.iter().zip(g.iter()).map(|(&y, &g)| y * g).sum();
-        for (g, &y) in g.iter_mut().zip(y) {
-            *g = y * (*g - dot);
+    pub fn softmax_bias_row(x: &[f32], bias: &[f32], y: &mut [f32]) {
+        let mut max = f32::NEG_INFINITY;
+        for ((y, &x), &b) in y.iter_mut().zip(x).zip(bias) {
+            let v = x + b;
+            *y = v;
+            max = max.max(v);
+        }
+        let mut sum = 0.0f32;
+        for y in y.iter_mut() {
+            let e = exp(*y - max);
+            *y = e;
+            sum += e;
+        }
+        let inv = 1.0 / sum;
+        for y in y.iter_mut() {
+            *y *= inv;
         }
     }
 }
 
 multiversion! {
     /// Softmax backward over rows of `n`: `g <- y * (g - sum(g * y))`, in place.
-    pub fn softmax_backward_rows(y: &[f32], g: &mut [f32], n: usize) => softmax_backward_rows_impl
+    pub fn softmax_backward_rows(y: &[f32], g: &mut [f32], n: usize) {
+        for (y, g) in y.chunks_exact(n).zip(g.chunks_exact_mut(n)) {
+            let dot: f32 = y.iter().zip(g.iter()).map(|(&y, &g)| y * g).sum();
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = y * (*g - dot);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
 mod kernels;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::LayerNorm;
 use burn::prelude::*;
+#[cfg(feature = "flex")]
 use burn::tensor::DType;
 use burn::tensor::activation::{sigmoid, softmax};
 
@@ -45,16 +47,9 @@ pub fn enabled() -> bool {
 }
 
 /// Whether `t` can take the fused path: `flex`, `f32`, and fusion on.
+#[cfg(feature = "flex")]
 fn fusable<const D: usize>(t: &Tensor<D>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        enabled() && t.dtype() == DType::F32 && t.device() == Device::flex()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (t, DType::F32);
-        false
-    }
+    enabled() && t.dtype() == DType::F32 && t.device() == Device::flex()
 }
 
 /// GELU, tanh approximation (GPT-2's `gelu_new`): `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715
