@@ -392,3 +392,88 @@ pub fn epoch_padded(
         peak_rss: peak_rss(),
     }
 }
+
+/// One optimiser update over every parameter of a model: Burn's AdamW against ours.
+#[derive(Clone, Debug, Serialize)]
+pub struct OptimBench {
+    pub shape: String,
+    pub params: usize,
+    pub burn_secs: f64,
+    pub manners_secs: f64,
+}
+
+/// Times `ModuleOptimizer::step` with a fixed gradient for every parameter (after `warmup`
+/// updates, so the moments exist), for Burn's `AdamW` and for [`crate::FusedAdamW`] as
+/// [`build_optimizer`] builds them (decay on the weight matrices).
+pub fn optimizer_update(
+    shape: &BenchShape,
+    device: &Device,
+    warmup: usize,
+    runs: usize,
+) -> OptimBench {
+    use manners_model::burn::module::{ModuleVisitor, Param, ParamGroup, ParamId};
+    use manners_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+
+    /// A gradient for every parameter: a scaled copy of its value, kept as plain tensors.
+    struct Grads(Vec<(ParamId, Tensor<1>, Vec<usize>)>);
+    impl ModuleVisitor for Grads {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let v = p.val().inner();
+            let dims = v.dims().to_vec();
+            self.0
+                .push((p.id, v.flatten(0, D - 1).mul_scalar(1e-3), dims));
+        }
+    }
+    fn grads(g: &Grads) -> GradientsParams {
+        let mut out = GradientsParams::new();
+        for (id, t, dims) in &g.0 {
+            match dims.len() {
+                1 => out.register::<1>(*id, t.clone()),
+                2 => out.register::<2>(*id, t.clone().reshape([dims[0], dims[1]])),
+                n => panic!("a rank-{n} parameter"),
+            }
+        }
+        out
+    }
+
+    device.seed(0);
+    let ad = device.clone().autodiff();
+    let model = shape.config().init(&ad);
+    let params = model.num_params();
+    let mut g = Grads(Vec::new());
+    model.visit(&mut g);
+    let cfg = TrainConfig {
+        weight_decay: 0.1,
+        ..TrainConfig::default()
+    };
+    let burns = || -> ModuleOptimizer {
+        let base = AdamWConfig::new()
+            .with_beta_1(cfg.beta1 as f32)
+            .with_beta_2(cfg.beta2 as f32)
+            .with_epsilon(cfg.eps as f32)
+            .with_weight_decay(0.0);
+        let decayed = base
+            .clone()
+            .with_weight_decay(cfg.weight_decay as f32)
+            .build();
+        let group = ParamGroup::from_regex(crate::DECAY_PATHS).expect("static regex");
+        base.init().with_group(group, decayed, None)
+    };
+    let time = |mut optim: ModuleOptimizer| {
+        let mut m = Some(model.clone());
+        time_median(warmup, runs, || {
+            let next = optim.step(1e-4, m.take().expect("model"), grads(&g));
+            // Wait for the update (a no-op on the CPU; GPU backends run asynchronously).
+            let _ = next.wte.weight.val().slice([0..1, 0..1]).into_data();
+            m = Some(next);
+        })
+    };
+    let burn_secs = time(burns());
+    let manners_secs = time(build_optimizer(&cfg));
+    OptimBench {
+        shape: shape.name.clone(),
+        params,
+        burn_secs,
+        manners_secs,
+    }
+}

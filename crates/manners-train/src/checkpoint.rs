@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use manners_data::LoaderState;
 use manners_model::burn::module::Module;
 use manners_model::burn::optim::ModuleOptimizer;
+use manners_model::burn::store::ModuleRecord;
+use manners_model::burn::tensor::Bytes;
 use manners_model::{Gpt, Tokenizer, write_atomic, write_dir_atomic};
 use serde::{Deserialize, Serialize};
 
@@ -151,11 +153,80 @@ pub fn load(
         path: dir.to_path_buf(),
         message: m,
     };
+    // Read both files whole: Burn's file loaders read each tensor lazily, on its first use, so
+    // the run would otherwise depend on the checkpoint staying on disk (pruning removes it).
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map(Bytes::from_elems)
+            .map_err(|e| err(format!("{name}: {e}")))
+    };
+    let record =
+        ModuleRecord::from_bytes(read(MODEL_FILE)?).map_err(|e| err(format!("model: {e:?}")))?;
     let model = model
-        .try_load_file(dir.join(MODEL_FILE))
+        .try_load_record(record)
         .map_err(|e| err(format!("model: {e:?}")))?;
     let optim = optim
-        .load(dir.join(OPTIM_FILE))
+        .from_bytes(read(OPTIM_FILE)?)
         .map_err(|e| err(format!("optimiser: {e:?}")))?;
     Ok((model, optim, state))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use manners_data::LoaderState;
+    use manners_model::burn::module::{ModuleVisitor, Param};
+    use manners_model::burn::prelude::*;
+    use manners_model::{BackendKind, load_model_dir, select_device};
+
+    use super::*;
+    use crate::config::TrainConfig;
+    use crate::optim::build_optimizer;
+
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let v = p.val().into_data().convert::<f32>();
+            self.0.extend(v.try_to_vec::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_loaded_checkpoint_no_longer_needs_its_files() {
+        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
+        let m = load_model_dir(&fixture, &dev).unwrap();
+        let cfg = TrainConfig::default();
+        let state = CheckpointState {
+            version: 1,
+            step: 7,
+            loader: LoaderState {
+                epoch: 0,
+                index: 7,
+                rng: 1,
+                n_examples: 10,
+                fingerprint: 2,
+            },
+            best_eval_loss: None,
+            evals_without_improvement: 0,
+            tokens_seen: 0,
+            supervised_seen: 0,
+            elapsed_secs: 0.0,
+            last_loss: None,
+        };
+        let run = tempfile::tempdir().unwrap();
+        let optim = build_optimizer(&cfg);
+        let dir = save(run.path(), &m.model, &optim, &m.tokenizer, &state, 1).unwrap();
+        let fresh = load_model_dir(&fixture, &dev).unwrap().model;
+        let (model, _optim, got) = load(&dir, fresh, build_optimizer(&cfg)).unwrap();
+        assert_eq!(got, state);
+        // Pruning (or a user) removes the folder; the loaded weights must still be readable.
+        fs::remove_dir_all(&dir).unwrap();
+        let (mut a, mut b) = (Values(Vec::new()), Values(Vec::new()));
+        model.visit(&mut a);
+        m.model.visit(&mut b);
+        assert_eq!(a.0, b.0);
+    }
 }

@@ -18,6 +18,7 @@ const JOBS: &[&str] = &[
     "train-tiny",
     "train-gpt2-small",
     "train-gpt2-small-lora",
+    "adamw-gpt2-small",
     "generate-gpt2-small",
     "epoch-manners",
     "epoch-padded",
@@ -115,6 +116,12 @@ fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
             1,
             steps.min(5),
             Some(&manners::train::LoraConfig::default()),
+        ))?,
+        "adamw-gpt2-small" => serde_json::to_value(bench::optimizer_update(
+            &BenchShape::gpt2_small(),
+            &dev.device,
+            2,
+            steps.min(5),
         ))?,
         "generate-gpt2-small" => serde_json::to_value(bench::generation(
             &BenchShape::gpt2_small(),
@@ -218,7 +225,10 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         .find_map(|v| v.get("backend").and_then(Value::as_str))
         .unwrap_or("?");
     s.push_str(&format!("backend: {backend}; medians after warm-up\n\n"));
-    s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak memory | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    let trains = ["train-tiny", "train-gpt2-small", "train-gpt2-small-lora"];
+    if trains.iter().any(|j| r.contains_key(*j)) {
+        s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak memory | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    }
     for (job, key) in [
         ("train-tiny", "tiny"),
         ("train-gpt2-small", "gpt2-small"),
@@ -251,6 +261,19 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
                     .unwrap_or_else(|| "-".into()),
             ));
         }
+    }
+    if let Some(v) = r.get("adamw-gpt2-small") {
+        let (b, m) = (
+            f(v, "burn_secs").unwrap_or(f64::NAN),
+            f(v, "manners_secs").unwrap_or(f64::NAN),
+        );
+        s.push_str(&format!(
+            "\n| AdamW update, all {:.0}M GPT-2 small parameters | Burn's AdamW | manners (one pass) | ratio |\n|---|---|---|---|\n| time | {:.0} ms | {:.0} ms | {:.2}x |\n",
+            f(v, "params").unwrap_or(f64::NAN) / 1e6,
+            1e3 * b,
+            1e3 * m,
+            b / m
+        ));
     }
     if let Some(v) = r.get("generate-gpt2-small") {
         let c = f(v, "cached_tokens_per_sec").unwrap_or(f64::NAN);

@@ -307,3 +307,41 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         }
     }
 }
+
+/// The optimizer update, on plain (not autodiff) `flex` tensors: the optimizer works on the
+/// parameters' inner values.
+#[backend_extension(Flex)]
+pub trait FusedOptimOps: Backend {
+    /// One AdamW update in one pass: returns the new parameter, first and second moments. Each
+    /// is written in place into the buffer it came in when no other handle shares it.
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        scalars: kernels::AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl FusedOptimOps for Flex {
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        scalars: kernels::AdamWScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grad = contiguous(&grad);
+        let (mut p, mut m, mut v) = (take_mut(param), take_mut(moment_1), take_mut(moment_2));
+        let n = p.layout().num_elements();
+        let ps = &mut p.storage_mut::<f32>()[..n];
+        let ms = &mut m.storage_mut::<f32>()[..n];
+        let vs = &mut v.storage_mut::<f32>()[..n];
+        ps.par_chunks_mut(CHUNK)
+            .zip(values(&grad).par_chunks(CHUNK))
+            .zip(ms.par_chunks_mut(CHUNK))
+            .zip(vs.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| kernels::adamw(p, g, m, v, &scalars));
+        (p, m, v)
+    }
+}

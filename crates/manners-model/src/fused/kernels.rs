@@ -210,6 +210,37 @@ multiversion! {
     }
 }
 
+/// The scalars of one AdamW update (Burn's `AdamW`, decoupled decay, no AMSGrad), as `f32`
+/// the way Burn applies them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWScalars {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    /// `1 - beta_1^t` and `1 - beta_2^t` for this update's step number `t`.
+    pub correction_1: f32,
+    pub correction_2: f32,
+    pub epsilon: f32,
+    pub lr: f32,
+    /// `1 - lr * weight_decay`.
+    pub keep: f32,
+}
+
+multiversion! {
+    /// One AdamW update, in place: `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
+    /// `p = p (1 - lr wd) - lr (m / c1) / (sqrt(v / c2) + eps)`, with Burn's order of operations.
+    pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamWScalars) {
+        let (f1, f2) = (1.0 - h.beta_1, 1.0 - h.beta_2);
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let mi = *m * h.beta_1 + g * f1;
+            let vi = *v * h.beta_2 + g * g * f2;
+            *m = mi;
+            *v = vi;
+            let delta = (mi / h.correction_1) / ((vi / h.correction_2).sqrt() + h.epsilon);
+            *p = *p * h.keep - delta * h.lr;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +384,55 @@ mod tests {
             assert!(close(g[j], want, 1e-6), "g[{j}] {} vs {want}", g[j]);
         }
         assert_eq!(g[4], 0.0);
+    }
+
+    #[test]
+    fn adamw_matches_hand_values_and_an_f64_reference() {
+        // Step 1 from zero moments: m/c1 = g and v/c2 = g^2, so the step is lr * sign(g) after
+        // the decay p (1 - lr wd): 1 -> 0.99 - 0.1, -2 -> -1.98 + 0.1, and g = 0 only decays.
+        let scalars = |t: i32, lr: f32, wd: f32| AdamWScalars {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            correction_1: 1.0 - 0.9f32.powi(t),
+            correction_2: 1.0 - 0.999f32.powi(t),
+            epsilon: 1e-8,
+            lr,
+            keep: 1.0 - lr * wd,
+        };
+        let (mut p, mut m, mut v) = (vec![1.0f32, -2.0, 0.5], vec![0.0f32; 3], vec![0.0f32; 3]);
+        adamw(
+            &mut p,
+            &[0.5, -0.1, 0.0],
+            &mut m,
+            &mut v,
+            &scalars(1, 0.1, 0.1),
+        );
+        for (got, want) in p.iter().zip([0.89f64, -1.88, 0.495]) {
+            assert!(close(*got, want, 1e-6), "{got} vs {want}");
+        }
+        // Many elements (vector body and remainder), three steps, against f64 arithmetic.
+        let n = 37;
+        let mut p: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let mut r: Vec<[f64; 3]> = p.iter().map(|&p| [f64::from(p), 0.0, 0.0]).collect();
+        for t in 1..=3 {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((i * t) as f32 * 0.91).cos() * 0.3)
+                .collect();
+            adamw(&mut p, &g, &mut m, &mut v, &scalars(t as i32, 0.01, 0.05));
+            for (r, &g) in r.iter_mut().zip(&g) {
+                let g = f64::from(g);
+                r[1] = 0.9 * r[1] + 0.1 * g;
+                r[2] = 0.999 * r[2] + 0.001 * g * g;
+                let mh = r[1] / (1.0 - 0.9f64.powi(t as i32));
+                let vh = r[2] / (1.0 - 0.999f64.powi(t as i32));
+                r[0] = r[0] * (1.0 - 0.01 * 0.05) - 0.01 * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        for i in 0..n {
+            assert!(close(p[i], r[i][0], 1e-6), "p[{i}] {} vs {}", p[i], r[i][0]);
+            assert!(close(m[i], r[i][1], 1e-6), "m[{i}] {} vs {}", m[i], r[i][1]);
+            assert!(close(v[i], r[i][2], 1e-6), "v[{i}] {} vs {}", v[i], r[i][2]);
+        }
     }
 }
