@@ -153,13 +153,18 @@ if __name__ == "__main__":
     ap.add_argument("--supervised", type=float, default=0.35)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--only", default="tiny,gpt2-small,generate",
+                    help="comma-separated: tiny, gpt2-small, generate")
     a = ap.parse_args()
+    only = a.only.split(",")
     import torch, transformers
 
     res = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": a.threads, "device": a.device}
     if a.device == "cuda":
         res["gpu"] = torch.cuda.get_device_name(0)
     for name in SHAPES:
-        res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device)
-    res["generate"] = run(generate, a.threads, a.device)
+        if name in only:
+            res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device)
+    if "generate" in only:
+        res["generate"] = run(generate, a.threads, a.device)
     print(json.dumps(res))

@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// Timed runs per measurement (medians are reported).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Repeat every measurement this many times, each round running ours and PyTorch's back to
+    /// back; the table shows medians over rounds (use 3 or more on a shared machine).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
     /// Only the measurements whose name contains one of these (train, generate, epoch, tiny, ...).

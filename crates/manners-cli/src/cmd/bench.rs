@@ -36,41 +36,56 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         .copied()
         .filter(|j| a.only.is_empty() || a.only.iter().any(|o| j.contains(o.as_str())))
         .collect();
-    let mut results = serde_json::Map::new();
+    // Rounds interleave each measurement with its PyTorch counterpart, so a ratio compares two
+    // runs minutes apart at most; the table shows the median over rounds.
+    let rounds = a.rounds.max(1);
+    let mut ours: Runs = Runs::new();
+    let mut theirs: Runs = Runs::new();
+    let mut torch_meta = None;
     let mut failed = Vec::new();
-    for job in &jobs {
-        eprintln!("bench: {job} ...");
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "bench",
-            "--job",
-            job,
-            "--steps",
-            &a.steps.to_string(),
-            "--backend",
-            manners::BackendKind::from(a.backend).name(),
-        ]);
-        let out = cmd.output().with_context(|| format!("running {job}"))?;
-        if !out.status.success() {
-            // One failed measurement must not lose the others: report it and go on.
-            let err = String::from_utf8_lossy(&out.stderr);
-            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            eprintln!("bench: {job} failed: {err}");
-            failed.push(format!("{job}: {first}"));
-            continue;
+    for round in 1..=rounds {
+        for job in &jobs {
+            eprintln!("bench: {job} (round {round} of {rounds}) ...");
+            match run_child(&exe, job, &a) {
+                Ok(v) => ours.entry(job.to_string()).or_default().push(v),
+                Err(e) => {
+                    // One failed measurement must not lose the others: report it and go on.
+                    eprintln!("bench: {job} failed: {e:#}");
+                    failed.push(format!("{job}: {e}"));
+                    continue;
+                }
+            }
+            let (Some(py), Some(key)) = (&a.torch, torch_key(job)) else {
+                continue;
+            };
+            eprintln!("bench: PyTorch {key} ({}) ...", py.display());
+            match torch_numbers(py, &a, key) {
+                Some(mut t) => {
+                    if let Some(v) = t.as_object_mut().and_then(|o| o.remove(key)) {
+                        theirs.entry(key.to_string()).or_default().push(v);
+                    }
+                    torch_meta = Some(t);
+                }
+                None => failed.push(format!("PyTorch {key}")),
+            }
         }
-        let v: Value =
-            serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))?;
-        results.insert(job.to_string(), v);
     }
-    let torch = match &a.torch {
-        Some(py) => torch_numbers(py, &a),
-        None => None,
-    };
+    let results = medians(&ours, &theirs);
+    let torch = torch_meta.map(|mut meta| {
+        for (key, runs) in &theirs {
+            meta[key.as_str()] = pick_median(runs, torch_metric(key));
+        }
+        meta
+    });
     let table = render(&results, torch.as_ref());
     println!("{table}");
     if let Some(p) = &a.json {
-        let all = serde_json::json!({ "manners": results, "pytorch": torch, "failed": failed });
+        let all = serde_json::json!({
+            "manners": results,
+            "pytorch": torch,
+            "rounds": { "count": rounds, "manners": ours, "pytorch": theirs },
+            "failed": failed,
+        });
         std::fs::write(p, serde_json::to_string_pretty(&all)?)?;
         eprintln!("wrote {}", p.display());
     }
@@ -83,6 +98,114 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Every run of each measurement, in round order.
+type Runs = std::collections::BTreeMap<String, Vec<Value>>;
+
+/// One measurement in a child process of this executable (its own peak RSS).
+fn run_child(exe: &Path, job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
+    let out = Command::new(exe)
+        .args([
+            "bench",
+            "--job",
+            job,
+            "--steps",
+            &a.steps.to_string(),
+            "--backend",
+            manners::BackendKind::from(a.backend).name(),
+        ])
+        .output()
+        .with_context(|| format!("running {job}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("{first}");
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))
+}
+
+/// The PyTorch configuration a measurement is compared with.
+fn torch_key(job: &str) -> Option<&'static str> {
+    match job {
+        "train-tiny" => Some("tiny"),
+        "train-gpt2-small" => Some("gpt2-small"),
+        "generate-gpt2-small" => Some("generate"),
+        _ => None,
+    }
+}
+
+/// The number each measurement is ranked by (higher is faster).
+fn metric(job: &str) -> &'static str {
+    match job {
+        j if j.starts_with("train") => "tokens_per_sec",
+        j if j.starts_with("generate") => "cached_tokens_per_sec",
+        j if j.starts_with("adamw") => "burn_secs",
+        _ => "secs",
+    }
+}
+
+fn torch_metric(key: &str) -> &'static str {
+    if key == "generate" {
+        "cached_tokens_per_sec"
+    } else {
+        "tokens_per_sec"
+    }
+}
+
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+/// The run whose `key` is the median over rounds (a real run, so its numbers belong together).
+fn pick_median(runs: &[Value], key: &str) -> Value {
+    let mut order: Vec<&Value> = runs.iter().collect();
+    order.sort_by(|x, y| {
+        let (x, y) = (f(x, key).unwrap_or(f64::NAN), f(y, key).unwrap_or(f64::NAN));
+        x.total_cmp(&y)
+    });
+    order
+        .get(order.len() / 2)
+        .map_or(Value::Null, |v| (*v).clone())
+}
+
+/// Each measurement's median run, with the median over rounds of each same-round ratio:
+/// `ratio_vs_pytorch` for training and generation, `speedup_vs_padded` for the epoch and
+/// `speedup` (Burn's AdamW time over ours) for the optimiser update.
+fn medians(ours: &Runs, theirs: &Runs) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (job, runs) in ours {
+        let mut v = pick_median(runs, metric(job));
+        let key = metric(job);
+        if let Some(t) = torch_key(job).and_then(|k| theirs.get(k)) {
+            let tk = torch_metric(torch_key(job).unwrap_or_default());
+            let r = runs
+                .iter()
+                .zip(t)
+                .filter_map(|(o, t)| Some(f(o, key)? / f(t, tk)?));
+            v["ratio_vs_pytorch"] = median_of(r.collect()).into();
+        }
+        if job == "adamw-gpt2-small" {
+            let r = runs
+                .iter()
+                .filter_map(|o| Some(f(o, "burn_secs")? / f(o, "manners_secs")?));
+            v["speedup"] = median_of(r.collect()).into();
+        }
+        if job == "epoch-manners"
+            && let Some(padded) = ours.get("epoch-padded")
+        {
+            let r = runs
+                .iter()
+                .zip(padded)
+                .filter_map(|(m, p)| Some(f(p, "secs")? / f(m, "secs")?));
+            v["speedup_vs_padded"] = median_of(r.collect()).into();
+        }
+        v["rounds"] = runs.len().into();
+        out.insert(job.clone(), v);
+    }
+    out
 }
 
 fn device(a: &BenchArgs) -> anyhow::Result<manners::DeviceChoice> {
@@ -174,11 +297,11 @@ fn run_job(job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
 /// has about 35%).
 pub const SUPERVISED: f64 = 0.35;
 
-fn torch_numbers(python: &Path, a: &BenchArgs) -> Option<Value> {
+/// One PyTorch configuration (`tiny`, `gpt2-small` or `generate`) from the committed script.
+fn torch_numbers(python: &Path, a: &BenchArgs, key: &str) -> Option<Value> {
     let script = super::assets_dir()
         .ok()?
         .join("../scripts/bench/torch_bench.py");
-    eprintln!("bench: PyTorch ({}) ...", python.display());
     let out = Command::new(python)
         .arg(&script)
         .args([
@@ -188,6 +311,8 @@ fn torch_numbers(python: &Path, a: &BenchArgs) -> Option<Value> {
             &SUPERVISED.to_string(),
             "--device",
             &a.torch_device,
+            "--only",
+            key,
         ])
         .output()
         .ok()?;
@@ -224,7 +349,18 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         .values()
         .find_map(|v| v.get("backend").and_then(Value::as_str))
         .unwrap_or("?");
-    s.push_str(&format!("backend: {backend}; medians after warm-up\n\n"));
+    let rounds = r
+        .values()
+        .filter_map(|v| f(v, "rounds"))
+        .fold(1.0, f64::max);
+    s.push_str(&format!(
+        "backend: {backend}; medians after warm-up{}\n\n",
+        if rounds > 1.0 {
+            format!("; median of {rounds} interleaved rounds (ratios per round)")
+        } else {
+            String::new()
+        }
+    ));
     let trains = ["train-tiny", "train-gpt2-small", "train-gpt2-small-lora"];
     if trains.iter().any(|j| r.contains_key(*j)) {
         s.push_str("| training step | step | non-pad tok/s | supervised tok/s | MFU | matmul peak | peak memory | PyTorch tok/s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -257,7 +393,9 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
                     format!("{x:.0} ({}{mfu})", t.map(gb).unwrap_or_default())
                 })
                 .unwrap_or_else(|| "-".into()),
-                pt.map(|x| format!("{:.2}x", tps / x))
+                f(v, "ratio_vs_pytorch")
+                    .or(pt.map(|x| tps / x))
+                    .map(|r| format!("{r:.2}x"))
                     .unwrap_or_else(|| "-".into()),
             ));
         }
@@ -272,7 +410,7 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
             f(v, "params").unwrap_or(f64::NAN) / 1e6,
             1e3 * b,
             1e3 * m,
-            b / m
+            f(v, "speedup").unwrap_or(b / m)
         ));
     }
     if let Some(v) = r.get("generate-gpt2-small") {
@@ -283,7 +421,10 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         s.push_str(&format!(
             "\n| generation (GPT-2 small, batch 1, 32-token prompt, 64 new) | new tok/s | PyTorch | ratio |\n|---|---|---|---|\n| with KV cache | {c:.1} | {} | {} |\n| without cache | {:.1} | - | - |\n",
             pt.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into()),
-            pt.map(|x| format!("{:.2}x", c / x)).unwrap_or_else(|| "-".into()),
+            f(v, "ratio_vs_pytorch")
+                .or(pt.map(|x| c / x))
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into()),
             f(v, "uncached_tokens_per_sec").unwrap_or(f64::NAN),
         ));
     }
@@ -307,7 +448,7 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         }
         s.push_str(&format!(
             "\nmanners is {:.2}x faster than the padded loop end to end.\n",
-            ps / ms
+            f(m, "speedup_vs_padded").unwrap_or(ps / ms)
         ));
     }
     s
