@@ -46,28 +46,37 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     for round in 1..=rounds {
         for job in &jobs {
             eprintln!("bench: {job} (round {round} of {rounds}) ...");
-            match run_child(&exe, job, &a) {
-                Ok(v) => ours.entry(job.to_string()).or_default().push(v),
-                Err(e) => {
-                    // One failed measurement must not lose the others: report it and go on.
-                    eprintln!("bench: {job} failed: {e:#}");
-                    failed.push(format!("{job}: {e}"));
-                    continue;
-                }
-            }
+            // A failed run is kept as null, so runs of the same round stay aligned for the
+            // same-round ratios; one failed measurement must not lose the others.
+            let v = run_child(&exe, job, &a).unwrap_or_else(|e| {
+                eprintln!("bench: {job} failed: {e:#}");
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or("");
+                failed.push(format!("{job}: {first}"));
+                Value::Null
+            });
+            let ok = !v.is_null();
+            ours.entry(job.to_string()).or_default().push(v);
             let (Some(py), Some(key)) = (&a.torch, torch_key(job)) else {
                 continue;
             };
-            eprintln!("bench: PyTorch {key} ({}) ...", py.display());
-            match torch_numbers(py, &a, key) {
-                Some(mut t) => {
-                    if let Some(v) = t.as_object_mut().and_then(|o| o.remove(key)) {
-                        theirs.entry(key.to_string()).or_default().push(v);
-                    }
+            let v = if ok {
+                eprintln!("bench: PyTorch {key} ({}) ...", py.display());
+                let mut t = torch_numbers(py, &a, key).unwrap_or(Value::Null);
+                let v = t.as_object_mut().and_then(|o| o.remove(key));
+                if v.is_none() {
+                    failed.push(format!("PyTorch {key}"));
+                } else {
                     torch_meta = Some(t);
                 }
-                None => failed.push(format!("PyTorch {key}")),
-            }
+                v
+            } else {
+                None
+            };
+            theirs
+                .entry(key.to_string())
+                .or_default()
+                .push(v.unwrap_or(Value::Null));
         }
     }
     let results = medians(&ours, &theirs);
@@ -118,9 +127,7 @@ fn run_child(exe: &Path, job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
         .output()
         .with_context(|| format!("running {job}"))?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        bail!("{first}");
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
     serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))
 }
@@ -135,7 +142,7 @@ fn torch_key(job: &str) -> Option<&'static str> {
     }
 }
 
-/// The number each measurement is ranked by (higher is faster).
+/// The number that picks each measurement's median run.
 fn metric(job: &str) -> &'static str {
     match job {
         j if j.starts_with("train") => "tokens_per_sec",
@@ -161,7 +168,7 @@ fn median_of(mut v: Vec<f64>) -> Option<f64> {
 
 /// The run whose `key` is the median over rounds (a real run, so its numbers belong together).
 fn pick_median(runs: &[Value], key: &str) -> Value {
-    let mut order: Vec<&Value> = runs.iter().collect();
+    let mut order: Vec<&Value> = runs.iter().filter(|v| !v.is_null()).collect();
     order.sort_by(|x, y| {
         let (x, y) = (f(x, key).unwrap_or(f64::NAN), f(y, key).unwrap_or(f64::NAN));
         x.total_cmp(&y)
@@ -178,6 +185,9 @@ fn medians(ours: &Runs, theirs: &Runs) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     for (job, runs) in ours {
         let mut v = pick_median(runs, metric(job));
+        if v.is_null() {
+            continue; // every round failed (listed under "failed")
+        }
         let key = metric(job);
         if let Some(t) = torch_key(job).and_then(|k| theirs.get(k)) {
             let tk = torch_metric(torch_key(job).unwrap_or_default());
@@ -202,7 +212,7 @@ fn medians(ours: &Runs, theirs: &Runs) -> serde_json::Map<String, Value> {
                 .filter_map(|(m, p)| Some(f(p, "secs")? / f(m, "secs")?));
             v["speedup_vs_padded"] = median_of(r.collect()).into();
         }
-        v["rounds"] = runs.len().into();
+        v["rounds"] = runs.iter().filter(|r| !r.is_null()).count().into();
         out.insert(job.clone(), v);
     }
     out
@@ -452,4 +462,47 @@ fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn medians_pair_runs_by_round_and_skip_failed_ones() {
+        let mut ours = Runs::new();
+        let mut theirs = Runs::new();
+        let tps = |x: f64| json!({ "tokens_per_sec": x });
+        // Round 2 failed on our side; its PyTorch number must not pair with another round.
+        ours.insert(
+            "train-tiny".into(),
+            vec![tps(100.0), Value::Null, tps(300.0), tps(800.0)],
+        );
+        theirs.insert(
+            "tiny".into(),
+            vec![tps(50.0), tps(999.0), tps(100.0), tps(100.0)],
+        );
+        let secs = |x: f64| json!({ "secs": x });
+        ours.insert(
+            "epoch-manners".into(),
+            vec![secs(10.0), secs(20.0), secs(40.0)],
+        );
+        ours.insert(
+            "epoch-padded".into(),
+            vec![secs(30.0), secs(30.0), secs(30.0)],
+        );
+        ours.insert("generate-gpt2-small".into(), vec![Value::Null]);
+        let m = medians(&ours, &theirs);
+        let tiny = &m["train-tiny"];
+        // The median run (300 tok/s) and the median of the same-round ratios 2, 3, 8 (pairing
+        // runs across rounds would give 2, 0.3, 8).
+        assert_eq!(f(tiny, "tokens_per_sec"), Some(300.0));
+        assert_eq!(f(tiny, "ratio_vs_pytorch"), Some(3.0));
+        assert_eq!(f(tiny, "rounds"), Some(3.0));
+        // Speedups 3, 1.5, 0.75: the median is 1.5, not 30 / 20.
+        assert_eq!(f(&m["epoch-manners"], "speedup_vs_padded"), Some(1.5));
+        assert!(!m.contains_key("generate-gpt2-small"), "every round failed");
+    }
 }
