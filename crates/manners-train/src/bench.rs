@@ -411,8 +411,8 @@ pub fn optimizer_update(
     warmup: usize,
     runs: usize,
 ) -> OptimBench {
-    use manners_model::burn::module::{ModuleVisitor, Param, ParamGroup, ParamId};
-    use manners_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+    use manners_model::burn::module::{ModuleVisitor, Param, ParamId};
+    use manners_model::burn::optim::{GradientsParams, ModuleOptimizer};
 
     /// A gradient for every parameter: a scaled copy of its value, kept as plain tensors.
     struct Grads(Vec<(ParamId, Tensor<1>, Vec<usize>)>);
@@ -446,19 +446,6 @@ pub fn optimizer_update(
         weight_decay: 0.1,
         ..TrainConfig::default()
     };
-    let burns = || -> ModuleOptimizer {
-        let base = AdamWConfig::new()
-            .with_beta_1(cfg.beta1 as f32)
-            .with_beta_2(cfg.beta2 as f32)
-            .with_epsilon(cfg.eps as f32)
-            .with_weight_decay(0.0);
-        let decayed = base
-            .clone()
-            .with_weight_decay(cfg.weight_decay as f32)
-            .build();
-        let group = ParamGroup::from_regex(crate::DECAY_PATHS).expect("static regex");
-        base.init().with_group(group, decayed, None)
-    };
     let time = |mut optim: ModuleOptimizer| {
         let mut m = Some(model.clone());
         time_median(warmup, runs, || {
@@ -468,7 +455,7 @@ pub fn optimizer_update(
             m = Some(next);
         })
     };
-    let burn_secs = time(burns());
+    let burn_secs = time(crate::optim::build_burn_optimizer(&cfg));
     let manners_secs = time(build_optimizer(&cfg));
     OptimBench {
         shape: shape.name.clone(),

@@ -33,6 +33,23 @@ pub struct CheckpointState {
     pub last_loss: Option<f64>,
 }
 
+impl CheckpointState {
+    /// The state at the start of a run, with the loader's cursor.
+    pub fn new(loader: LoaderState) -> Self {
+        Self {
+            version: 1,
+            step: 0,
+            loader,
+            best_eval_loss: None,
+            evals_without_improvement: 0,
+            tokens_seen: 0,
+            supervised_seen: 0,
+            elapsed_secs: 0.0,
+            last_loss: None,
+        }
+    }
+}
+
 pub const STATE_FILE: &str = "state.json";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
@@ -200,21 +217,14 @@ mod tests {
         let m = load_model_dir(&fixture, &dev).unwrap();
         let cfg = TrainConfig::default();
         let state = CheckpointState {
-            version: 1,
             step: 7,
-            loader: LoaderState {
+            ..CheckpointState::new(LoaderState {
                 epoch: 0,
                 index: 7,
                 rng: 1,
                 n_examples: 10,
                 fingerprint: 2,
-            },
-            best_eval_loss: None,
-            evals_without_improvement: 0,
-            tokens_seen: 0,
-            supervised_seen: 0,
-            elapsed_secs: 0.0,
-            last_loss: None,
+            })
         };
         let run = tempfile::tempdir().unwrap();
         let optim = build_optimizer(&cfg);

@@ -33,7 +33,7 @@ pub use clip::{clip_global_norm, global_norm};
 pub use config::{InitConfig, LoraConfig, TrainConfig};
 pub use error::{Result, TrainError};
 pub use files::read_events;
-pub use optim::{DECAY_PATHS, FusedAdamW, build_optimizer};
+pub use optim::{DECAY_PATHS, FusedAdamW, build_burn_optimizer, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};
 pub use step::{DeviceBatch, Learner, StepResult, loss_for_backward, nll_sum};
 pub use trainer::{

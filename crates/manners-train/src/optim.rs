@@ -2,10 +2,10 @@
 
 use manners_model::burn::module::ParamGroup;
 use manners_model::burn::optim::{
-    AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
+    AdamW, AdamWConfig, AdamWState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use manners_model::burn::prelude::*;
-use manners_model::fused::{AdamWHyper, adamw_update};
+use manners_model::fused::{AdamWHyper, adamw_fusable};
 
 use crate::config::TrainConfig;
 
@@ -16,34 +16,69 @@ pub const DECAY_PATHS: &str = r"\.(c_attn|c_proj|c_fc)\.weight$";
 /// AdamW: betas/eps from the config (PyTorch defaults 0.9/0.999/1e-8, unlike Burn's 1e-5 eps and
 /// 1e-4 decay), decoupled decay on [`DECAY_PATHS`] only.
 pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    let base = FusedAdamW {
-        beta_1: cfg.beta1 as f32,
-        beta_2: cfg.beta2 as f32,
-        epsilon: cfg.eps as f32,
-        weight_decay: 0.0,
-    };
-    let optim = ModuleOptimizer::from(base.clone());
+    grouped(cfg, |wd| {
+        FusedAdamW::new(
+            cfg.beta1 as f32,
+            cfg.beta2 as f32,
+            cfg.eps as f32,
+            wd as f32,
+        )
+    })
+}
+
+/// The same optimiser with Burn's own `AdamW` for every update: the baseline [`FusedAdamW`] is
+/// measured and tested against.
+pub fn build_burn_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    grouped(cfg, |wd| {
+        FusedAdamW::new(
+            cfg.beta1 as f32,
+            cfg.beta2 as f32,
+            cfg.eps as f32,
+            wd as f32,
+        )
+        .burn
+    })
+}
+
+/// No decay by default; `cfg.weight_decay` on [`DECAY_PATHS`].
+fn grouped<O: Optimizer>(cfg: &TrainConfig, optim: impl Fn(f64) -> O) -> ModuleOptimizer {
+    let all = ModuleOptimizer::from(optim(0.0));
     if cfg.weight_decay > 0.0 {
         let group = ParamGroup::from_regex(DECAY_PATHS).expect("static regex is valid");
-        let decayed = FusedAdamW {
-            weight_decay: cfg.weight_decay as f32,
-            ..base
-        };
-        optim.with_group(group, decayed, None)
+        all.with_group(group, optim(cfg.weight_decay), None)
     } else {
-        optim
+        all
     }
 }
 
-/// Burn's AdamW (decoupled weight decay, no AMSGrad) with the update of each parameter done by
-/// [`adamw_update`]: one pass over memory on `flex` instead of a dozen tensor operations. Its
-/// per-parameter state is Burn's own [`AdamWState`], so checkpoints are the same either way.
-#[derive(Clone, Debug, PartialEq)]
+/// Burn's AdamW (decoupled weight decay, no AMSGrad) with each update done in one pass over
+/// memory by [`manners_model::fused::adamw_update`] where it applies (`flex`, `f32`), and by
+/// Burn's `AdamW` itself elsewhere. The per-parameter state is Burn's [`AdamWState`], so
+/// checkpoints are the same either way.
+#[derive(Clone)]
 pub struct FusedAdamW {
-    pub beta_1: f32,
-    pub beta_2: f32,
-    pub epsilon: f32,
-    pub weight_decay: f32,
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    hyper: AdamWHyper,
+    burn: AdamW,
+}
+
+impl FusedAdamW {
+    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        let burn = AdamWConfig::new()
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
+            .with_weight_decay(weight_decay)
+            .build();
+        let hyper = AdamWHyper {
+            lr: 0.0, // set per step
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        };
+        Self { hyper, burn }
+    }
 }
 
 impl Optimizer for FusedAdamW {
@@ -56,32 +91,36 @@ impl Optimizer for FusedAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let (moments, time) = match state {
-            Some(s) => (
-                Some((s.momentum.moment_1, s.momentum.moment_2)),
-                s.momentum.time + 1,
-            ),
-            None => (None, 1),
-        };
-        let hyper = AdamWHyper {
-            lr,
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
-            weight_decay: self.weight_decay,
-        };
-        let (tensor, moment_1, moment_2) = adamw_update(tensor, grad, moments, time, &hyper);
-        let momentum = AdaptiveMomentumState {
-            time,
-            moment_1,
-            moment_2,
-            max_moment_2: None,
-        };
-        (tensor, Some(AdamWState { momentum }))
+        let moments = state
+            .as_ref()
+            .map(|s| (&s.momentum.moment_1, &s.momentum.moment_2));
+        let fusable = adamw_fusable(&tensor, &grad, moments);
+        #[cfg(feature = "flex")]
+        if fusable {
+            use manners_model::fused::adamw_update;
+            let (moments, time) = match state {
+                Some(s) => (
+                    Some((s.momentum.moment_1, s.momentum.moment_2)),
+                    s.momentum.time + 1,
+                ),
+                None => (None, 1),
+            };
+            let hyper = AdamWHyper { lr, ..self.hyper };
+            let (tensor, moment_1, moment_2) = adamw_update(tensor, grad, moments, time, &hyper);
+            let momentum = manners_model::burn::optim::AdaptiveMomentumState {
+                time,
+                moment_1,
+                moment_2,
+                max_moment_2: None,
+            };
+            return (tensor, Some(AdamWState { momentum }));
+        }
+        #[cfg(not(feature = "flex"))]
+        debug_assert!(!fusable, "the one-pass update needs flex");
+        self.burn.step(lr, tensor, grad, state)
     }
 
-    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.momentum = state.momentum.to_device(device);
-        state
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdamW::to_device(state, device)
     }
 }

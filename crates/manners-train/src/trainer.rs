@@ -286,17 +286,7 @@ impl Run {
             ),
         };
         let mut model = model;
-        let mut state = CheckpointState {
-            version: 1,
-            step: 0,
-            loader: loader.state(),
-            best_eval_loss: None,
-            evals_without_improvement: 0,
-            tokens_seen: 0,
-            supervised_seen: 0,
-            elapsed_secs: 0.0,
-            last_loss: None,
-        };
+        let mut state = CheckpointState::new(loader.state());
         if resume_dir.is_some() {
             let (_, dir) = checkpoint::latest(&run_dir).ok_or_else(|| TrainError::Checkpoint {
                 path: checkpoint::checkpoints_dir(&run_dir),

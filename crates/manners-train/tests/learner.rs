@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use manners_data::{BatchConfig, Encoded, HostBatch, batches};
-use manners_model::burn::module::{Module, ModuleVisitor, Param, ParamGroup};
-use manners_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use manners_model::burn::module::{Module, ModuleVisitor, Param};
+use manners_model::burn::optim::GradientsParams;
 use manners_model::burn::prelude::*;
 use manners_model::{BackendKind, Gpt, load_model_dir, select_device};
-use manners_train::{DECAY_PATHS, Learner, TrainConfig, build_optimizer};
+use manners_train::{Learner, TrainConfig, build_burn_optimizer, build_optimizer};
 
 fn fixture_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
@@ -287,18 +287,6 @@ fn values(model: &Gpt) -> Vec<f32> {
     v.0
 }
 
-/// Burn's own AdamW, grouped as `build_optimizer` groups it: the reference for ours.
-fn burns_adamw(wd: f64) -> ModuleOptimizer {
-    let base = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.0);
-    let group = ParamGroup::from_regex(DECAY_PATHS).unwrap();
-    let decayed = base.clone().with_weight_decay(wd as f32).build();
-    base.init().with_group(group, decayed, None)
-}
-
 #[test]
 fn fused_adamw_matches_burns_adamw_and_resumes_from_its_state() {
     let batch = split(8, true);
@@ -307,12 +295,12 @@ fn fused_adamw_matches_burns_adamw_and_resumes_from_its_state() {
         weight_decay: wd,
         ..Default::default()
     };
-    // flex takes the fused one-pass update; ndarray the tensor-operation fallback.
+    // flex takes the fused one-pass update; ndarray falls back to Burn's AdamW itself.
     for kind in [BackendKind::Flex, BackendKind::Ndarray] {
         let dev = select_device(kind).unwrap().device.autodiff();
         let fresh = || load_model_dir(&fixture_model(), &dev).unwrap().model;
         let mut ours = Learner::new(fresh(), build_optimizer(&cfg), clip, dev.clone());
-        let mut burns = Learner::new(fresh(), burns_adamw(wd), clip, dev.clone());
+        let mut burns = Learner::new(fresh(), build_burn_optimizer(&cfg), clip, dev.clone());
         let start = values(ours.model());
         let mut resumed = None;
         for step in 0..3 {

@@ -128,11 +128,31 @@ pub struct AdamWHyper {
     pub weight_decay: f32,
 }
 
-/// One AdamW update of one parameter: returns the new value and the new first and second
-/// moments. `moments` is `None` before the first update; `time` counts updates, 1 for the first.
-/// Computes exactly what `burn::optim::AdamW` does, in one pass over memory on `flex` (Burn's
-/// version is about a dozen tensor operations, each a pass), in place where the buffers are not
-/// shared.
+/// Whether [`adamw_update`] applies to these tensors: `flex`, `f32`, one shape, fusion on.
+/// Elsewhere callers use Burn's `AdamW`, which computes the same update.
+pub fn adamw_fusable<const D: usize>(
+    param: &Tensor<D>,
+    grad: &Tensor<D>,
+    moments: Option<(&Tensor<D>, &Tensor<D>)>,
+) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        let same = |x: &Tensor<D>| x.dtype() == DType::F32 && x.dims() == param.dims();
+        fusable(param) && same(grad) && moments.is_none_or(|(m, v)| same(m) && same(v))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (param, grad, moments);
+        false
+    }
+}
+
+/// One AdamW update of one parameter, where [`adamw_fusable`] holds: returns the new value and
+/// the new first and second moments. `moments` is `None` before the first update; `time` counts
+/// updates, 1 for the first. Computes what `burn::optim::AdamW` does, with its order of
+/// operations, in one pass over memory (Burn's version is about a dozen tensor operations, each a
+/// pass), in place where the buffers are not shared.
+#[cfg(feature = "flex")]
 pub fn adamw_update<const D: usize>(
     param: Tensor<D>,
     grad: Tensor<D>,
@@ -140,56 +160,30 @@ pub fn adamw_update<const D: usize>(
     time: usize,
     h: &AdamWHyper,
 ) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    use self::flex::FusedOptimOps;
     let t = i32::try_from(time).unwrap_or(i32::MAX);
-    let decay_rate = h.lr * f64::from(h.weight_decay);
-    #[cfg(feature = "flex")]
-    {
-        let same = |x: &Tensor<D>| x.dtype() == DType::F32 && x.dims() == param.dims();
-        let moments_ok = moments.as_ref().is_none_or(|(m, v)| same(m) && same(v));
-        if fusable(&param) && same(&grad) && moments_ok {
-            use self::flex::FusedOptimOps;
-            let (m, v) = moments.unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
-            let scalars = kernels::AdamWScalars {
-                beta_1: h.beta_1,
-                beta_2: h.beta_2,
-                correction_1: 1.0 - h.beta_1.powi(t),
-                correction_2: 1.0 - h.beta_2.powi(t),
-                epsilon: h.epsilon,
-                lr: h.lr as f32,
-                keep: (1.0 - decay_rate) as f32,
-            };
-            let (p, m, v) = <burn::backend::Dispatch as FusedOptimOps>::fused_adamw(
-                param.into_dispatch(),
-                grad.into_dispatch(),
-                m.into_dispatch(),
-                v.into_dispatch(),
-                scalars,
-            );
-            return (
-                Tensor::from_dispatch(p),
-                Tensor::from_dispatch(m),
-                Tensor::from_dispatch(v),
-            );
-        }
-    }
-    // Burn's AdamW, operation for operation.
-    let (f1, f2) = (1.0 - h.beta_1, 1.0 - h.beta_2);
-    let (m, v) = match moments {
-        Some((m, v)) => (
-            m.mul_scalar(h.beta_1).add(grad.clone().mul_scalar(f1)),
-            v.mul_scalar(h.beta_2).add(grad.square().mul_scalar(f2)),
-        ),
-        None => (grad.clone().mul_scalar(f1), grad.square().mul_scalar(f2)),
+    let (m, v) = moments.unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
+    let scalars = kernels::AdamWScalars {
+        beta_1: h.beta_1,
+        beta_2: h.beta_2,
+        correction_1: 1.0 - h.beta_1.powi(t),
+        correction_2: 1.0 - h.beta_2.powi(t),
+        epsilon: h.epsilon,
+        lr: h.lr as f32,
+        keep: (1.0 - h.lr * f64::from(h.weight_decay)) as f32,
     };
-    let m_hat = m.clone().div_scalar(1.0 - h.beta_1.powi(t));
-    let v_hat = v.clone().div_scalar(1.0 - h.beta_2.powi(t));
-    let delta = m_hat.div(v_hat.sqrt().add_scalar(h.epsilon));
-    let decayed = if decay_rate == 0.0 {
-        param
-    } else {
-        param.mul_scalar(1.0 - decay_rate)
-    };
-    (decayed - delta.mul_scalar(h.lr), m, v)
+    let (p, m, v) = <burn::backend::Dispatch as FusedOptimOps>::fused_adamw(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        scalars,
+    );
+    (
+        Tensor::from_dispatch(p),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }
 
 #[cfg(all(test, feature = "flex"))]
