@@ -6,13 +6,13 @@
 //! ```
 
 use manners::data::{
-    BatchConfig, ChatTemplate, Conversation, Highlight, LengthPolicy, Loader, MaskMode, Message,
-    debug_render, encode_dataset,
+    BatchConfig, Conversation, Highlight, LengthPolicy, Loader, MaskMode, Message, debug_render,
+    encode_dataset,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tok = manners::Tokenizer::from_dir(std::path::Path::new("assets/gpt2-tokenizer"))?;
-    let template = ChatTemplate::builtin("chatml", &manners::train::specials_of(&tok))?;
+    let template = manners::chat_template(&tok, None, Some("chatml"))?;
     let needed = template.required_special_tokens();
     tok.add_special_tokens(&needed.iter().map(String::as_str).collect::<Vec<_>>());
 

@@ -20,13 +20,25 @@ import time
 SHAPES = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab=8192, batch=16, seq=256),
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768, vocab=50257, batch=4, seq=256),
+    # SmolLM2-135M's shape: Llama family, 9 heads over 3 key/value heads, SwiGLU, tied head.
+    "smollm2-135m": dict(llama=True, n_layer=30, n_head=9, n_kv_head=3, n_embd=576, n_inner=1536,
+                         vocab=49152, batch=4, seq=256),
 }
 
 
 def model_for(shape):
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if shape.get("llama"):
+        cfg = LlamaConfig(
+            vocab_size=shape["vocab"], hidden_size=shape["n_embd"], intermediate_size=shape["n_inner"],
+            num_hidden_layers=shape["n_layer"], num_attention_heads=shape["n_head"],
+            num_key_value_heads=shape["n_kv_head"], max_position_embeddings=8192,
+            rope_theta=100000.0, tie_word_embeddings=True, attn_implementation="sdpa",
+        )
+        torch.manual_seed(0)
+        return LlamaForCausalLM(cfg)
     cfg = GPT2Config(
         vocab_size=shape["vocab"], n_positions=1024, n_embd=shape["n_embd"], n_layer=shape["n_layer"],
         n_head=shape["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -153,8 +165,8 @@ if __name__ == "__main__":
     ap.add_argument("--supervised", type=float, default=0.35)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--only", default="tiny,gpt2-small,generate",
-                    help="comma-separated: tiny, gpt2-small, generate")
+    ap.add_argument("--only", default="tiny,gpt2-small,smollm2-135m,generate",
+                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate")
     a = ap.parse_args()
     only = a.only.split(",")
     import torch, transformers

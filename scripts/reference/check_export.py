@@ -4,7 +4,8 @@
     python3 scripts/reference/check_export.py --merged DIR [--adapter DIR --base DIR] \
         [--manners target/release/manners] [--out docs/export-check.json]
 
-1. transformers loads the merged folder as a GPT-2 (AutoModelForCausalLM, AutoTokenizer).
+1. transformers loads the merged folder (AutoModelForCausalLM, AutoTokenizer): GPT-2, Llama,
+   Qwen2 or Qwen3.
 2. The tokenizer's chat_template (the Jinja template manners wrote) renders a conversation,
    as a training text and as a generation prompt; the ids must equal manners' own render.
 3. The logits of the last positions must equal `manners logits` within 1e-4.
@@ -93,13 +94,16 @@ def main():
         cfg = json.load(open(os.path.join(a.adapter, "adapter_config.json")))
         rows_path = os.path.join(a.adapter, "added_token_rows.safetensors")
         if os.path.exists(rows_path):
-            (key, rows), = load_file(rows_path).items()
-            start = int(key.rsplit("_", 1)[1])
-            need = start + rows.shape[0]
-            if base.get_input_embeddings().weight.shape[0] < need:
-                base.resize_token_embeddings(need)
-            with torch.no_grad():
-                base.get_input_embeddings().weight[start:need] = rows
+            # token_embedding.rows_from_N (wte.rows_from_N in older adapters) and, for an untied
+            # head, lm_head.rows_from_N: the rows of the tokens added for the chat template.
+            for key, rows in sorted(load_file(rows_path).items(), key=lambda kv: kv[0].startswith("lm_head")):
+                start = int(key.rsplit("_", 1)[1])
+                need = start + rows.shape[0]
+                if base.get_input_embeddings().weight.shape[0] < need:
+                    base.resize_token_embeddings(need)
+                target = base.get_output_embeddings() if key.startswith("lm_head") else base.get_input_embeddings()
+                with torch.no_grad():
+                    target.weight[start:need] = rows
         peft_model = PeftModel.from_pretrained(base, a.adapter).eval()
         ids = torch.tensor([manners_logits(a.manners, a.merged, CONVERSATIONS[0], True)["ids"]])
         with torch.no_grad():

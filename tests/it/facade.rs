@@ -33,7 +33,7 @@ fn train_from_code_then_generate() {
         max_len: 64,
         out_dir: tmp.path().to_path_buf(),
         name: Some("embed".into()),
-        backend: "flex".into(),
+        backend: BackendKind::Flex,
         ..TrainConfig::default()
     };
     let device = select_device(BackendKind::Flex).unwrap();
@@ -112,7 +112,7 @@ fn pretrain_from_scratch_learns_raw_text() {
         max_steps: Some(120),
         out_dir: tmp.path().to_path_buf(),
         name: Some("pt".into()),
-        backend: "flex".into(),
+        backend: BackendKind::Flex,
         ..TrainConfig::default()
     };
     let mut evals = Vec::new();

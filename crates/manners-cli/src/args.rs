@@ -32,7 +32,7 @@ pub enum Command {
     Eval(EvalArgs),
     /// Base vs tuned model side by side on the same questions and metrics.
     Compare(CompareArgs),
-    /// Export a run's model as a Hugging Face GPT-2 folder (or LoRA adapters in PEFT layout).
+    /// Export a run's model as a Hugging Face folder (or LoRA adapters in PEFT layout).
     Export(ExportArgs),
     /// Print a prompt's token ids and last-position logits as JSON (parity checks).
     Logits(LogitsArgs),
@@ -102,7 +102,7 @@ pub struct ExportArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// For LoRA runs: fold the adapters into the weights (a plain GPT-2 folder). Without it a
+    /// For LoRA runs: fold the adapters into the weights (a plain model folder). Without it a
     /// LoRA run exports its adapters in PEFT layout.
     #[arg(long)]
     pub merge: bool,
@@ -223,9 +223,9 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 3)]
         n: usize,
         #[arg(long, default_value = "auto")]
-        format: String,
+        format: manners::data::Format,
         #[arg(long, default_value = "assistant")]
-        mask: String,
+        mask: manners::data::MaskMode,
         #[arg(long)]
         max_len: Option<usize>,
     },
@@ -240,9 +240,9 @@ pub enum DataCommand {
         #[arg(long)]
         heldout: Vec<PathBuf>,
         #[arg(long, default_value = "auto")]
-        format: String,
+        format: manners::data::Format,
         #[arg(long, default_value = "assistant")]
-        mask: String,
+        mask: manners::data::MaskMode,
         #[arg(long)]
         max_len: Option<usize>,
     },
@@ -327,7 +327,7 @@ impl SamplingArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model folder (Hugging Face GPT-2 layout, or one written by manners).
+    /// Model folder (Hugging Face layout of any model type manners loads, or one it wrote).
     #[arg(long)]
     pub model: PathBuf,
     /// The prompt text.
@@ -352,7 +352,8 @@ pub struct TrainArgs {
     /// Continue the run in this folder from its newest checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     pub resume: Option<PathBuf>,
-    /// Base model folder (Hugging Face GPT-2 layout, or a manners final/ folder).
+    /// Base model folder: Hugging Face layout (gpt2, llama, mistral, qwen2, qwen3), or a
+    /// manners final/ folder.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Training data (JSONL/JSON, .gz allowed); repeatable.
@@ -363,13 +364,13 @@ pub struct TrainArgs {
     pub eval_data: Vec<PathBuf>,
     /// Dataset format: auto, messages, alpaca, sharegpt, prompt-completion, plain.
     #[arg(long)]
-    pub format: Option<String>,
+    pub format: Option<manners::data::Format>,
     /// Chat template: chatml, plain, llama2, a Jinja file, or a tokenizer_config.json.
     #[arg(long)]
     pub template: Option<String>,
     /// Supervised tokens: assistant (every assistant turn), last, all.
     #[arg(long)]
-    pub mask: Option<String>,
+    pub mask: Option<manners::data::MaskMode>,
     /// Pack several conversations per row (default on).
     #[arg(long, overrides_with = "no_pack")]
     pub pack: bool,
@@ -393,7 +394,7 @@ pub struct TrainArgs {
     pub warmup: Option<u64>,
     /// Learning-rate schedule after warmup: cosine, linear, constant.
     #[arg(long)]
-    pub schedule: Option<String>,
+    pub schedule: Option<manners::train::ScheduleKind>,
     /// Passes over the data.
     #[arg(long, conflicts_with = "max_steps")]
     pub epochs: Option<f64>,
@@ -447,7 +448,8 @@ pub struct TrainArgs {
     /// LoRA scale numerator (the update is alpha / rank * A @ B; default 2 x rank).
     #[arg(long, requires = "lora_rank")]
     pub lora_alpha: Option<f64>,
-    /// LoRA target projections, comma-separated: c_attn, c_proj, c_fc.
+    /// LoRA target projections, comma-separated (GPT-2: c_attn, c_proj, c_fc; Llama family:
+    /// q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj). Default: all of them.
     #[arg(long, requires = "lora_rank", value_delimiter = ',')]
     pub lora_targets: Vec<String>,
     /// Plain log lines instead of the dashboard (automatic without a terminal).

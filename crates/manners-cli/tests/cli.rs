@@ -304,7 +304,7 @@ fn the_committed_default_set_is_what_build_default_writes() {
             .arg(dir.path()),
     );
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/sft");
-    for f in manners::data::DEFAULT_SET_FILES {
+    for f in manners_assets::DEFAULT_SET_FILES {
         let a = std::fs::read(shipped.join(f)).unwrap();
         let b = std::fs::read(dir.path().join(f)).unwrap();
         assert!(
@@ -312,4 +312,75 @@ fn the_committed_default_set_is_what_build_default_writes() {
             "assets/sft/{f} differs from a fresh `manners data build-default`"
         );
     }
+}
+
+#[test]
+fn a_llama_folder_trains_with_its_own_template_then_chats_and_exports() {
+    // No --template: the folder's chat_template.jinja (a Llama-3-style template) is used for
+    // training and saved with the model; LoRA on every projection; the export is a Llama
+    // folder that reloads with the same logits.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let llama = fixture().with_file_name("tiny-llama");
+    run_ok(
+        bin()
+            .args(["train", "--no-tui", "--max-len", "48", "--batch-size", "4"])
+            .args(["--max-steps", "6", "--lora-rank", "4", "--name", "l"])
+            .arg("--model")
+            .arg(&llama)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(tmp.path()),
+    );
+    let run = tmp.path().join("l");
+    let final_dir = run.join("final");
+    let cfg = std::fs::read_to_string(final_dir.join("config.json")).unwrap();
+    assert!(cfg.contains("\"model_type\": \"llama\""), "{cfg}");
+    let template = std::fs::read_to_string(final_dir.join("chat_template.jinja")).unwrap();
+    assert!(template.contains("<|start_header_id|>"), "{template}");
+    let adapter = std::fs::read_to_string(run.join("adapter/adapter_config.json")).unwrap();
+    assert!(adapter.contains("down_proj") && adapter.contains("\"fan_in_fan_out\": false"));
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("llama 2L/32d/4h (2 kv)"), "{report}");
+
+    let mut child = bin()
+        .args(["chat", "--max-new-tokens", "4", "--model"])
+        .arg(&final_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Count to 3.\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let merged = tmp.path().join("merged");
+    run_ok(
+        bin()
+            .args(["export", "--merge", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&merged),
+    );
+    let logits = |dir: &Path| -> serde_json::Value {
+        let out = run_ok(
+            bin()
+                .args(["logits", "--prompt", "Count to 3.", "--model"])
+                .arg(dir),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(logits(&final_dir), logits(&merged));
 }

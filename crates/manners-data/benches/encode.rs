@@ -173,9 +173,8 @@ fn dataset() -> Vec<Conversation> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    manners_events::stats::median(v).unwrap_or(f64::NAN)
 }
 
 fn main() {

@@ -117,6 +117,15 @@ impl Conversation {
     }
 }
 
+/// The content of the last user message (the question a prompt asks), if any.
+pub fn last_user(messages: &[Message]) -> Option<&str> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+}
+
 /// Role order for a list of messages. With `complete`, the list must also end with an
 /// assistant turn and every assistant turn must have content; without it (an inference
 /// prompt), the list must end with a user turn.

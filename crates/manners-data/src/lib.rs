@@ -39,32 +39,30 @@
 //! - Templates: see [`ChatTemplate`] and the table in its module docs for the exact frames,
 //!   which tokens are supervised, and the tokenization rules.
 //! - Errors: one [`DataError`]; variants from records name file, line and field.
+//!
+//! The data the project ships (knowledge tables, pretraining corpus, the default instruction
+//! set) is made by the `manners-assets` crate, not here: this crate is "file -> batch" for any
+//! dataset.
 
 mod batch;
 mod conversation;
-pub mod corpus;
-pub mod default_set;
 mod encode;
 mod error;
 mod inspect;
-pub mod knowledge;
-mod noise;
+mod jsonl;
+mod mix;
 mod quality;
 mod read;
+mod reference;
 mod rng;
 mod template;
+mod time;
 
 pub use batch::{
     BatchConfig, HostBatch, Loader, LoaderState, batches, best_fit_decreasing, pack_stream,
     split_heldout,
 };
-pub use conversation::{Conversation, Message, Origin, Role};
-pub use corpus::{Corpus, CorpusConfig, build_corpus, load_books};
-pub use default_set::{
-    DEFAULT_SET_FILES, DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact,
-    MAX_CONVERSATION_CHARS, SHORT_ANSWER_KINDS, build_default_set, load_identity,
-    write_default_set,
-};
+pub use conversation::{Conversation, Message, Origin, Role, last_user};
 pub use encode::{
     EncodeReport, LengthPolicy, encode_dataset, encode_text, encode_texts, split_long,
 };
@@ -73,18 +71,23 @@ pub use inspect::{
     Finding, Highlight, InspectOptions, InspectReport, LINT_CHECKS, LintOptions, LintReport,
     Severity, debug_render, inspect, length_histogram, lint,
 };
-pub use knowledge::Knowledge;
-pub use noise::{Corruption, MixReport, corrupt_dataset, corrupt_text, mix_texts};
+pub use jsonl::{conversation_json, write_conversations, write_json_lines, write_texts};
+pub use mix::{MixReport, mix_texts};
 pub use quality::{
     FilterReport, QualityFilter, QualityScores, dedup, dedup_key, filter_quality, normalize_text,
     quality_scores,
 };
 pub use read::{
-    BadRecordPolicy, Format, ReadReport, Rejection, parse_conversation, read_conversations,
-    read_texts,
+    BadRecordPolicy, Format, ReadReport, Rejection, parse_conversation, read_bytes,
+    read_conversations, read_texts,
 };
-pub use rng::SplitMix64;
-pub use template::{ChatTemplate, Encoded, MaskMode, SpecialTokens, TemplateSpec};
+pub use reference::{Reference, contains_word};
+pub use rng::{SplitMix64, mix};
+pub use template::{
+    ChatTemplate, Encoded, MaskMode, SpecialTokens, TEMPLATE_FILE, TemplateSpec, choose_template,
+    saved_template,
+};
+pub use time::{format_utc, now_secs};
 
 #[cfg(test)]
 mod tests {

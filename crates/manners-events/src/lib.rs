@@ -15,6 +15,13 @@
 //! assert!(control.should_stop());
 //! ```
 
+#[cfg(feature = "serde")]
+mod log;
+pub mod stats;
+
+#[cfg(feature = "serde")]
+pub use log::{METRICS_FILE, event_line, read_events};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use crate::gpt::LayerKv;
+use crate::attention::LayerKv;
 
 /// Keys and values of every layer for the tokens seen so far, so a decode step only computes
 /// its new token. Rows may be left-padded (batched generation of prompts of different lengths):

@@ -8,16 +8,19 @@ use burn::prelude::*;
 use crate::error::{ModelError, Result};
 
 /// The backend a run uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// A hardware GPU through wgpu when one exists, else `flex`.
     #[default]
     Auto,
     /// Pure-Rust CPU backend (SIMD + threads): the default on CPU.
+    #[serde(alias = "cpu")]
     Flex,
     /// The ndarray CPU backend (deprecated upstream; kept for users who ask for it).
     Ndarray,
     /// wgpu: Vulkan, Metal, DX12 (any GPU vendor), or a software Vulkan driver.
+    #[serde(alias = "gpu")]
     Wgpu,
 }
 

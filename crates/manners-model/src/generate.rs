@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
-use crate::gpt::Gpt;
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
 /// How the next token is picked.
@@ -39,6 +39,33 @@ pub struct GenerationConfig {
     pub stop_token_ids: Vec<u32>,
     /// Generation stops when the text contains one of these (cut from the output).
     pub stop_strings: Vec<String>,
+}
+
+impl GenerationConfig {
+    /// Greedy decoding of up to `max_new_tokens` for a model of `ctx` positions (capped so at
+    /// least one prompt token fits), stopping at any of `stop_token_ids` or `stop_strings`.
+    pub fn stopping_at(
+        max_new_tokens: usize,
+        ctx: usize,
+        mut stop_token_ids: Vec<u32>,
+        stop_strings: Vec<String>,
+    ) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        stop_token_ids.retain(|id| seen.insert(*id));
+        GenerationConfig {
+            max_new_tokens: max_new_tokens.min(ctx.saturating_sub(1)).max(1),
+            stop_token_ids,
+            stop_strings,
+            ..Default::default()
+        }
+    }
+
+    /// The most recent part of `prompt` that leaves room for this config's new tokens in a
+    /// context of `ctx` positions (the whole prompt when it fits).
+    pub fn fit<'a>(&self, prompt: &'a [u32], ctx: usize) -> &'a [u32] {
+        let keep = ctx.saturating_sub(self.max_new_tokens).max(1);
+        &prompt[prompt.len().saturating_sub(keep)..]
+    }
 }
 
 impl Default for GenerationConfig {
@@ -226,7 +253,7 @@ impl RowState {
 /// Generates from one prompt, calling `on_text` with each piece of new text as it becomes final
 /// (for streaming; pass `|_| {}` to ignore).
 pub fn generate(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     prompt: &[u32],
     cfg: &GenerationConfig,
@@ -241,7 +268,7 @@ pub fn generate(
 /// a time for evaluation. Results are in prompt order; with greedy decoding each equals what
 /// [`generate`] gives for that prompt alone.
 pub fn generate_batch(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
@@ -250,7 +277,7 @@ pub fn generate_batch(
 }
 
 fn generate_batch_inner(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
@@ -277,7 +304,7 @@ fn generate_batch_inner(
             max: model.n_positions(),
         });
     }
-    let device = model.wte.weight.val().device();
+    let device = model.device();
     let b = prompts.len();
     let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
     let pad_id = i64::from(prompts[0][0]);
@@ -338,8 +365,8 @@ fn generate_batch_inner(
 
 /// Reference decoding without a cache: re-runs the whole sequence for every new token. Slow;
 /// kept to test that the cached path gives the same tokens.
-pub fn generate_greedy_uncached(model: &Gpt, prompt: &[u32], max_new_tokens: usize) -> Vec<u32> {
-    let device = model.wte.weight.val().device();
+pub fn generate_greedy_uncached(model: &Model, prompt: &[u32], max_new_tokens: usize) -> Vec<u32> {
+    let device = model.device();
     let mut seq: Vec<i64> = prompt.iter().map(|&x| i64::from(x)).collect();
     let mut out = Vec::new();
     for _ in 0..max_new_tokens {
@@ -364,6 +391,18 @@ pub fn generate_greedy_uncached(model: &Gpt, prompt: &[u32], max_new_tokens: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_and_prompts_fit_the_context() {
+        let c = GenerationConfig::stopping_at(48, 64, vec![3, 5, 3], vec![]);
+        assert_eq!(c.max_new_tokens, 48);
+        assert_eq!(c.stop_token_ids, vec![3, 5]);
+        let p: Vec<u32> = (0..30).collect();
+        assert_eq!(c.fit(&p, 64), &p[14..], "16 prompt tokens + 48 new = 64");
+        assert_eq!(c.fit(&p[..10], 64), &p[..10]);
+        let tiny = GenerationConfig::stopping_at(48, 8, vec![], vec![]);
+        assert_eq!((tiny.max_new_tokens, tiny.fit(&p, 8).len()), (7, 1));
+    }
 
     #[test]
     fn greedy_is_argmax() {

@@ -1,6 +1,8 @@
-//! Weights and model folders: Hugging Face GPT-2 `model.safetensors` in and out, atomic writes.
+//! Weights and model folders: Hugging Face `model.safetensors` (one file, or shards with
+//! `model.safetensors.index.json`) in and out for every family, in the dtype the model came in;
+//! atomic writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,65 +13,59 @@ use burn::tensor::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{Value, json};
 
-use crate::config::GptConfig;
 use crate::error::{ModelError, Result};
-use crate::gpt::Gpt;
+use crate::model::{Model, ModelConfig, Slot};
 use crate::tokenizer::Tokenizer;
 
-/// A parameter of the model under its Hugging Face name.
-enum Slot<'a> {
-    Vector(&'a mut Param<Tensor<1>>),
-    Matrix(&'a mut Param<Tensor<2>>),
+/// The floating-point type of a weights file. Compute is always f32; this is what is read and
+/// written back, so a bf16 model stays bf16 (and half the size of f32) on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightsDtype {
+    #[default]
+    F32,
+    F16,
+    Bf16,
 }
 
-impl Slot<'_> {
-    fn shape(&self) -> Vec<usize> {
+impl WeightsDtype {
+    /// The name transformers uses (`float32`, `float16`, `bfloat16`).
+    pub fn torch_name(self) -> &'static str {
         match self {
-            Slot::Vector(p) => p.val().dims().to_vec(),
-            Slot::Matrix(p) => p.val().dims().to_vec(),
+            WeightsDtype::F32 => "float32",
+            WeightsDtype::F16 => "float16",
+            WeightsDtype::Bf16 => "bfloat16",
+        }
+    }
+
+    fn safetensors(self) -> Dtype {
+        match self {
+            WeightsDtype::F32 => Dtype::F32,
+            WeightsDtype::F16 => Dtype::F16,
+            WeightsDtype::Bf16 => Dtype::BF16,
+        }
+    }
+
+    fn bytes_of(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            WeightsDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            WeightsDtype::F16 => values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+                .collect(),
+            WeightsDtype::Bf16 => values
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_bits().to_le_bytes())
+                .collect(),
         }
     }
 }
 
-/// Every parameter with its Hugging Face key (no `transformer.` prefix).
-fn slots(model: &mut Gpt) -> Vec<(String, Slot<'_>)> {
-    fn linear<'a>(out: &mut Vec<(String, Slot<'a>)>, name: &str, l: &'a mut burn::nn::Linear) {
-        out.push((format!("{name}.weight"), Slot::Matrix(&mut l.weight)));
-        if let Some(b) = l.bias.as_mut() {
-            out.push((format!("{name}.bias"), Slot::Vector(b)));
-        }
-    }
-    fn norm<'a>(out: &mut Vec<(String, Slot<'a>)>, name: &str, n: &'a mut burn::nn::LayerNorm) {
-        out.push((format!("{name}.weight"), Slot::Vector(&mut n.gamma)));
-        if let Some(b) = n.beta.as_mut() {
-            out.push((format!("{name}.bias"), Slot::Vector(b)));
-        }
-    }
-    let mut out = Vec::new();
-    out.push((
-        "wte.weight".to_string(),
-        Slot::Matrix(&mut model.wte.weight),
-    ));
-    out.push((
-        "wpe.weight".to_string(),
-        Slot::Matrix(&mut model.wpe.weight),
-    ));
-    for (i, b) in model.h.iter_mut().enumerate() {
-        norm(&mut out, &format!("h.{i}.ln_1"), &mut b.ln_1);
-        linear(&mut out, &format!("h.{i}.attn.c_attn"), &mut b.attn.c_attn);
-        linear(&mut out, &format!("h.{i}.attn.c_proj"), &mut b.attn.c_proj);
-        norm(&mut out, &format!("h.{i}.ln_2"), &mut b.ln_2);
-        linear(&mut out, &format!("h.{i}.mlp.c_fc"), &mut b.mlp.c_fc);
-        linear(&mut out, &format!("h.{i}.mlp.c_proj"), &mut b.mlp.c_proj);
-    }
-    norm(&mut out, "ln_f", &mut model.ln_f);
-    out
-}
-
-/// Keys in HF GPT-2 files that are not parameters of ours (buffers, the tied head).
-fn is_ignored_key(key: &str) -> bool {
-    key == "lm_head.weight" || key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias")
-}
+/// Hugging Face's single-file and sharded weight names.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+/// Shards are cut at this size when writing (transformers 4's default `max_shard_size`).
+pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
 
 fn to_f32(path: &Path, key: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let b = view.data();
@@ -101,117 +97,274 @@ fn to_f32(path: &Path, key: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Loads Hugging Face GPT-2 weights into `model` (whose shapes come from the config). Keys may
-/// carry the `transformer.` prefix; `lm_head.weight` and the attention buffers are ignored.
-/// Every missing key and every shape mismatch is an error naming the key.
-pub fn load_safetensors(mut model: Gpt, path: &Path) -> Result<Gpt> {
-    let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::CorruptWeights {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let names: BTreeMap<String, String> = st
-        .names()
-        .into_iter()
-        .map(|n| {
-            (
-                n.strip_prefix("transformer.").unwrap_or(n).to_string(),
-                n.to_string(),
-            )
-        })
-        .collect();
-    let device = model.wte.weight.val().device();
-    for (key, slot) in slots(&mut model) {
-        let Some(file_key) = names.get(&key) else {
+/// The weight files of a model folder: `model.safetensors`, or the shards its index names.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    if index.is_file() {
+        let v = read_json(&index)?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ModelError::Json {
+                path: index.clone(),
+                field: "weight_map".into(),
+                message: "expected an object of key -> file".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::Json {
+                        path: index.clone(),
+                        field: "weight_map".into(),
+                        message: format!("expected file names, got {f}"),
+                    })
+            })
+            .collect::<Result<_>>()?;
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let hint = if dir.join("pytorch_model.bin").is_file() {
+        " (only pytorch_model.bin is present: convert it to safetensors first)"
+    } else {
+        ""
+    };
+    Err(ModelError::MissingFile {
+        path: single,
+        hint: hint.into(),
+    })
+}
+
+/// Loads Hugging Face weights into `model` (whose shapes come from the config) from
+/// `model.safetensors` or its shards. Keys may carry the family's optional prefix (GPT-2's
+/// `transformer.`); buffers and a tied head's copy are ignored. Every missing key and every
+/// shape mismatch is an error naming the key. Returns the model and the dtype of its weights.
+pub fn load_weights(mut model: Model, dir: &Path) -> Result<(Model, WeightsDtype)> {
+    let files = weight_files(dir)?;
+    let mut blobs = Vec::with_capacity(files.len());
+    for f in &files {
+        blobs.push((f.clone(), fs::read(f).map_err(|e| ModelError::io(f, e))?));
+    }
+    let mut tables = Vec::with_capacity(blobs.len());
+    for (f, bytes) in &blobs {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::CorruptWeights {
+            path: f.clone(),
+            message: e.to_string(),
+        })?;
+        tables.push((f, st));
+    }
+    let prefix = model.optional_key_prefix();
+    // Our key -> (table, key in the file).
+    let mut names: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (i, (_, st)) in tables.iter().enumerate() {
+        for n in st.names() {
+            let ours = prefix.and_then(|p| n.strip_prefix(p)).unwrap_or(n);
+            names.insert(ours.to_string(), (i, n.to_string()));
+        }
+    }
+    let device = model.device();
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let shown = files.first().cloned().unwrap_or_default();
+    for p in model.hf_params() {
+        let Some((t, file_key)) = names.get(&p.key) else {
             return Err(ModelError::MissingKey {
-                path: path.to_path_buf(),
-                key,
-                hint: ", with or without the `transformer.` prefix".into(),
+                path: shown,
+                key: p.key,
+                hint: prefix
+                    .map(|x| format!(", with or without the `{x}` prefix"))
+                    .unwrap_or_default(),
             });
         };
+        let (path, st) = &tables[*t];
         let view = st
             .tensor(file_key)
             .map_err(|e| ModelError::CorruptWeights {
-                path: path.to_path_buf(),
+                path: (*path).clone(),
                 message: format!("{file_key}: {e}"),
             })?;
-        let expected = slot.shape();
-        if view.shape() != expected.as_slice() {
+        let expected = match &p.slot {
+            Slot::Vector(x) => x.val().dims().to_vec(),
+            Slot::Matrix(x) => x.val().dims().to_vec(),
+        };
+        let in_file: Vec<usize> = if p.transpose {
+            expected.iter().rev().copied().collect()
+        } else {
+            expected.clone()
+        };
+        if view.shape() != in_file.as_slice() {
             return Err(ModelError::ShapeMismatch {
-                path: path.to_path_buf(),
+                path: (*path).clone(),
                 key: file_key.clone(),
-                expected,
+                expected: in_file,
                 found: view.shape().to_vec(),
             });
         }
+        *dtypes.entry(format!("{:?}", view.dtype())).or_default() += 1;
         let data = to_f32(path, file_key, &view)?;
-        match slot {
-            Slot::Vector(p) => {
-                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), &device))
+        match p.slot {
+            Slot::Vector(x) => {
+                *x = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), &device))
             }
-            Slot::Matrix(p) => {
-                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), &device))
+            Slot::Matrix(x) => {
+                let t = Tensor::<2>::from_data(TensorData::new(data, in_file), &device);
+                let t = if p.transpose { t.transpose() } else { t };
+                *x = Param::from_tensor(t)
             }
         }
     }
-    Ok(model)
+    let dtype = match dtypes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(d, _)| d.as_str())
+    {
+        Some("BF16") => WeightsDtype::Bf16,
+        Some("F16") => WeightsDtype::F16,
+        _ => WeightsDtype::F32,
+    };
+    Ok((model, dtype))
 }
 
-/// Names of keys in a safetensors file that [`load_safetensors`] does not use (besides the
-/// known buffers): useful to warn about checkpoints of another architecture.
-pub fn unused_keys(model: &mut Gpt, path: &Path) -> Result<Vec<String>> {
-    let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::CorruptWeights {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let ours: Vec<String> = slots(model).into_iter().map(|(k, _)| k).collect();
-    Ok(st
-        .names()
-        .into_iter()
-        .filter(|n| {
-            let k = n.strip_prefix("transformer.").unwrap_or(n);
-            !is_ignored_key(k) && !ours.iter().any(|o| o == k)
-        })
-        .map(str::to_string)
-        .collect())
-}
-
-/// Writes the model as Hugging Face GPT-2 `model.safetensors` (f32, keys without prefix, like
-/// `openai-community/gpt2`), atomically.
-pub fn save_safetensors(model: &Gpt, path: &Path) -> Result<()> {
-    let mut model = model.clone();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (key, slot) in slots(&mut model) {
-        let (shape, data) = match slot {
-            Slot::Vector(p) => (p.val().dims().to_vec(), p.val().into_data()),
-            Slot::Matrix(p) => (p.val().dims().to_vec(), p.val().into_data()),
-        };
-        let values =
-            data.convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| ModelError::Checkpoint {
-                    path: path.to_path_buf(),
-                    message: format!("{key}: {e:?}"),
-                })?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((key, shape, bytes));
+/// Keys in a model folder's weights that [`load_weights`] does not use (besides known buffers):
+/// a sign of a checkpoint of another shape or architecture.
+pub fn unused_keys(model: &mut Model, dir: &Path) -> Result<Vec<String>> {
+    let prefix = model.optional_key_prefix();
+    let ours: Vec<String> = model.hf_params().into_iter().map(|p| p.key).collect();
+    let mut out = Vec::new();
+    for f in weight_files(dir)? {
+        let bytes = fs::read(&f).map_err(|e| ModelError::io(&f, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::CorruptWeights {
+            path: f.clone(),
+            message: e.to_string(),
+        })?;
+        for n in st.names() {
+            let k = prefix.and_then(|p| n.strip_prefix(p)).unwrap_or(n);
+            if !model.is_buffer_key(k) && !ours.iter().any(|o| o == k) {
+                out.push(n.to_string());
+            }
+        }
     }
+    out.sort();
+    Ok(out)
+}
+
+/// A named tensor ready to write: shape and little-endian bytes of `dtype`.
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: WeightsDtype,
+    pub bytes: Vec<u8>,
+}
+
+impl NamedTensor {
+    /// A tensor's values converted to `dtype`.
+    pub fn from_tensor<const D: usize>(
+        name: String,
+        t: Tensor<D>,
+        dtype: WeightsDtype,
+    ) -> Result<Self> {
+        let shape = t.dims().to_vec();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Checkpoint {
+                path: PathBuf::from(&name),
+                message: format!("{e:?}"),
+            })?;
+        Ok(NamedTensor {
+            name,
+            shape,
+            dtype,
+            bytes: dtype.bytes_of(&values),
+        })
+    }
+}
+
+/// Writes tensors as one safetensors file (with `format: pt` metadata, as PyTorch expects),
+/// atomically. The one safetensors writer of the workspace (weights, adapters).
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(k, s, b)| {
+        .map(|t| {
             (
-                k.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data"),
+                t.name.clone(),
+                TensorView::new(t.dtype.safetensors(), t.shape.clone(), &t.bytes)
+                    .expect("shape matches data"),
             )
         })
         .collect();
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::Checkpoint {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     write_atomic(path, &bytes)
+}
+
+/// Writes the model's weights into `dir` under Hugging Face keys, in `dtype`: one
+/// `model.safetensors`, or shards of at most `max_shard_bytes` with
+/// `model.safetensors.index.json` when larger.
+pub fn save_weights(
+    model: &Model,
+    dir: &Path,
+    dtype: WeightsDtype,
+    max_shard_bytes: usize,
+) -> Result<()> {
+    let mut model = model.clone();
+    let mut tensors = Vec::new();
+    for p in model.hf_params() {
+        let t = match p.slot {
+            Slot::Vector(x) => NamedTensor::from_tensor(p.key, x.val(), dtype)?,
+            Slot::Matrix(x) => {
+                let v = x.val();
+                let v = if p.transpose { v.transpose() } else { v };
+                NamedTensor::from_tensor(p.key, v, dtype)?
+            }
+        };
+        tensors.push(t);
+    }
+    let total: usize = tensors.iter().map(|t| t.bytes.len()).sum();
+    if total <= max_shard_bytes {
+        return write_safetensors(&dir.join(WEIGHTS_FILE), &tensors);
+    }
+    let mut shards: Vec<Vec<NamedTensor>> = vec![Vec::new()];
+    let mut size = 0;
+    for t in tensors {
+        if size + t.bytes.len() > max_shard_bytes && !shards.last().is_some_and(Vec::is_empty) {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += t.bytes.len();
+        shards.last_mut().expect("one shard").push(t);
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+        for t in shard {
+            weight_map.insert(t.name.clone(), json!(name));
+        }
+        write_safetensors(&dir.join(&name), shard)?;
+    }
+    let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+    let text = serde_json::to_string_pretty(&index).expect("json");
+    write_atomic(&dir.join(WEIGHTS_INDEX_FILE), text.as_bytes())
+}
+
+/// Reads a JSON file; errors name the file.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Json {
+        path: path.to_path_buf(),
+        field: "<document>".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Generation defaults of a model folder (`generation_config.json`).
@@ -228,23 +381,10 @@ pub struct GenerationDefaults {
 
 impl GenerationDefaults {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            field: "<document>".into(),
-            message: e.to_string(),
-        })?;
-        let eos = match v.get("eos_token_id") {
-            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_u64)
-                .map(|x| x as u32)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let v = read_json(path)?;
+        let f = crate::config::HfFields(&v);
         Ok(GenerationDefaults {
-            eos_token_ids: eos,
+            eos_token_ids: f.token_ids("eos_token_id"),
             do_sample: v.get("do_sample").and_then(Value::as_bool),
             temperature: v
                 .get("temperature")
@@ -259,12 +399,12 @@ impl GenerationDefaults {
         })
     }
 
-    pub fn to_value(&self, config: &GptConfig) -> Value {
+    pub fn to_value(&self, config: &ModelConfig) -> Value {
         let mut v = json!({
             "_from_model_config": true,
-            "bos_token_id": config.bos_token_id,
+            "bos_token_id": config.bos_token_id(),
             "eos_token_id": match self.eos_token_ids.as_slice() {
-                [] => json!(config.eos_token_id),
+                [] => json!(config.eos_token_id()),
                 [one] => json!(one),
                 many => json!(many),
             },
@@ -293,10 +433,12 @@ impl GenerationDefaults {
 #[derive(Debug)]
 pub struct ModelDir {
     pub path: PathBuf,
-    pub config: GptConfig,
-    pub model: Gpt,
+    pub config: ModelConfig,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     pub generation: GenerationDefaults,
+    /// The dtype the weights came in (written back in it).
+    pub dtype: WeightsDtype,
 }
 
 impl ModelDir {
@@ -307,15 +449,16 @@ impl ModelDir {
             return self.generation.eos_token_ids.clone();
         }
         self.config
-            .eos_token_id
+            .eos_token_id()
             .or(self.tokenizer.eos_id())
             .into_iter()
             .collect()
     }
 }
 
-/// Loads a model folder in Hugging Face layout: `config.json`, `model.safetensors`, the
-/// tokenizer (`tokenizer.json` or `vocab.json` + `merges.txt`, `tokenizer_config.json`), and
+/// Loads a model folder in Hugging Face layout: `config.json` (any `model_type` of
+/// [`crate::MODEL_TYPES`]), the weights (one file or shards), the tokenizer (`tokenizer.json`
+/// or `vocab.json` + `merges.txt`, `tokenizer_config.json`, `chat_template.jinja`) and
 /// `generation_config.json` when present.
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
     if !dir.is_dir() {
@@ -324,29 +467,15 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
             hint: " (expected a model folder)".into(),
         });
     }
-    let config = GptConfig::from_hf_file(&dir.join("config.json"))?;
+    let config = ModelConfig::from_hf_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_dir(dir)?;
-    if tokenizer.vocab_size() > config.vocab_size {
+    if tokenizer.vocab_size() > config.vocab_size() {
         return Err(ModelError::VocabMismatch {
             tokenizer: tokenizer.vocab_size(),
-            embedding: config.vocab_size,
+            embedding: config.vocab_size(),
         });
     }
-    let weights = dir.join("model.safetensors");
-    if !weights.is_file() {
-        let hint = if dir.join("model.safetensors.index.json").is_file() {
-            " (sharded checkpoints are not supported; GPT-2 sizes fit one file)"
-        } else if dir.join("pytorch_model.bin").is_file() {
-            " (only pytorch_model.bin is present: convert it to safetensors first)"
-        } else {
-            ""
-        };
-        return Err(ModelError::MissingFile {
-            path: weights,
-            hint: hint.into(),
-        });
-    }
-    let model = load_safetensors(config.init(device), &weights)?;
+    let (model, dtype) = load_weights(config.init(device), dir)?;
     let gen_path = dir.join("generation_config.json");
     let generation = if gen_path.is_file() {
         GenerationDefaults::from_file(&gen_path)?
@@ -359,33 +488,43 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
         model,
         tokenizer,
         generation,
+        dtype,
     })
 }
 
-/// Writes a model folder Hugging Face transformers loads as a GPT-2, atomically (a temporary
-/// folder renamed into place). `extra` files (name, contents) are written beside the others.
+/// Writes a model folder Hugging Face transformers loads, atomically (a temporary folder
+/// renamed into place), weights in `dtype`. `extra` files (name, contents) are written beside
+/// the others.
 pub fn save_model_dir(
     dir: &Path,
-    model: &Gpt,
-    config: &GptConfig,
+    model: &Model,
+    config: &ModelConfig,
     tokenizer: &Tokenizer,
     generation: &GenerationDefaults,
+    dtype: WeightsDtype,
     extra: &[(&str, Vec<u8>)],
 ) -> Result<()> {
     let mut config = config.clone();
-    config.vocab_size = model.vocab_size();
-    if config.eos_token_id.is_none() {
-        config.eos_token_id = tokenizer.eos_id();
-    }
-    if config.bos_token_id.is_none() {
-        config.bos_token_id = tokenizer.bos_id().or(tokenizer.eos_id());
-    }
+    config.set_vocab_size(model.vocab_size());
+    config.fill_token_ids(
+        tokenizer.bos_id().or(tokenizer.eos_id()),
+        tokenizer.eos_id(),
+    );
     write_dir_atomic(dir, |tmp| {
-        config.save_hf_file(&tmp.join("config.json"))?;
-        save_safetensors(model, &tmp.join("model.safetensors"))?;
+        let mut value = config.to_hf_value();
+        if let Some(o) = value.as_object_mut() {
+            // transformers 4 reads `torch_dtype`, 5 `dtype`.
+            o.insert("torch_dtype".into(), json!(dtype.torch_name()));
+            if !matches!(config, ModelConfig::Gpt2(_)) {
+                o.insert("dtype".into(), json!(dtype.torch_name()));
+            }
+        }
+        let text = serde_json::to_string_pretty(&value).expect("json value");
+        write_atomic(&tmp.join("config.json"), text.as_bytes())?;
+        save_weights(model, tmp, dtype, MAX_SHARD_BYTES)?;
         let gen_text = serde_json::to_string_pretty(&generation.to_value(&config)).expect("json");
         write_atomic(&tmp.join("generation_config.json"), gen_text.as_bytes())?;
-        tokenizer.save_dir(tmp, config.n_positions)?;
+        tokenizer.save_dir(tmp, config.max_positions())?;
         for (name, bytes) in extra {
             write_atomic(&tmp.join(name), bytes)?;
         }
@@ -447,4 +586,67 @@ pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
         let _ = fs::remove_dir_all(&old);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LlamaConfig, ModelConfig};
+
+    fn values(m: &mut Model) -> Vec<(String, Vec<f32>)> {
+        m.hf_params()
+            .into_iter()
+            .map(|p| {
+                let v = match p.slot {
+                    Slot::Vector(x) => x.val().into_data(),
+                    Slot::Matrix(x) => x.val().into_data(),
+                };
+                (p.key, v.convert::<f32>().try_into_vec::<f32>().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_and_half_precision_round_trip() {
+        let dev = Device::flex();
+        let cfg = ModelConfig::Llama(LlamaConfig::tiny(50));
+        let mut m = cfg.init(&dev);
+        let dir = tempfile::tempdir().unwrap();
+        // Shards of at most 8 KB: several files and an index.
+        save_weights(&m, dir.path(), WeightsDtype::F32, 8_000).unwrap();
+        assert!(dir.path().join(WEIGHTS_INDEX_FILE).is_file());
+        assert!(!dir.path().join(WEIGHTS_FILE).exists());
+        let shards = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        assert!(shards > 2, "{shards} shards");
+        let (mut back, dtype) = load_weights(cfg.init(&dev), dir.path()).unwrap();
+        assert_eq!(dtype, WeightsDtype::F32);
+        assert_eq!(
+            values(&mut back),
+            values(&mut m),
+            "f32 shards are bit-exact"
+        );
+
+        // bf16 in, bf16 out: half the bytes of f32, values rounded to bf16 once.
+        let bf = tempfile::tempdir().unwrap();
+        save_weights(&m, bf.path(), WeightsDtype::Bf16, MAX_SHARD_BYTES).unwrap();
+        let (mut b1, dtype) = load_weights(cfg.init(&dev), bf.path()).unwrap();
+        assert_eq!(dtype, WeightsDtype::Bf16);
+        let again = tempfile::tempdir().unwrap();
+        save_weights(&b1, again.path(), dtype, MAX_SHARD_BYTES).unwrap();
+        let a = std::fs::read(bf.path().join(WEIGHTS_FILE)).unwrap();
+        let b = std::fs::read(again.path().join(WEIGHTS_FILE)).unwrap();
+        assert_eq!(a, b, "a bf16 model is written back unchanged");
+        let f32_total: usize = cfg.num_params() * 4;
+        assert!(
+            a.len() < f32_total * 6 / 10,
+            "bf16 file {} vs f32 {}",
+            a.len(),
+            f32_total
+        );
+        for ((k, x), (_, y)) in values(&mut b1).iter().zip(values(&mut m)) {
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= q.abs() / 128.0 + 1e-30, "{k}: {p} vs {q}");
+            }
+        }
+    }
 }

@@ -1,11 +1,14 @@
-//! GPT-2 on Burn 0.22, written once for every backend (`flex`, `ndarray`, `wgpu`).
+//! GPT-style models on Burn 0.22, written once for every backend (`flex`, `ndarray`, `wgpu`).
 //!
-//! - [`GptConfig`] with presets and Hugging Face `config.json` IO; [`Gpt`], the module, with HF
-//!   names so `model.safetensors` loads without a mapping table.
-//! - [`load_model_dir`] / [`save_model_dir`]: Hugging Face model folders (weights, config,
-//!   tokenizer, generation config), with errors that name the file and key.
-//! - [`Tokenizer`]: the `tokenizers` crate plus special tokens by role; [`resize_token_embeddings`]
-//!   for tokens a chat template adds.
+//! - [`Model`]: one type for every family ([`Gpt2`]; [`Llama`] for `llama`, `mistral`,
+//!   `qwen2`, `qwen3`), with [`ModelConfig`] read from `config.json` by `model_type`. Each
+//!   family is one file with Hugging Face names as field names; the model tells the learner
+//!   what it needs (LoRA targets, weight-decay group, token-indexed parameters, the Hugging
+//!   Face key table and which weights are transposed).
+//! - [`load_model_dir`] / [`save_model_dir`]: Hugging Face model folders (weights in one file
+//!   or shards, f32/f16/bf16 read and written back in the dtype they came in; config,
+//!   tokenizer, chat template, generation config), with errors that name the file and key.
+//! - [`Tokenizer`]: the `tokenizers` crate plus special tokens by role and the chat template.
 //! - [`generate`] / [`generate_batch`]: KV-cache decoding, greedy or sampled, with stops.
 //! - [`select_device`]: the one place a backend is chosen.
 //!
@@ -13,7 +16,8 @@
 //! use manners_model::{BackendKind, GenerationConfig, generate, load_model_dir, select_device};
 //! # fn main() -> Result<(), manners_model::ModelError> {
 //! let dev = select_device(BackendKind::Auto)?;
-//! let m = load_model_dir(std::path::Path::new("gpt2"), &dev.device)?;
+//! let m = load_model_dir(std::path::Path::new("SmolLM2-135M"), &dev.device)?;
+//! println!("{}", m.config.describe());
 //! let prompt = m.tokenizer.encode("The capital of France is")?;
 //! let cfg = GenerationConfig { max_new_tokens: 8, ..Default::default() };
 //! let out = generate(&m.model, &m.tokenizer, &prompt, &cfg, |piece| print!("{piece}"))?;
@@ -21,19 +25,22 @@
 //! # Ok(()) }
 //! ```
 
+mod attention;
 mod cache;
 mod config;
 mod device;
 mod error;
 pub mod fused;
 mod generate;
-mod gpt;
+mod gpt2;
 mod io;
-mod resize;
+mod llama;
+mod model;
 mod tokenizer;
 
+pub use attention::document_mask;
 pub use cache::KvCache;
-pub use config::{Activation, GptConfig, human_count};
+pub use config::human_count;
 pub use device::{BackendKind, DeviceChoice, select_device};
 pub use error::{ModelError, Result};
 pub use fused::gelu_tanh;
@@ -41,13 +48,15 @@ pub use generate::{
     Generation, GenerationConfig, Sampler, Sampling, StopReason, generate, generate_batch,
     generate_greedy_uncached,
 };
-pub use gpt::{Attention, Block, ForwardOptions, Gpt, Mlp, document_mask};
+pub use gpt2::{Activation, Attention, Block, Gpt2, Gpt2Config, Mlp};
 pub use io::{
-    GenerationDefaults, ModelDir, load_model_dir, load_safetensors, save_model_dir,
-    save_safetensors, unused_keys, write_atomic, write_dir_atomic,
+    GenerationDefaults, MAX_SHARD_BYTES, ModelDir, NamedTensor, WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
+    WeightsDtype, load_model_dir, load_weights, read_json, save_model_dir, save_weights,
+    unused_keys, write_atomic, write_dir_atomic, write_safetensors,
 };
-pub use resize::resize_token_embeddings;
-pub use tokenizer::{ENDOFTEXT, Tokenizer};
+pub use llama::{DecoderLayer, Llama, LlamaAttention, LlamaConfig, LlamaMlp, RopeScaling};
+pub use model::{Family, ForwardOptions, MODEL_TYPES, Model, ModelConfig, TokenParam};
+pub use tokenizer::{CHAT_TEMPLATE_FILE, ENDOFTEXT, Tokenizer};
 
 /// Burn itself, re-exported so embedders use the same version.
 pub use burn;

@@ -24,7 +24,8 @@ pub struct Tokenizer {
     pad: Option<String>,
     unk: Option<String>,
     chat_template: Option<String>,
-    /// Extra keys of `tokenizer_config.json` kept for saving back.
+    /// Keys of `tokenizer_config.json` manners does not manage, written back unchanged
+    /// (`tokenizer_class`, `add_bos_token`, ...).
     extra_config: Map<String, Value>,
 }
 
@@ -125,7 +126,9 @@ impl Tokenizer {
     }
 
     /// The tokenizer of a model folder: `tokenizer.json`, or `vocab.json` + `merges.txt`; then
-    /// `tokenizer_config.json` (special tokens, chat template) when present.
+    /// `tokenizer_config.json` (special tokens, chat template) when present; then
+    /// `chat_template.jinja` (where transformers 5 saves the template), which wins over the
+    /// config's `chat_template`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let json = dir.join("tokenizer.json");
         let mut tok = if json.is_file() {
@@ -142,16 +145,16 @@ impl Tokenizer {
         if cfg.is_file() {
             tok.apply_config_file(&cfg)?;
         }
+        let jinja = dir.join(CHAT_TEMPLATE_FILE);
+        if jinja.is_file() {
+            let t = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
+            tok.chat_template = Some(t);
+        }
         Ok(tok)
     }
 
     fn apply_config_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            field: "<document>".into(),
-            message: e.to_string(),
-        })?;
+        let v = crate::io::read_json(path)?;
         let Value::Object(map) = v else {
             return Err(ModelError::Json {
                 path: path.to_path_buf(),
@@ -359,7 +362,10 @@ impl Tokenizer {
             .collect()
     }
 
-    /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
+    /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`, and the chat template
+    /// (when there is one) both as the config's `chat_template` (transformers 4) and as
+    /// `chat_template.jinja` (transformers 5). Keys of the original config that manners does not
+    /// manage are kept; a tokenizer without one gets GPT-2's (`GPT2Tokenizer`, no BOS added).
     pub fn save_dir(&self, dir: &Path, model_max_length: usize) -> Result<()> {
         let json_path = dir.join("tokenizer.json");
         let text = self
@@ -382,8 +388,14 @@ impl Tokenizer {
             );
         }
         cfg.insert("added_tokens_decoder".into(), Value::Object(decoder));
-        cfg.insert("add_bos_token".into(), json!(false));
-        cfg.insert("add_prefix_space".into(), json!(false));
+        for (k, v) in [
+            ("add_bos_token", json!(false)),
+            ("add_prefix_space", json!(false)),
+            ("clean_up_tokenization_spaces", json!(false)),
+            ("tokenizer_class", json!("GPT2Tokenizer")),
+        ] {
+            cfg.entry(k).or_insert(v);
+        }
         // GPT-2 folders name <|endoftext|> as BOS and EOS; keep that convention.
         let bos = self.bos.clone().or_else(|| self.eos.clone());
         cfg.insert("bos_token".into(), json!(bos));
@@ -395,25 +407,24 @@ impl Tokenizer {
         );
         if let Some(t) = &self.chat_template {
             cfg.insert("chat_template".into(), json!(t));
+            crate::io::write_atomic(&dir.join(CHAT_TEMPLATE_FILE), t.as_bytes())?;
         }
-        cfg.insert("clean_up_tokenization_spaces".into(), json!(false));
         cfg.insert("model_max_length".into(), json!(model_max_length));
-        cfg.insert("tokenizer_class".into(), json!("GPT2Tokenizer"));
         let text = serde_json::to_string_pretty(&Value::Object(cfg)).expect("json value");
         crate::io::write_atomic(&dir.join("tokenizer_config.json"), text.as_bytes())
     }
 }
 
+/// Keys of `tokenizer_config.json` manners reads and writes itself.
 const KNOWN_CONFIG_KEYS: &[&str] = &[
     "added_tokens_decoder",
-    "add_bos_token",
-    "add_prefix_space",
     "bos_token",
     "eos_token",
     "pad_token",
     "unk_token",
     "chat_template",
-    "clean_up_tokenization_spaces",
     "model_max_length",
-    "tokenizer_class",
 ];
+
+/// Where transformers 5 saves a tokenizer's chat template.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use common::*;
 use manners_model::{
-    BackendKind, GenerationConfig, ModelError, generate, load_model_dir, resize_token_embeddings,
-    save_model_dir,
+    BackendKind, GenerationConfig, ModelError, generate, load_model_dir, save_model_dir,
 };
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -34,7 +33,16 @@ fn save_and_load_round_trip_is_bit_exact() {
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
-    save_model_dir(&out, &m.model, &m.config, &m.tokenizer, &m.generation, &[]).unwrap();
+    save_model_dir(
+        &out,
+        &m.model,
+        &m.config,
+        &m.tokenizer,
+        &m.generation,
+        m.dtype,
+        &[],
+    )
+    .unwrap();
     for f in [
         "config.json",
         "model.safetensors",
@@ -63,6 +71,7 @@ fn save_and_load_round_trip_is_bit_exact() {
         &back.config,
         &back.tokenizer,
         &back.generation,
+        back.dtype,
         &[],
     )
     .unwrap();
@@ -217,16 +226,14 @@ fn resize_keeps_old_rows_and_starts_new_rows_at_the_mean() {
     let m = load_model_dir(&tiny_dir(), &dev).unwrap();
     let old = m
         .model
-        .wte
-        .weight
+        .token_embedding()
         .val()
         .into_data()
         .try_to_vec::<f32>()
         .unwrap();
-    let model = resize_token_embeddings(m.model, 515);
+    let model = m.model.resize_token_embeddings(515);
     let new = model
-        .wte
-        .weight
+        .token_embedding()
         .val()
         .into_data()
         .try_to_vec::<f32>()

@@ -7,11 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use manners_data::LoaderState;
-use manners_model::burn::module::Module;
 use manners_model::burn::optim::ModuleOptimizer;
-use manners_model::burn::store::ModuleRecord;
 use manners_model::burn::tensor::Bytes;
-use manners_model::{Gpt, Tokenizer, write_atomic, write_dir_atomic};
+use manners_model::{Model, Tokenizer, write_atomic, write_dir_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -61,7 +59,7 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 /// Writes a checkpoint atomically and prunes old ones; returns its folder.
 pub fn save(
     run_dir: &Path,
-    model: &Gpt,
+    model: &Model,
     optim: &ModuleOptimizer,
     tokenizer: &Tokenizer,
     state: &CheckpointState,
@@ -77,10 +75,7 @@ pub fn save(
             path: tmp.to_path_buf(),
             message: m,
         };
-        model
-            .clone()
-            .save_file(tmp.join(MODEL_FILE))
-            .map_err(|x| e(format!("model: {x:?}")))?;
+        model.save_burnpack(&tmp.join(MODEL_FILE))?;
         let bytes = optim
             .into_bytes()
             .map_err(|x| e(format!("optimiser: {x:?}")))?;
@@ -162,9 +157,9 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState> {
 /// Loads weights and optimiser state into a model/optimiser built exactly as for a fresh run.
 pub fn load(
     dir: &Path,
-    model: Gpt,
+    model: Model,
     optim: ModuleOptimizer,
-) -> Result<(Gpt, ModuleOptimizer, CheckpointState)> {
+) -> Result<(Model, ModuleOptimizer, CheckpointState)> {
     let state = read_state(dir)?;
     let err = |m: String| TrainError::Checkpoint {
         path: dir.to_path_buf(),
@@ -172,18 +167,10 @@ pub fn load(
     };
     // Read both files whole: Burn's file loaders read each tensor lazily, on its first use, so
     // the run would otherwise depend on the checkpoint staying on disk (pruning removes it).
-    let read = |name: &str| {
-        std::fs::read(dir.join(name))
-            .map(Bytes::from_elems)
-            .map_err(|e| err(format!("{name}: {e}")))
-    };
-    let record =
-        ModuleRecord::from_bytes(read(MODEL_FILE)?).map_err(|e| err(format!("model: {e:?}")))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| err(format!("model: {e:?}")))?;
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(format!("{name}: {e}")));
+    let model = model.load_burnpack_bytes(read(MODEL_FILE)?, &dir.join(MODEL_FILE))?;
     let optim = optim
-        .from_bytes(read(OPTIM_FILE)?)
+        .from_bytes(Bytes::from_elems(read(OPTIM_FILE)?))
         .map_err(|e| err(format!("optimiser: {e:?}")))?;
     Ok((model, optim, state))
 }
@@ -193,7 +180,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
     use manners_data::LoaderState;
-    use manners_model::burn::module::{ModuleVisitor, Param};
+    use manners_model::burn::module::{Module, ModuleVisitor, Param};
     use manners_model::burn::prelude::*;
     use manners_model::{BackendKind, load_model_dir, select_device};
 
@@ -227,10 +214,10 @@ mod tests {
             })
         };
         let run = tempfile::tempdir().unwrap();
-        let optim = build_optimizer(&cfg);
+        let optim = build_optimizer(&cfg, &m.model);
         let dir = save(run.path(), &m.model, &optim, &m.tokenizer, &state, 1).unwrap();
         let fresh = load_model_dir(&fixture, &dev).unwrap().model;
-        let (model, _optim, got) = load(&dir, fresh, build_optimizer(&cfg)).unwrap();
+        let (model, _optim, got) = load(&dir, fresh, build_optimizer(&cfg, &m.model)).unwrap();
         assert_eq!(got, state);
         // Pruning (or a user) removes the folder; the loaded weights must still be readable.
         fs::remove_dir_all(&dir).unwrap();

@@ -1,7 +1,7 @@
 //! Global gradient-norm clipping, like `torch.nn.utils.clip_grad_norm_`: the norm over all
 //! gradients together (Burn's built-in clipping works per tensor).
 
-use manners_model::Gpt;
+use manners_model::Model;
 use manners_model::burn::module::{ModuleVisitor, Param};
 use manners_model::burn::optim::GradientsParams;
 use manners_model::burn::prelude::*;
@@ -34,7 +34,7 @@ impl ModuleVisitor for Scale<'_> {
 }
 
 /// The L2 norm of all gradients together (one device read).
-pub fn global_norm(model: &Gpt, grads: &GradientsParams) -> f64 {
+pub fn global_norm(model: &Model, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorms {
         grads,
         parts: Vec::new(),
@@ -50,7 +50,7 @@ pub fn global_norm(model: &Gpt, grads: &GradientsParams) -> f64 {
 /// Scales the gradients so their global norm is at most `max_norm`; returns the norm before
 /// clipping. Like PyTorch, the factor is `max_norm / (norm + 1e-6)`, applied only when below 1.
 pub fn clip_global_norm(
-    model: &Gpt,
+    model: &Model,
     grads: GradientsParams,
     max_norm: f64,
 ) -> (GradientsParams, f64) {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use manners_data::{BadRecordPolicy, Format, LengthPolicy, MaskMode};
 use manners_events::RunKind;
+use manners_model::BackendKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -28,7 +29,9 @@ pub struct LoraConfig {
     pub rank: usize,
     /// Scale numerator: the update is `alpha / rank * A @ B`.
     pub alpha: f64,
-    /// Projections that get adapters: any of `c_attn`, `c_proj`, `c_fc`.
+    /// Projections that get adapters, by the model's names (GPT-2: `c_attn`, `c_proj`,
+    /// `c_fc`; Llama family: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
+    /// `down_proj`). Empty: every projection of the model.
     pub targets: Vec<String>,
 }
 
@@ -37,7 +40,7 @@ impl Default for LoraConfig {
         LoraConfig {
             rank: 8,
             alpha: 16.0,
-            targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
+            targets: Vec::new(),
         }
     }
 }
@@ -50,7 +53,8 @@ pub struct TrainConfig {
     pub kind: RunKind,
 
     // ---- model -------------------------------------------------------------------------
-    /// Base model folder (Hugging Face GPT-2 layout, or a manners `final/` folder).
+    /// Base model folder (a Hugging Face folder of any `model_type` manners loads, or a manners
+    /// `final/` folder).
     pub model: Option<PathBuf>,
     /// Pretraining from scratch: the architecture (the vocabulary comes from `tokenizer`).
     pub init: Option<InitConfig>,
@@ -61,25 +65,25 @@ pub struct TrainConfig {
     /// Training files (JSONL/JSON, `.gz` allowed; raw `.txt` for pretraining).
     pub data: Vec<PathBuf>,
     /// Dataset format: auto, messages, alpaca, sharegpt, prompt-completion, plain, text.
-    pub format: String,
+    pub format: Format,
     /// Held-out files; when empty, `eval_fraction` of the training data is held out.
     pub eval_data: Vec<PathBuf>,
     pub eval_fraction: f64,
     /// Most held-out examples used for the held-out loss.
     pub max_eval_examples: usize,
     /// Bad records: `skip` (counted in the report) or `fail` (stop at the first).
-    pub bad_records: String,
+    pub bad_records: BadRecordPolicy,
     /// Chat template: chatml, plain, llama2, a Jinja file, or a tokenizer_config.json. Empty:
     /// the template saved with the model, else the tokenizer's `chat_template`, else chatml.
     pub template: Option<String>,
     /// Which tokens are supervised: assistant (every assistant turn), last, all.
-    pub mask: String,
+    pub mask: MaskMode,
     /// Pack several conversations per row (attention stays within each).
     pub pack: bool,
     /// Most tokens per example (= positions per row + 1). 0: the model's context.
     pub max_len: usize,
     /// Examples longer than `max_len`: truncate (keep the start), drop, or fail.
-    pub truncation: String,
+    pub truncation: LengthPolicy,
     /// Raw-text files mixed into SFT data (every token supervised), to limit forgetting.
     pub mix_text: Vec<PathBuf>,
     /// Fraction of training examples that are raw text.
@@ -137,7 +141,7 @@ pub struct TrainConfig {
 
     // ---- where ------------------------------------------------------------------------------
     /// auto, flex, ndarray, wgpu.
-    pub backend: String,
+    pub backend: BackendKind,
     /// Parent folder of run folders.
     pub out_dir: PathBuf,
     /// Run folder name (default: `<kind>-<UTC date>-<time>`).
@@ -152,16 +156,16 @@ impl Default for TrainConfig {
             init: None,
             tokenizer: None,
             data: Vec::new(),
-            format: "auto".into(),
+            format: Format::Auto,
             eval_data: Vec::new(),
             eval_fraction: 0.05,
             max_eval_examples: 256,
-            bad_records: "skip".into(),
+            bad_records: BadRecordPolicy::Skip,
             template: None,
-            mask: "assistant".into(),
+            mask: MaskMode::Assistant,
             pack: true,
             max_len: 0,
-            truncation: "truncate".into(),
+            truncation: LengthPolicy::Truncate,
             mix_text: Vec::new(),
             mix_fraction: 0.0,
             batch_size: 8,
@@ -190,7 +194,7 @@ impl Default for TrainConfig {
             seed: 42,
             sample_prompts: Vec::new(),
             sample_max_new_tokens: 48,
-            backend: "auto".into(),
+            backend: BackendKind::Auto,
             out_dir: PathBuf::from("runs"),
             name: None,
         }
@@ -209,44 +213,6 @@ impl TrainConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
-    }
-
-    pub fn format(&self) -> Result<Format> {
-        self.format
-            .parse()
-            .map_err(|e: manners_data::DataError| TrainError::Config(e.to_string()))
-    }
-
-    pub fn bad_record_policy(&self) -> Result<BadRecordPolicy> {
-        match self.bad_records.as_str() {
-            "skip" => Ok(BadRecordPolicy::Skip),
-            "fail" => Ok(BadRecordPolicy::Fail),
-            other => Err(TrainError::Config(format!(
-                "bad_records `{other}`: expected skip or fail"
-            ))),
-        }
-    }
-
-    pub fn mask_mode(&self) -> Result<MaskMode> {
-        match self.mask.as_str() {
-            "assistant" => Ok(MaskMode::Assistant),
-            "last" => Ok(MaskMode::Last),
-            "all" => Ok(MaskMode::All),
-            other => Err(TrainError::Config(format!(
-                "mask `{other}`: expected assistant, last or all"
-            ))),
-        }
-    }
-
-    pub fn length_policy(&self) -> Result<LengthPolicy> {
-        match self.truncation.as_str() {
-            "truncate" => Ok(LengthPolicy::Truncate),
-            "drop" => Ok(LengthPolicy::Drop),
-            "fail" => Ok(LengthPolicy::Fail),
-            other => Err(TrainError::Config(format!(
-                "truncation `{other}`: expected truncate, drop or fail"
-            ))),
-        }
     }
 
     /// Checks values that would otherwise fail late or silently.
@@ -297,25 +263,11 @@ impl TrainConfig {
         {
             return bad(format!("clip_grad_norm must be positive, got {c}"));
         }
-        if let Some(l) = &self.lora {
-            if l.rank == 0 {
-                return bad("lora rank must be at least 1".into());
-            }
-            for t in &l.targets {
-                if !matches!(t.as_str(), "c_attn" | "c_proj" | "c_fc") {
-                    return bad(format!(
-                        "lora target `{t}`: expected c_attn, c_proj or c_fc"
-                    ));
-                }
-            }
+        if let Some(l) = &self.lora
+            && l.rank == 0
+        {
+            return bad("lora rank must be at least 1".into());
         }
-        self.format()?;
-        self.bad_record_policy()?;
-        self.mask_mode()?;
-        self.length_policy()?;
-        self.backend
-            .parse::<manners_model::BackendKind>()
-            .map_err(|e| TrainError::Config(e.to_string()))?;
         Ok(())
     }
 
@@ -383,13 +335,10 @@ mod tests {
             ..Default::default()
         };
         assert!(ok.validate().is_ok());
-        let e = TrainConfig {
-            mask: "everything".into(),
-            ..ok.clone()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("everything"));
+        let e = toml::from_str::<TrainConfig>("mask = \"everything\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("everything"), "{e}");
         let e = TrainConfig {
             lr: -1.0,
             ..ok.clone()
@@ -397,12 +346,10 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().contains("lr"));
-        let e = TrainConfig {
-            backend: "tpu".into(),
-            ..ok
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("tpu"));
+        let e = toml::from_str::<TrainConfig>("backend = \"tpu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tpu"), "{e}");
+        assert!(ok.validate().is_ok());
     }
 }

@@ -4,16 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use manners_data::default_set::HeldoutFact;
 use manners_data::{
-    BatchConfig, ChatTemplate, Conversation, Encoded, LengthPolicy, MaskMode, Message, Role,
-    batches, encode_dataset, encode_texts, pack_stream,
+    BatchConfig, ChatTemplate, Conversation, Encoded, LengthPolicy, MaskMode, Message, Reference,
+    Role, batches, encode_dataset, encode_texts, last_user, pack_stream,
 };
-use manners_model::{GenerationConfig, Gpt, Tokenizer, generate_batch};
+use manners_model::{GenerationConfig, Model, Tokenizer, generate_batch};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::step::{DeviceBatch, nll_sum, scalar};
+use crate::step::heldout_nll;
 
 /// How prompts are put to the model.
 #[derive(Clone)]
@@ -100,15 +99,15 @@ pub fn split_question(c: &Conversation) -> Option<(Vec<Message>, String)> {
     ))
 }
 
-/// Generates an answer for every conversation and scores it. With `facts` (aligned with
-/// `convs`, as `heldout_facts.jsonl` is with `heldout.jsonl`), an answer is correct when it
-/// names the fact; otherwise when it contains the conversation's last assistant turn.
+/// Generates an answer for every conversation and scores it. With `references` (aligned with
+/// `convs`), an answer is correct when [`Reference::is_correct`] says so; otherwise when it
+/// contains the conversation's last assistant turn.
 pub fn answer_questions(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     mode: &PromptMode,
     convs: &[Conversation],
-    facts: Option<&[HeldoutFact]>,
+    references: Option<&[Reference]>,
     opts: &EvalOptions,
 ) -> Result<AnswerReport> {
     let mut prompts = Vec::new();
@@ -118,12 +117,7 @@ pub fn answer_questions(
         let Some((msgs, reference)) = split_question(c) else {
             continue;
         };
-        let user = msgs
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
+        let user = last_user(&msgs).unwrap_or_default().to_string();
         let ids = match mode {
             PromptMode::Chat(t) => t.encode_prompt(&msgs, tok.hf())?,
             PromptMode::Raw => tok.encode(&user)?,
@@ -141,20 +135,10 @@ pub fn answer_questions(
         PromptMode::Raw => (tok.eos_id().into_iter().collect(), Vec::new()),
     };
     let ctx = model.n_positions();
-    let budget = opts.max_new_tokens.min(ctx.saturating_sub(1)).max(1);
-    let cfg = GenerationConfig {
-        max_new_tokens: budget,
-        stop_token_ids: stop_ids,
-        stop_strings,
-        ..Default::default()
-    };
-    let keep = ctx.saturating_sub(budget).max(1);
+    let cfg = GenerationConfig::stopping_at(opts.max_new_tokens, ctx, stop_ids, stop_strings);
     let mut outs = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(opts.batch_size.max(1)) {
-        let chunk: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|p| p[p.len().saturating_sub(keep)..].to_vec())
-            .collect();
+        let chunk: Vec<Vec<u32>> = chunk.iter().map(|p| cfg.fit(p, ctx).to_vec()).collect();
         outs.extend(generate_batch(model, tok, &chunk, &cfg)?);
     }
     let n = outs.len();
@@ -166,7 +150,7 @@ pub fn answer_questions(
     let mut samples = Vec::new();
     for (i, g) in outs.iter().enumerate() {
         let response = g.text.trim().to_string();
-        let (ok, ex, reference, kind) = match facts.and_then(|f| f.get(i)) {
+        let (ok, ex, reference, kind) = match references.and_then(|f| f.get(i)) {
             Some(f) => (
                 f.is_correct(&response),
                 f.is_exact(&response),
@@ -218,11 +202,10 @@ pub fn answer_questions(
 }
 
 /// Mean loss per supervised token of `examples` (masked mean, no gradient).
-pub fn mean_loss(model: &Gpt, examples: &[Encoded], batch_size: usize) -> Result<f64> {
+pub fn mean_loss(model: &Model, examples: &[Encoded], batch_size: usize) -> Result<f64> {
     if examples.is_empty() {
         return Ok(f64::NAN);
     }
-    let device = model.wte.weight.val().device();
     let seq = examples
         .iter()
         .map(Encoded::len)
@@ -237,21 +220,13 @@ pub fn mean_loss(model: &Gpt, examples: &[Encoded], batch_size: usize) -> Result
         shuffle: false,
         ..BatchConfig::default()
     };
-    let (mut sum, mut count) = (0.0, 0usize);
-    for hb in batches(examples, &cfg)? {
-        if hb.n_supervised == 0 {
-            continue;
-        }
-        let db = DeviceBatch::from_host(&hb, &device);
-        sum += scalar(nll_sum(model, &db));
-        count += hb.n_supervised;
-    }
+    let (sum, count) = heldout_nll(model, &batches(examples, &cfg)?);
     Ok(sum / count.max(1) as f64)
 }
 
 /// Held-out response loss: the masked loss of the assistant turns of `convs`.
 pub fn response_loss(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     template: &ChatTemplate,
     convs: &[Conversation],
@@ -270,7 +245,7 @@ pub fn response_loss(
 
 /// Loss on raw text (every token), documents stream-packed into rows of the model's context:
 /// the forgetting measure (it rises when fine-tuning erodes the base model's language model).
-pub fn text_loss(model: &Gpt, tok: &Tokenizer, docs: &[String]) -> Result<f64> {
+pub fn text_loss(model: &Model, tok: &Tokenizer, docs: &[String]) -> Result<f64> {
     let seq = model.n_positions();
     let ids: Vec<Vec<u32>> = encode_texts(docs, tok.hf(), None)?
         .into_iter()
@@ -296,7 +271,7 @@ pub struct ClozeReport {
 
 /// Greedy top-1 cloze accuracy: the continuation, trimmed, starts with the answer.
 pub fn cloze(
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     items: &[ClozeItem],
     keep_samples: usize,
@@ -333,17 +308,6 @@ pub fn cloze(
     })
 }
 
-/// "The capital of X is" for every country of the knowledge tables.
-pub fn capital_cloze_items(k: &manners_data::Knowledge) -> Vec<ClozeItem> {
-    k.countries
-        .iter()
-        .map(|c| ClozeItem {
-            prompt: format!("The capital of {} is", c.name),
-            answer: c.capital.clone(),
-        })
-        .collect()
-}
-
 /// Everything measured about one model in one prompt mode.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalSummary {
@@ -360,7 +324,8 @@ pub struct EvalSummary {
 #[derive(Clone, Default)]
 pub struct EvalData {
     pub conversations: Vec<Conversation>,
-    pub facts: Option<Vec<HeldoutFact>>,
+    /// Reference answers aligned with `conversations` (else their last assistant turns).
+    pub references: Option<Vec<Reference>>,
     pub raw_text: Vec<String>,
     pub cloze: Vec<ClozeItem>,
 }
@@ -368,7 +333,7 @@ pub struct EvalData {
 /// Runs every measurement `data` allows.
 pub fn evaluate(
     label: &str,
-    model: &Gpt,
+    model: &Model,
     tok: &Tokenizer,
     mode: &PromptMode,
     data: &EvalData,
@@ -382,7 +347,7 @@ pub fn evaluate(
             tok,
             mode,
             &data.conversations,
-            data.facts.as_deref(),
+            data.references.as_deref(),
             opts,
         )?)
     };

@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use manners_events::TrainEvent;
+use manners_events::{METRICS_FILE, TrainEvent, event_line};
 
 use crate::error::{Result, TrainError};
 
@@ -21,7 +21,7 @@ pub struct RunFiles {
 impl RunFiles {
     /// Opens the logs; `resume_step` truncates them to events at or before that step.
     pub fn open(run_dir: &Path, resume_step: Option<u64>) -> Result<Self> {
-        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics_path = run_dir.join(METRICS_FILE);
         let samples_path = run_dir.join("samples.jsonl");
         let mut last_eval = None;
         if let Some(step) = resume_step {
@@ -59,10 +59,7 @@ impl RunFiles {
         if let TrainEvent::Eval(e) = ev {
             self.last_eval = Some(e.loss);
         }
-        let line = match serde_json::to_string(ev) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
+        let line = event_line(ev);
         let write = |f: &mut File| writeln!(f, "{line}");
         let ok = write(&mut self.metrics).is_ok()
             && (!matches!(ev, TrainEvent::Sample(_)) || write(&mut self.samples).is_ok());
@@ -76,10 +73,6 @@ impl RunFiles {
 
     pub fn last_eval_loss(&self) -> Option<f64> {
         self.last_eval
-    }
-
-    pub fn metrics_path(&self) -> &Path {
-        &self.metrics_path
     }
 }
 
@@ -101,14 +94,4 @@ fn keep_until(path: &Path, step: u64) -> Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// Reads every event of a `metrics.jsonl` (unparsable lines skipped).
-pub fn read_events(path: &Path) -> Result<Vec<TrainEvent>> {
-    let f = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    Ok(BufReader::new(f)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
 }

@@ -1,6 +1,6 @@
 //! AdamW with PyTorch-like defaults and weight decay only on weight matrices.
 
-use manners_model::burn::module::ParamGroup;
+use manners_model::Model;
 use manners_model::burn::optim::{
     AdamW, AdamWConfig, AdamWState, LearningRate, ModuleOptimizer, Optimizer,
 };
@@ -9,14 +9,11 @@ use manners_model::fused::{AdamWHyper, adamw_fusable};
 
 use crate::config::TrainConfig;
 
-/// Paths of the parameters that get weight decay: the projection matrices. Biases, LayerNorm
-/// gains/shifts and the embeddings (incl. the tied head) get none, as in GPT-2/nanoGPT practice.
-pub const DECAY_PATHS: &str = r"\.(c_attn|c_proj|c_fc)\.weight$";
-
-/// AdamW: betas/eps from the config (PyTorch defaults 0.9/0.999/1e-8, unlike Burn's 1e-5 eps and
-/// 1e-4 decay), decoupled decay on [`DECAY_PATHS`] only.
-pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    grouped(cfg, |wd| {
+/// AdamW: betas/eps from the config (PyTorch's 0.9/0.999/1e-8, unlike Burn's 1e-5 eps and 1e-4
+/// decay), decoupled weight decay only on the model's [`Model::decay_group`] (the projection
+/// matrices; never biases, norms or embeddings).
+pub fn build_optimizer(cfg: &TrainConfig, model: &Model) -> ModuleOptimizer {
+    grouped(cfg, model, |wd| {
         FusedAdamW::new(
             cfg.beta1 as f32,
             cfg.beta2 as f32,
@@ -28,8 +25,8 @@ pub fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 
 /// The same optimiser with Burn's own `AdamW` for every update: the baseline [`FusedAdamW`] is
 /// measured and tested against.
-pub fn build_burn_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
-    grouped(cfg, |wd| {
+pub fn build_burn_optimizer(cfg: &TrainConfig, model: &Model) -> ModuleOptimizer {
+    grouped(cfg, model, |wd| {
         FusedAdamW::new(
             cfg.beta1 as f32,
             cfg.beta2 as f32,
@@ -40,12 +37,15 @@ pub fn build_burn_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     })
 }
 
-/// No decay by default; `cfg.weight_decay` on [`DECAY_PATHS`].
-fn grouped<O: Optimizer>(cfg: &TrainConfig, optim: impl Fn(f64) -> O) -> ModuleOptimizer {
+/// No decay by default; `cfg.weight_decay` on the model's decay group.
+fn grouped<O: Optimizer>(
+    cfg: &TrainConfig,
+    model: &Model,
+    optim: impl Fn(f64) -> O,
+) -> ModuleOptimizer {
     let all = ModuleOptimizer::from(optim(0.0));
     if cfg.weight_decay > 0.0 {
-        let group = ParamGroup::from_regex(DECAY_PATHS).expect("static regex is valid");
-        all.with_group(group, optim(cfg.weight_decay), None)
+        all.with_group(model.decay_group(), optim(cfg.weight_decay), None)
     } else {
         all
     }

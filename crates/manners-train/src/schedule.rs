@@ -15,6 +15,20 @@ pub enum ScheduleKind {
     Constant,
 }
 
+impl std::str::FromStr for ScheduleKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cosine" => Ok(ScheduleKind::Cosine),
+            "linear" => Ok(ScheduleKind::Linear),
+            "constant" => Ok(ScheduleKind::Constant),
+            other => Err(format!(
+                "unknown schedule `{other}` (cosine, linear, constant)"
+            )),
+        }
+    }
+}
+
 /// Warmup then decay, with a floor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {

@@ -6,9 +6,10 @@
 //! positions: in SFT most positions are prompt, and the head is the largest matmul.
 
 use manners_data::HostBatch;
+use manners_model::burn::module::ParamId;
 use manners_model::burn::prelude::*;
 use manners_model::burn::tensor::activation::log_softmax;
-use manners_model::{ForwardOptions, Gpt, document_mask};
+use manners_model::{ForwardOptions, Model, document_mask};
 
 /// A micro-batch on the device.
 pub struct DeviceBatch {
@@ -58,7 +59,7 @@ impl DeviceBatch {
 }
 
 /// Logits at the supervised positions only: `[n_supervised, vocab]`.
-fn supervised_logits(model: &Gpt, batch: &DeviceBatch) -> Tensor<2> {
+fn supervised_logits(model: &Model, batch: &DeviceBatch) -> Tensor<2> {
     let hidden = model.hidden(
         batch.inputs.clone(),
         ForwardOptions {
@@ -75,7 +76,7 @@ fn supervised_logits(model: &Gpt, batch: &DeviceBatch) -> Tensor<2> {
 
 /// Sum of the negative log-likelihoods of the supervised targets: `[1]` (for evaluation; for
 /// training use [`loss_for_backward`]).
-pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
+pub fn nll_sum(model: &Model, batch: &DeviceBatch) -> Tensor<1> {
     let logp = log_softmax(supervised_logits(model, batch), 1); // [n, vocab]
     logp.gather(1, batch.sup_targets.clone()).sum().neg() // [1]
 }
@@ -91,7 +92,7 @@ pub fn nll_sum(model: &Gpt, batch: &DeviceBatch) -> Tensor<1> {
 /// none. The value is `-ln p(y)` from the same softmax (clamped at the smallest normal f32, which
 /// only matters for losses above 87 nats).
 pub fn loss_for_backward(
-    model: &Gpt,
+    model: &Model,
     batch: &DeviceBatch,
     normalizer: f32,
 ) -> (Tensor<1>, Tensor<1>) {
@@ -120,16 +121,36 @@ pub fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f32>() as f64
 }
 
+/// The summed NLL of the supervised targets of `batches` and their count, without gradients:
+/// the held-out loss is `sum / count`. `model` must not be on an autodiff device.
+pub fn heldout_nll<'a>(
+    model: &Model,
+    batches: impl IntoIterator<Item = &'a HostBatch>,
+) -> (f64, usize) {
+    let device = model.device();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for hb in batches {
+        if hb.n_supervised == 0 {
+            continue;
+        }
+        let db = DeviceBatch::from_host(hb, &device);
+        sum += scalar(nll_sum(model, &db));
+        count += hb.n_supervised;
+    }
+    (sum, count)
+}
+
 /// The model and optimiser of a run, and one optimiser step over micro-batches.
 pub struct Learner {
     /// Taken out only while the optimiser updates it.
-    model: Option<Gpt>,
+    model: Option<Model>,
     optim: manners_model::burn::optim::ModuleOptimizer,
     clip: Option<f64>,
     device: Device,
-    /// `wte`'s gradient is multiplied by this `[vocab, 1]` mask: only the rows of tokens added
-    /// for the chat template learn (LoRA runs).
-    wte_row_mask: Option<Tensor<2>>,
+    /// Gradients of the token-indexed parameters (embedding; untied head) are multiplied by
+    /// these masks (`[vocab, 1]` or `[1, vocab]`): only the rows of tokens added for the chat
+    /// template learn (LoRA runs).
+    token_masks: Vec<(ParamId, Tensor<2>)>,
 }
 
 /// What one optimiser step did.
@@ -146,7 +167,7 @@ pub struct StepResult {
 impl Learner {
     /// `device` is the autodiff device the model lives on.
     pub fn new(
-        model: Gpt,
+        model: Model,
         optim: manners_model::burn::optim::ModuleOptimizer,
         clip: Option<f64>,
         device: Device,
@@ -156,14 +177,15 @@ impl Learner {
             optim,
             clip,
             device,
-            wte_row_mask: None,
+            token_masks: Vec::new(),
         }
     }
 
-    /// Trains only the given rows of `wte` (which must require grad): the embedding rows of
-    /// tokens added for a chat template, under LoRA. With a zero gradient from the start, AdamW
-    /// leaves the other rows bit-for-bit unchanged.
-    pub fn with_trainable_wte_rows(mut self, rows: &[u32]) -> Self {
+    /// Trains only the given token rows of the token-indexed parameters (the embedding, and an
+    /// untied head; they must require grad): the rows of tokens added for a chat template,
+    /// under LoRA. With a zero gradient from the start, AdamW leaves the other rows
+    /// bit-for-bit unchanged.
+    pub fn with_trainable_token_rows(mut self, rows: &[u32]) -> Self {
         let v = self.model().vocab_size();
         let mut m = vec![0f32; v];
         for &r in rows {
@@ -172,11 +194,20 @@ impl Learner {
             }
         }
         let inner = self.device.clone().without_autodiff();
-        self.wte_row_mask = Some(Tensor::from_data(TensorData::new(m, [v, 1]), &inner));
+        self.token_masks = self
+            .model()
+            .token_params()
+            .into_iter()
+            .map(|p| {
+                let shape = if p.axis == 0 { [v, 1] } else { [1, v] };
+                let t = Tensor::from_data(TensorData::new(m.clone(), shape), &inner);
+                (p.id, t)
+            })
+            .collect();
         self
     }
 
-    pub fn model(&self) -> &Gpt {
+    pub fn model(&self) -> &Model {
         self.model.as_ref().expect("model present between steps")
     }
 
@@ -188,7 +219,7 @@ impl Learner {
         &self.device
     }
 
-    pub fn into_parts(self) -> (Gpt, manners_model::burn::optim::ModuleOptimizer) {
+    pub fn into_parts(self) -> (Model, manners_model::burn::optim::ModuleOptimizer) {
         (self.model.expect("model present between steps"), self.optim)
     }
 
@@ -205,7 +236,7 @@ impl Learner {
             return None;
         }
         let model = self.model();
-        let mut acc = GradientsAccumulator::<Gpt>::new();
+        let mut acc = GradientsAccumulator::<Model>::new();
         let mut sums = Vec::with_capacity(micro.len());
         for hb in micro.iter().filter(|b| b.n_supervised > 0) {
             let db = DeviceBatch::from_host(hb, &self.device);
@@ -218,10 +249,9 @@ impl Learner {
         }
         let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
         let mut grads = acc.grads();
-        if let Some(mask) = &self.wte_row_mask {
-            let id = model.wte.weight.id;
-            if let Some(g) = grads.remove::<2>(id) {
-                grads.register::<2>(id, g * mask.clone());
+        for (id, mask) in &self.token_masks {
+            if let Some(g) = grads.remove::<2>(*id) {
+                grads.register::<2>(*id, g * mask.clone());
             }
         }
         Some((grads, loss))
@@ -253,7 +283,7 @@ impl Learner {
     }
 
     /// Replaces the model and optimiser (after loading a checkpoint).
-    pub fn replace(&mut self, model: Gpt, optim: manners_model::burn::optim::ModuleOptimizer) {
+    pub fn replace(&mut self, model: Model, optim: manners_model::burn::optim::ModuleOptimizer) {
         self.model = Some(model);
         self.optim = optim;
     }

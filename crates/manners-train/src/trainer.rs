@@ -1,6 +1,7 @@
-//! The SFT (and pretraining) loop, top to bottom: prepare the run, then for each step take
-//! micro-batches, forward, masked loss, backward, clip, AdamW step, emit events; evaluate,
-//! sample and checkpoint on their intervals.
+//! The SFT (and pretraining) loop, top to bottom: prepare the run (model, template, LoRA,
+//! data, steps, run folder or resume), then for each step take micro-batches, forward, masked
+//! loss, backward, clip, AdamW step, emit events; evaluate, sample and checkpoint on their
+//! intervals; at the end export `final/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,18 +9,18 @@ use std::time::{Duration, Instant};
 
 use manners_data::{
     BatchConfig, ChatTemplate, Conversation, Encoded, HostBatch, Loader, Message, ReadReport, Role,
-    SpecialTokens, TemplateSpec, encode_dataset, encode_texts, mix_texts, pack_stream,
-    read_conversations, read_texts, split_heldout,
+    SpecialTokens, TEMPLATE_FILE, choose_template, encode_dataset, encode_texts, format_utc,
+    last_user, mix_texts, now_secs, pack_stream, read_conversations, read_texts, split_heldout,
 };
 use manners_events::{
     CheckpointInfo, Control, EvalStats, EventSink, RunInfo, RunKind, RunSummary, SampleOut,
     StepStats, TrainEvent,
 };
-use manners_model::burn::module::Module;
+use manners_model::burn::optim::ModuleOptimizer;
 use manners_model::burn::prelude::*;
 use manners_model::{
-    DeviceChoice, GenerationConfig, GenerationDefaults, Gpt, GptConfig, Tokenizer, generate_batch,
-    load_model_dir, resize_token_embeddings, save_model_dir,
+    DeviceChoice, GenerationConfig, GenerationDefaults, Gpt2Config, Model, ModelConfig, Tokenizer,
+    WEIGHTS_FILE, WEIGHTS_INDEX_FILE, WeightsDtype, generate_batch, load_model_dir, save_model_dir,
 };
 
 use crate::checkpoint::{self, CheckpointState};
@@ -28,10 +29,7 @@ use crate::error::{Result, TrainError};
 use crate::files::RunFiles;
 use crate::optim::build_optimizer;
 use crate::schedule::Schedule;
-use crate::step::{DeviceBatch, Learner, nll_sum, scalar};
-
-/// The file beside a model's tokenizer that records the chat template it was trained with.
-pub const TEMPLATE_FILE: &str = "manners_template.json";
+use crate::step::{Learner, heldout_nll};
 
 /// What a finished (or stopped) run leaves.
 pub struct TrainOutcome {
@@ -40,7 +38,7 @@ pub struct TrainOutcome {
     pub final_dir: Option<PathBuf>,
     pub summary: RunSummary,
     /// The trained model, without autodiff.
-    pub model: Gpt,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     pub template: Option<ChatTemplate>,
 }
@@ -73,51 +71,6 @@ pub fn resume(
     run.fit(sink, control)
 }
 
-/// The template a model folder was trained with, else its tokenizer's Jinja template.
-pub fn saved_template(dir: &Path, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
-    let p = dir.join(TEMPLATE_FILE);
-    if p.is_file() {
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        let spec: TemplateSpec =
-            serde_json::from_str(&text).map_err(|e| TrainError::ConfigFile {
-                path: p.clone(),
-                message: e.to_string(),
-            })?;
-        return Ok(Some(ChatTemplate::from_spec(&spec)?));
-    }
-    match tok.chat_template() {
-        Some(src) => Ok(Some(ChatTemplate::from_jinja(src, &specials_of(tok))?)),
-        None => Ok(None),
-    }
-}
-
-/// The tokenizer's special tokens by role, as templates want them.
-pub fn specials_of(tok: &Tokenizer) -> SpecialTokens {
-    SpecialTokens {
-        bos: tok.bos_token().map(str::to_string),
-        eos: tok.eos_token().map(str::to_string),
-        pad: tok.pad_token().map(str::to_string),
-        additional: Vec::new(),
-    }
-}
-
-/// Picks the template: the config's, else the model's saved one, else chatml.
-pub fn choose_template(
-    arg: Option<&str>,
-    model_dir: Option<&Path>,
-    tok: &Tokenizer,
-) -> Result<ChatTemplate> {
-    if let Some(a) = arg {
-        return Ok(ChatTemplate::resolve(a, &specials_of(tok))?);
-    }
-    if let Some(dir) = model_dir
-        && let Some(t) = saved_template(dir, tok)?
-    {
-        return Ok(t);
-    }
-    Ok(ChatTemplate::builtin("chatml", &specials_of(tok))?)
-}
-
 /// A prompt generated from during training.
 #[derive(Clone, Debug)]
 struct SamplePrompt {
@@ -128,16 +81,17 @@ struct SamplePrompt {
 struct Run {
     cfg: TrainConfig,
     run_dir: PathBuf,
-    device: Device,
     learner: Learner,
-    model_config: GptConfig,
+    model_config: ModelConfig,
+    /// The dtype the base weights came in: `final/` is written in it.
+    dtype: WeightsDtype,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     loader: Loader,
     eval_batches: Vec<HostBatch>,
     samples: Vec<SamplePrompt>,
-    stop_ids: Vec<u32>,
-    stop_strings: Vec<String>,
+    /// Token ids and strings generation stops at.
+    stops: (Vec<u32>, Vec<String>),
     /// Ids of the special tokens added to the tokenizer for the template.
     added_ids: Vec<u32>,
     schedule: Schedule,
@@ -145,6 +99,14 @@ struct Run {
     state: CheckpointState,
     info: RunInfo,
     files: RunFiles,
+}
+
+/// The model a run starts from.
+struct Base {
+    model: Model,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    dtype: WeightsDtype,
 }
 
 impl Run {
@@ -155,222 +117,70 @@ impl Run {
     ) -> Result<Self> {
         let device = choice.device.clone().autodiff();
         device.seed(cfg.seed);
-
-        // ---- model and tokenizer ------------------------------------------------------------
-        let (model, mut model_config, mut tokenizer) = match (&cfg.model, &cfg.init) {
-            (Some(dir), _) => {
-                let m = load_model_dir(dir, &device)?;
-                (m.model, m.config, m.tokenizer)
-            }
-            (None, Some(init)) => {
-                let tdir = cfg
-                    .tokenizer
-                    .clone()
-                    .ok_or_else(|| TrainError::Config("init needs a tokenizer".into()))?;
-                let tok = Tokenizer::from_dir(&tdir)?;
-                let mc = GptConfig {
-                    n_layer: init.n_layer,
-                    n_head: init.n_head,
-                    n_embd: init.n_embd,
-                    n_positions: init.n_positions,
-                    vocab_size: tok.vocab_size(),
-                    n_inner: None,
-                    layer_norm_epsilon: 1e-5,
-                    dropout: cfg.dropout,
-                    activation: manners_model::Activation::GeluTanh,
-                    bos_token_id: tok.bos_id(),
-                    eos_token_id: tok.eos_id(),
-                };
-                mc.validate()?;
-                (mc.init(&device), mc, tok)
-            }
-            (None, None) => return Err(TrainError::Config("no model given".into())),
-        };
-        let n_pos = model_config.n_positions;
-        if cfg.max_len == 0 {
-            cfg.max_len = n_pos.min(512) + 1;
-        }
-        if cfg.max_len > n_pos + 1 {
-            return Err(TrainError::Config(format!(
-                "max_len {} exceeds the model's context: at most n_positions + 1 = {}",
-                cfg.max_len,
-                n_pos + 1
-            )));
-        }
-        // Dropout for training is the run's choice; the model keeps its own value on export.
-        let model = set_dropout(model, cfg.dropout);
-
-        // ---- template and special tokens -----------------------------------------------------
-        let template = match cfg.kind {
-            RunKind::Sft => Some(choose_template(
-                cfg.template.as_deref(),
-                cfg.model.as_deref(),
-                &tokenizer,
-            )?),
-            RunKind::Pretrain => None,
-        };
-        let mut added_ids = Vec::new();
-        if let Some(t) = &template {
-            let needed = t.required_special_tokens();
-            let refs: Vec<&str> = needed.iter().map(String::as_str).collect();
-            added_ids = tokenizer.add_special_tokens(&refs);
-        }
-        let model = if tokenizer.vocab_size() > model.vocab_size() {
-            let m = resize_token_embeddings(model, tokenizer.vocab_size());
-            model_config.vocab_size = m.vocab_size();
-            m
-        } else {
-            model
-        };
-        // LoRA: base frozen, adapters on the target projections; the embedding rows of tokens
-        // just added for the template train too (otherwise they never learn a meaning).
-        let model = match &cfg.lora {
-            Some(l) => {
-                let mut m = crate::lora::apply(model, l);
-                if !added_ids.is_empty() {
-                    m.wte.weight = m.wte.weight.clone().set_require_grad(true);
-                }
-                m
-            }
-            None => model,
-        };
-        let (stop_ids, stop_strings) = match &template {
+        let Base {
+            model,
+            mut config,
+            mut tokenizer,
+            dtype,
+        } = load_base(&cfg, &device)?;
+        resolve_max_len(&mut cfg, config.max_positions())?;
+        // Dropout for training is the run's choice; the model config keeps its own for export.
+        let model = model.with_dropout(cfg.dropout);
+        let template = run_template(&cfg, &tokenizer)?;
+        let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
+        let model = model.resize_token_embeddings(tokenizer.vocab_size());
+        config.set_vocab_size(model.vocab_size());
+        let model = attach_lora(model, &cfg, !added_ids.is_empty())?;
+        let stops = match &template {
             Some(t) => (t.stop_token_ids(tokenizer.hf()), t.stop_strings()),
             None => (tokenizer.eos_id().into_iter().collect(), Vec::new()),
         };
 
-        // ---- data ---------------------------------------------------------------------------
-        let data = prepare_data(&cfg, &tokenizer, template.as_ref())?;
-        if data.train.is_empty() {
-            return Err(TrainError::NoData(format!(
-                "no usable training examples in {:?} (see the report above)",
-                cfg.data
-            )));
-        }
-        let batch_cfg = BatchConfig {
-            batch_size: cfg.batch_size,
-            seq_len: cfg.max_len - 1,
-            pack: cfg.pack && cfg.kind == RunKind::Sft,
-            shuffle: true,
-            seed: cfg.seed,
-            drop_last: false,
-            pad_id: tokenizer.eos_id().unwrap_or(0),
-        };
-        let train = Arc::new(data.train);
-        let n_train = train.len();
-        let mut loader = Loader::new(train, batch_cfg.clone())?;
-        let eval_batches = if data.eval.is_empty() {
-            Vec::new()
-        } else {
-            manners_data::batches(&data.eval, &batch_cfg)?
-        };
-
-        // ---- steps and schedule ---------------------------------------------------------------
-        let per_epoch = (loader.steps_per_epoch() as u64)
-            .div_ceil(cfg.grad_accum as u64)
-            .max(1);
-        let total_steps = cfg
-            .max_steps
-            .unwrap_or_else(|| ((cfg.epochs * per_epoch as f64).ceil() as u64).max(1));
-        cfg.resolve_intervals(total_steps);
-        let schedule = cfg.schedule(total_steps);
-
-        // ---- optimiser, run folder, resume ------------------------------------------------------
-        let mut optim = build_optimizer(&cfg);
-        let run_dir = match &resume_dir {
-            Some(d) => d.clone(),
-            None => cfg.out_dir.join(
-                cfg.name
-                    .clone()
-                    .unwrap_or_else(|| default_run_name(cfg.kind)),
-            ),
-        };
-        let mut model = model;
-        let mut state = CheckpointState::new(loader.state());
-        if resume_dir.is_some() {
-            let (_, dir) = checkpoint::latest(&run_dir).ok_or_else(|| TrainError::Checkpoint {
-                path: checkpoint::checkpoints_dir(&run_dir),
-                message: "no complete checkpoint to resume from".into(),
-            })?;
-            checkpoint::clean_stale(&run_dir)?;
-            let (m, o, s) = checkpoint::load(&dir, model, optim)?;
-            model = m;
-            optim = o;
-            loader = Loader::restore(loader.examples().clone(), loader.config().clone(), s.loader)?;
-            state = s;
-        } else if run_dir.join("run.toml").exists() {
-            return Err(TrainError::Config(format!(
-                "{} already holds a run; resume it with --resume, or choose another --name",
-                run_dir.display()
-            )));
-        }
-        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
-        manners_model::write_atomic(&run_dir.join("run.toml"), cfg.to_toml().as_bytes())?;
-        let files = RunFiles::open(&run_dir, resume_dir.is_some().then_some(state.step))?;
-
+        let mut data = prepare_data(&cfg, &tokenizer, template.as_ref())?;
+        let (loader, eval_batches) = batching(&cfg, &tokenizer, &mut data)?;
+        let (total_steps, schedule) = plan_steps(&mut cfg, &loader);
         let samples = sample_prompts(&cfg, &data.eval_convs, template.as_ref(), &tokenizer)?;
-        let trainable = crate::lora::trainable_params(&model, added_ids.len());
-        let info = RunInfo {
-            name: run_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            run_dir: run_dir.display().to_string(),
-            kind: cfg.kind,
-            model: format!(
-                "{} ({})",
-                cfg.model
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "from scratch".into()),
-                model_config.describe()
-            ),
-            params: model.num_params() as u64,
-            trainable_params: trainable,
-            backend: choice.description.clone(),
-            data: cfg
-                .data
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            train_examples: n_train as u64,
-            eval_examples: data.eval.len() as u64,
-            template: template
-                .as_ref()
-                .map(|t| t.name().to_string())
-                .unwrap_or_default(),
+
+        let optim = build_optimizer(&cfg, &model);
+        let start = open_run_dir(&cfg, resume_dir.as_deref(), model, optim, loader)?;
+        let trainable = crate::lora::trainable_params(&start.model, added_ids.len());
+        let info = run_info(
+            &cfg,
+            choice,
+            &start,
+            &config,
+            &data,
+            &template,
             total_steps,
-            start_step: state.step,
-            facts: data.facts,
-        };
-        let mut learner = Learner::new(model, optim, cfg.clip_grad_norm, device.clone());
+            trainable,
+        );
+        let mut learner =
+            Learner::new(start.model, start.optim, cfg.clip_grad_norm, device.clone());
         if cfg.lora.is_some() && !added_ids.is_empty() {
-            learner = learner.with_trainable_wte_rows(&added_ids);
+            learner = learner.with_trainable_token_rows(&added_ids);
         }
         Ok(Run {
-            learner,
             cfg,
-            run_dir,
-            device,
-            model_config,
+            run_dir: start.run_dir,
+            learner,
+            model_config: config,
+            dtype,
             tokenizer,
             template,
-            loader,
+            loader: start.loader,
             eval_batches,
             samples,
-            stop_ids,
-            stop_strings,
+            stops,
             added_ids,
             schedule,
             total_steps,
-            state,
+            state: start.state,
             info,
-            files,
+            files: start.files,
         })
     }
 
-    fn model(&self) -> &Gpt {
+    fn model(&self) -> &Model {
         self.learner.model()
     }
 
@@ -537,7 +347,6 @@ impl Run {
             run_dir: self.run_dir.display().to_string(),
             reason,
         };
-        crate::report::write(&self.run_dir, &self.cfg, &self.info, &summary, &self.files)?;
         self.emit(sink, TrainEvent::Finished(summary.clone()));
         Ok(TrainOutcome {
             run_dir: self.run_dir.clone(),
@@ -553,17 +362,7 @@ impl Run {
         if self.eval_batches.is_empty() {
             return;
         }
-        let model = self.model().valid();
-        let device = self.device.clone().without_autodiff();
-        let (mut sum, mut count) = (0.0, 0usize);
-        for hb in &self.eval_batches {
-            if hb.n_supervised == 0 {
-                continue;
-            }
-            let db = DeviceBatch::from_host(hb, &device);
-            sum += scalar(nll_sum(&model, &db));
-            count += hb.n_supervised;
-        }
+        let (sum, count) = heldout_nll(&self.model().valid(), &self.eval_batches);
         let loss = sum / count.max(1) as f64;
         let improved = self.state.best_eval_loss.is_none_or(|b| loss < b);
         if improved {
@@ -593,22 +392,18 @@ impl Run {
             return Ok(());
         }
         let model = self.model().valid();
-        let max_ctx = model.n_positions();
-        let budget = self.cfg.sample_max_new_tokens;
+        let ctx = model.n_positions();
+        let cfg = GenerationConfig::stopping_at(
+            self.cfg.sample_max_new_tokens,
+            ctx,
+            self.stops.0.clone(),
+            self.stops.1.clone(),
+        );
         let prompts: Vec<Vec<u32>> = self
             .samples
             .iter()
-            .map(|s| {
-                let keep = max_ctx.saturating_sub(budget).max(1);
-                s.ids[s.ids.len().saturating_sub(keep)..].to_vec()
-            })
+            .map(|s| cfg.fit(&s.ids, ctx).to_vec())
             .collect();
-        let cfg = GenerationConfig {
-            max_new_tokens: budget.min(max_ctx.saturating_sub(1)),
-            stop_token_ids: self.stop_ids.clone(),
-            stop_strings: self.stop_strings.clone(),
-            ..Default::default()
-        };
         let outs = generate_batch(&model, &self.tokenizer, &prompts, &cfg)?;
         for (s, g) in self.samples.clone().iter().zip(outs) {
             let ev = TrainEvent::Sample(SampleOut {
@@ -642,30 +437,36 @@ impl Run {
         Ok(())
     }
 
-    /// Writes `final/`: a Hugging Face model folder with the template saved beside the tokenizer
-    /// (as `manners_template.json` and as the Jinja `chat_template` of `tokenizer_config.json`).
+    /// Writes `final/`: a Hugging Face model folder in the dtype the base came in, with the
+    /// template saved beside the tokenizer (as `manners_template.json`, and as the Jinja
+    /// `chat_template` of `tokenizer_config.json` and `chat_template.jinja`).
     fn export_final(&mut self) -> Result<PathBuf> {
         let dir = self.run_dir.join("final");
         let mut tok = self.tokenizer.clone();
         let mut extra = Vec::new();
         if let Some(t) = &self.template {
             tok.set_chat_template(Some(t.to_jinja()));
-            extra.push((
-                TEMPLATE_FILE,
-                serde_json::to_vec_pretty(&t.spec()).expect("spec serialises"),
-            ));
+            extra.push((TEMPLATE_FILE, t.spec_file()));
         }
         let generation = GenerationDefaults {
-            eos_token_ids: self.stop_ids.clone(),
+            eos_token_ids: self.stops.0.clone(),
             ..Default::default()
         };
         let model = self.model().valid();
         if let Some(l) = &self.cfg.lora {
             self.export_adapter(&self.run_dir.join("adapter"), &model, l, &tok)?;
         }
-        // LoRA adapters are folded into the weights: final/ is a plain GPT-2.
+        // LoRA adapters are folded into the weights: final/ is a plain model of its family.
         let model = crate::lora::merge(model);
-        save_model_dir(&dir, &model, &self.model_config, &tok, &generation, &extra)?;
+        save_model_dir(
+            &dir,
+            &model,
+            &self.model_config,
+            &tok,
+            &generation,
+            self.dtype,
+            &extra,
+        )?;
         Ok(dir)
     }
 
@@ -673,16 +474,18 @@ impl Run {
     fn export_adapter(
         &self,
         dir: &Path,
-        model: &Gpt,
+        model: &Model,
         l: &crate::config::LoraConfig,
         tok: &Tokenizer,
     ) -> Result<()> {
         let base = self.cfg.model.clone().unwrap_or_default();
-        let weights = base.join("model.safetensors");
-        let fingerprint = if weights.is_file() {
-            crate::lora::fingerprint_file(&weights)?
-        } else {
-            String::new()
+        let weights = [WEIGHTS_FILE, WEIGHTS_INDEX_FILE]
+            .map(|f| base.join(f))
+            .into_iter()
+            .find(|p| p.is_file());
+        let fingerprint = match weights {
+            Some(w) => crate::lora::fingerprint_file(&w)?,
+            None => String::new(),
         };
         let cfg = crate::lora::AdapterConfig {
             peft_type: "LORA".into(),
@@ -690,8 +493,8 @@ impl Run {
             r: l.rank,
             lora_alpha: l.alpha,
             lora_dropout: 0.0,
-            target_modules: l.targets.clone(),
-            fan_in_fan_out: true,
+            target_modules: crate::lora::targets(model, l),
+            fan_in_fan_out: model.fan_in_fan_out(),
             bias: "none".into(),
             base_model_name_or_path: base.display().to_string(),
             base_model_fingerprint: fingerprint,
@@ -702,63 +505,294 @@ impl Run {
                 .collect(),
         };
         let rows = match (self.added_ids.iter().min(), self.added_ids.iter().max()) {
-            (Some(&lo), Some(&hi)) => Some((
-                lo,
-                model
-                    .wte
-                    .weight
-                    .val()
-                    .narrow(0, lo as usize, (hi - lo + 1) as usize),
-            )),
+            (Some(&lo), Some(&hi)) => Some(crate::lora::AddedRows::of(model, lo, hi)),
             _ => None,
         };
         crate::lora::save_adapter_dir(dir, model, &cfg, rows)?;
-        tok.save_dir(dir, self.model_config.n_positions)?;
+        tok.save_dir(dir, self.model_config.max_positions())?;
         Ok(())
     }
 }
 
-fn set_dropout(mut model: Gpt, p: f64) -> Gpt {
-    use manners_model::burn::nn::DropoutConfig;
-    model.drop = DropoutConfig::new(p).init();
-    for b in &mut model.h {
-        b.drop = DropoutConfig::new(p).init();
+// ---- preparing a run, step by step --------------------------------------------------------
+
+/// The base model: a model folder, or (pretraining from scratch) a fresh GPT-2 of the
+/// configured shape over the configured tokenizer.
+fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
+    match (&cfg.model, &cfg.init) {
+        (Some(dir), _) => {
+            let m = load_model_dir(dir, device)?;
+            Ok(Base {
+                model: m.model,
+                config: m.config,
+                tokenizer: m.tokenizer,
+                dtype: m.dtype,
+            })
+        }
+        (None, Some(init)) => {
+            let tdir = cfg
+                .tokenizer
+                .clone()
+                .ok_or_else(|| TrainError::Config("init needs a tokenizer".into()))?;
+            let tok = Tokenizer::from_dir(&tdir)?;
+            let config = ModelConfig::Gpt2(Gpt2Config {
+                n_layer: init.n_layer,
+                n_head: init.n_head,
+                n_embd: init.n_embd,
+                n_positions: init.n_positions,
+                bos_token_id: tok.bos_id(),
+                eos_token_id: tok.eos_id(),
+                ..Gpt2Config::tiny(tok.vocab_size()).with_dropout(cfg.dropout)
+            });
+            config.validate()?;
+            Ok(Base {
+                model: config.init(device),
+                config,
+                tokenizer: tok,
+                dtype: WeightsDtype::F32,
+            })
+        }
+        (None, None) => Err(TrainError::Config("no model given".into())),
     }
-    model
 }
 
+/// `max_len` 0 means the model's context (at most 512 positions).
+fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
+    if cfg.max_len == 0 {
+        cfg.max_len = n_pos.min(512) + 1;
+    }
+    if cfg.max_len > n_pos + 1 {
+        return Err(TrainError::Config(format!(
+            "max_len {} exceeds the model's context: at most n_positions + 1 = {}",
+            cfg.max_len,
+            n_pos + 1
+        )));
+    }
+    Ok(())
+}
+
+/// The chat template of an SFT run (the config's, else the model folder's, else chatml); none
+/// for pretraining.
+fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    if cfg.kind == RunKind::Pretrain {
+        return Ok(None);
+    }
+    let specials = SpecialTokens::from_roles(tok.bos_token(), tok.eos_token(), tok.pad_token());
+    Ok(Some(choose_template(
+        cfg.template.as_deref(),
+        cfg.model.as_deref(),
+        tok.chat_template(),
+        &specials,
+    )?))
+}
+
+/// Adds the special tokens the template writes and the tokenizer lacks; returns their ids.
+fn add_template_tokens(template: Option<&ChatTemplate>, tok: &mut Tokenizer) -> Vec<u32> {
+    let Some(t) = template else {
+        return Vec::new();
+    };
+    let needed = t.required_special_tokens();
+    tok.add_special_tokens(&needed.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// LoRA: base frozen, adapters on the target projections; the rows of tokens just added for
+/// the template train too (otherwise they never learn a meaning).
+fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Model> {
+    let Some(l) = &cfg.lora else {
+        return Ok(model);
+    };
+    let m = crate::lora::apply(model, l)?;
+    Ok(if added_tokens {
+        m.unfreeze_token_params()
+    } else {
+        m
+    })
+}
+
+/// The training loader (which takes the training examples) and the held-out batches.
+fn batching(
+    cfg: &TrainConfig,
+    tok: &Tokenizer,
+    data: &mut PreparedData,
+) -> Result<(Loader, Vec<HostBatch>)> {
+    if data.train.is_empty() {
+        return Err(TrainError::NoData(format!(
+            "no usable training examples in {:?} (see the report above)",
+            cfg.data
+        )));
+    }
+    let batch_cfg = BatchConfig {
+        batch_size: cfg.batch_size,
+        seq_len: cfg.max_len - 1,
+        pack: cfg.pack && cfg.kind == RunKind::Sft,
+        shuffle: true,
+        seed: cfg.seed,
+        drop_last: false,
+        pad_id: tok.eos_id().unwrap_or(0),
+    };
+    let eval = if data.eval.is_empty() {
+        Vec::new()
+    } else {
+        manners_data::batches(&data.eval, &batch_cfg)?
+    };
+    let loader = Loader::new(Arc::new(std::mem::take(&mut data.train)), batch_cfg)?;
+    Ok((loader, eval))
+}
+
+/// Total optimiser steps (from `max_steps`, else epochs) and the learning-rate schedule; fills
+/// the config's automatic intervals.
+fn plan_steps(cfg: &mut TrainConfig, loader: &Loader) -> (u64, Schedule) {
+    let per_epoch = (loader.steps_per_epoch() as u64)
+        .div_ceil(cfg.grad_accum as u64)
+        .max(1);
+    let total = cfg
+        .max_steps
+        .unwrap_or_else(|| ((cfg.epochs * per_epoch as f64).ceil() as u64).max(1));
+    cfg.resolve_intervals(total);
+    (total, cfg.schedule(total))
+}
+
+/// Where a run starts: a fresh run folder, or the newest checkpoint of the one resumed.
+struct Start {
+    run_dir: PathBuf,
+    model: Model,
+    optim: ModuleOptimizer,
+    loader: Loader,
+    state: CheckpointState,
+    files: RunFiles,
+}
+
+fn open_run_dir(
+    cfg: &TrainConfig,
+    resume_dir: Option<&Path>,
+    model: Model,
+    optim: ModuleOptimizer,
+    loader: Loader,
+) -> Result<Start> {
+    let run_dir = match resume_dir {
+        Some(d) => d.to_path_buf(),
+        None => cfg.out_dir.join(
+            cfg.name
+                .clone()
+                .unwrap_or_else(|| default_run_name(cfg.kind)),
+        ),
+    };
+    let (mut model, mut optim, mut loader) = (model, optim, loader);
+    let mut state = CheckpointState::new(loader.state());
+    if resume_dir.is_some() {
+        let (_, dir) = checkpoint::latest(&run_dir).ok_or_else(|| TrainError::Checkpoint {
+            path: checkpoint::checkpoints_dir(&run_dir),
+            message: "no complete checkpoint to resume from".into(),
+        })?;
+        checkpoint::clean_stale(&run_dir)?;
+        let (m, o, s) = checkpoint::load(&dir, model, optim)?;
+        model = m;
+        optim = o;
+        loader = Loader::restore(loader.examples().clone(), loader.config().clone(), s.loader)?;
+        state = s;
+    } else if run_dir.join("run.toml").exists() {
+        return Err(TrainError::Config(format!(
+            "{} already holds a run; resume it with --resume, or choose another --name",
+            run_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    manners_model::write_atomic(&run_dir.join("run.toml"), cfg.to_toml().as_bytes())?;
+    let files = RunFiles::open(&run_dir, resume_dir.is_some().then_some(state.step))?;
+    Ok(Start {
+        run_dir,
+        model,
+        optim,
+        loader,
+        state,
+        files,
+    })
+}
+
+/// The facts a run reports when it starts: shown by the dashboard and the log, kept in the
+/// event log for the report.
+#[allow(clippy::too_many_arguments)]
+fn run_info(
+    cfg: &TrainConfig,
+    choice: &DeviceChoice,
+    start: &Start,
+    config: &ModelConfig,
+    data: &PreparedData,
+    template: &Option<ChatTemplate>,
+    total_steps: u64,
+    trainable_params: u64,
+) -> RunInfo {
+    let mut facts = Vec::new();
+    if template.is_some() {
+        facts.push(("mask".to_string(), format!("{:?}", cfg.mask).to_lowercase()));
+    }
+    facts.push((
+        "batch".into(),
+        format!(
+            "{} rows x {} accumulation, max_len {}, packing {}",
+            cfg.batch_size, cfg.grad_accum, cfg.max_len, cfg.pack
+        ),
+    ));
+    facts.push((
+        "optimiser".into(),
+        format!(
+            "AdamW lr {:e} ({:?}, warmup {}, floor {}x), wd {}, clip {:?}",
+            cfg.lr,
+            cfg.schedule,
+            cfg.warmup_steps.unwrap_or(0),
+            cfg.min_lr_ratio,
+            cfg.weight_decay,
+            cfg.clip_grad_norm
+        ),
+    ));
+    facts.extend(data.facts.iter().cloned());
+    RunInfo {
+        name: start
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        run_dir: start.run_dir.display().to_string(),
+        kind: cfg.kind,
+        model: format!(
+            "{} ({})",
+            cfg.model
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "from scratch".into()),
+            config.describe()
+        ),
+        params: start.model.num_params() as u64,
+        trainable_params,
+        backend: choice.description.clone(),
+        data: cfg
+            .data
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        train_examples: start.loader.examples().len() as u64,
+        eval_examples: data.eval.len() as u64,
+        template: template
+            .as_ref()
+            .map(|t| t.name().to_string())
+            .unwrap_or_default(),
+        total_steps,
+        start_step: start.state.step,
+        facts,
+    }
+}
+
+/// `sft-YYYYmmdd-HHMMSS` (UTC), or `pretrain-...`.
 fn default_run_name(kind: RunKind) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let prefix = match kind {
         RunKind::Sft => "sft",
         RunKind::Pretrain => "pretrain",
     };
-    format!("{prefix}-{}", utc_stamp(secs))
+    format!("{prefix}-{}", format_utc(now_secs(), "%Y%m%d-%H%M%S"))
 }
 
-/// `YYYYmmdd-HHMMSS` in UTC (civil-from-days, Howard Hinnant's algorithm).
-fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+// ---- data -----------------------------------------------------------------------------------
 
 struct PreparedData {
     train: Vec<Encoded>,
@@ -767,32 +801,50 @@ struct PreparedData {
     facts: Vec<(String, String)>,
 }
 
+/// Reads every file with `read`, noting each file's rejected records as a warning fact.
+fn read_all<T>(
+    paths: &[PathBuf],
+    facts: &mut Vec<(String, String)>,
+    read: impl Fn(&Path) -> manners_data::Result<(Vec<T>, ReadReport)>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let (items, report) = read(p)?;
+        if report.n_rejected() > 0 {
+            facts.push((
+                "warning: data".into(),
+                format!(
+                    "{}: {} records rejected and skipped: {}",
+                    p.display(),
+                    report.n_rejected(),
+                    report.to_string().trim()
+                ),
+            ));
+        }
+        out.extend(items);
+    }
+    Ok(out)
+}
+
+/// Training and held-out examples: conversations through the template (SFT, with raw text
+/// mixed in when configured) or raw text stream-packed into full rows (pretraining).
 fn prepare_data(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
 ) -> Result<PreparedData> {
-    let policy = cfg.bad_record_policy()?;
+    let policy = cfg.bad_records;
+    let texts = |paths: &[PathBuf], facts: &mut Vec<(String, String)>| {
+        read_all(paths, facts, |p| read_texts(p, policy))
+    };
     let mut facts = Vec::new();
     let eos = tok.eos_id();
     let Some(template) = template else {
-        // Pretraining: raw text, stream-packed into full rows.
-        let mut texts = Vec::new();
-        for p in &cfg.data {
-            let (t, report) = read_texts(p, policy)?;
-            note_rejections(&mut facts, p, &report);
-            texts.extend(t);
-        }
+        let docs = texts(&cfg.data, &mut facts)?;
         let (train_txt, eval_txt) = if cfg.eval_data.is_empty() {
-            split_heldout(&texts, cfg.eval_fraction, cfg.seed)
+            split_heldout(&docs, cfg.eval_fraction, cfg.seed)
         } else {
-            let mut ev = Vec::new();
-            for p in &cfg.eval_data {
-                let (t, report) = read_texts(p, policy)?;
-                note_rejections(&mut facts, p, &report);
-                ev.extend(t);
-            }
-            (texts, ev)
+            (docs, texts(&cfg.eval_data, &mut facts)?)
         };
         let enc = |v: &[String]| -> Result<Vec<Vec<u32>>> {
             Ok(encode_texts(v, tok.hf(), None)?
@@ -815,29 +867,20 @@ fn prepare_data(
             facts,
         });
     };
-    let format = cfg.format()?;
-    let mut convs = Vec::new();
-    for p in &cfg.data {
-        let (c, report) = read_conversations(p, format, policy)?;
-        note_rejections(&mut facts, p, &report);
-        convs.extend(c);
-    }
+    let convs_of = |paths: &[PathBuf], facts: &mut Vec<(String, String)>| {
+        read_all(paths, facts, |p| read_conversations(p, cfg.format, policy))
+    };
+    let convs = convs_of(&cfg.data, &mut facts)?;
     let (train_convs, mut eval_convs) = if cfg.eval_data.is_empty() {
         split_heldout(&convs, cfg.eval_fraction, cfg.seed)
     } else {
-        let mut ev = Vec::new();
-        for p in &cfg.eval_data {
-            let (c, report) = read_conversations(p, format, policy)?;
-            note_rejections(&mut facts, p, &report);
-            ev.extend(c);
-        }
-        (convs, ev)
+        (convs, convs_of(&cfg.eval_data, &mut facts)?)
     };
     eval_convs.truncate(cfg.max_eval_examples);
-    let mask = cfg.mask_mode()?;
-    let lp = cfg.length_policy()?;
-    let (mut train, report) =
-        encode_dataset(&train_convs, template, tok.hf(), mask, cfg.max_len, lp)?;
+    let encode = |c: &[Conversation]| {
+        encode_dataset(c, template, tok.hf(), cfg.mask, cfg.max_len, cfg.truncation)
+    };
+    let (mut train, report) = encode(&train_convs)?;
     if report.truncated > 0 || report.dropped() > 0 {
         facts.push((
             "warning: length".into(),
@@ -850,15 +893,9 @@ fn prepare_data(
             ),
         ));
     }
-    let (eval, _) = encode_dataset(&eval_convs, template, tok.hf(), mask, cfg.max_len, lp)?;
+    let (eval, _) = encode(&eval_convs)?;
     if !cfg.mix_text.is_empty() && cfg.mix_fraction > 0.0 {
-        let mut texts = Vec::new();
-        for p in &cfg.mix_text {
-            let (t, report) = read_texts(p, policy)?;
-            note_rejections(&mut facts, p, &report);
-            texts.extend(t);
-        }
-        let raw = encode_texts(&texts, tok.hf(), eos)?;
+        let raw = encode_texts(&texts(&cfg.mix_text, &mut facts)?, tok.hf(), eos)?;
         let (mixed, mix_report) = mix_texts(train, &raw, cfg.mix_fraction, cfg.seed, cfg.max_len);
         facts.push(("mix".into(), mix_report.to_string().trim().to_string()));
         train = mixed;
@@ -881,20 +918,8 @@ fn prepare_data(
     })
 }
 
-fn note_rejections(facts: &mut Vec<(String, String)>, path: &Path, report: &ReadReport) {
-    if report.n_rejected() > 0 {
-        facts.push((
-            "warning: data".into(),
-            format!(
-                "{}: {} records rejected and skipped: {}",
-                path.display(),
-                report.n_rejected(),
-                report.to_string().trim()
-            ),
-        ));
-    }
-}
-
+/// The prompts sampled during training: the configured ones (user messages; raw text when
+/// pretraining), else the questions of the first three held-out conversations.
 fn sample_prompts(
     cfg: &TrainConfig,
     eval_convs: &[Conversation],
@@ -933,32 +958,12 @@ fn sample_prompts(
                     .collect()
             };
             for msgs in convs {
-                let shown = msgs
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .map(|m| m.content.clone())
-                    .unwrap_or_default();
                 out.push(SamplePrompt {
                     ids: t.encode_prompt(&msgs, tok.hf())?,
-                    shown,
+                    shown: last_user(&msgs).unwrap_or_default().to_string(),
                 });
             }
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        // 2026-11-22 07:22:33 UTC
-        assert_eq!(utc_stamp(1_795_332_153), "20261122-072233");
-        // 2024-02-29 (leap day) 12:00:00
-        assert_eq!(utc_stamp(1_709_208_000), "20240229-120000");
-    }
 }

@@ -8,7 +8,7 @@ use manners_data::{BatchConfig, Encoded, HostBatch, batches};
 use manners_model::burn::module::{Module, ModuleVisitor, Param};
 use manners_model::burn::optim::GradientsParams;
 use manners_model::burn::prelude::*;
-use manners_model::{BackendKind, Gpt, load_model_dir, select_device};
+use manners_model::{BackendKind, Model, load_model_dir, select_device};
 use manners_train::{Learner, TrainConfig, build_burn_optimizer, build_optimizer};
 
 fn fixture_model() -> PathBuf {
@@ -26,7 +26,8 @@ fn learner(clip: Option<f64>, wd: f64) -> Learner {
         weight_decay: wd,
         ..Default::default()
     };
-    Learner::new(m.model, build_optimizer(&cfg), clip, dev)
+    let optim = build_optimizer(&cfg, &m.model);
+    Learner::new(m.model, optim, clip, dev)
 }
 
 fn rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
@@ -139,7 +140,7 @@ impl ModuleVisitor for Flatten<'_> {
     }
 }
 
-fn flat_grads(model: &Gpt, grads: &GradientsParams) -> Vec<f32> {
+fn flat_grads(model: &Model, grads: &GradientsParams) -> Vec<f32> {
     let mut f = Flatten {
         grads,
         out: Vec::new(),
@@ -226,10 +227,18 @@ fn non_finite_steps_leave_the_weights_alone() {
     let b = split(8, false).remove(0);
     let (mut m, o) = learner(Some(1.0), 0.0).into_parts();
     // Poison the final LayerNorm gain: every logit, hence the loss, becomes NaN.
-    m.ln_f.gamma = Param::from_tensor(m.ln_f.gamma.val().mul_scalar(f32::NAN).detach());
+    let Model::Gpt2(g) = &mut m else {
+        panic!("the fixture is a GPT-2")
+    };
+    g.ln_f.gamma = Param::from_tensor(g.ln_f.gamma.val().mul_scalar(f32::NAN).detach());
     let mut l = Learner::new(m, o, Some(1.0), flex_autodiff());
     let bits = |l: &Learner| -> Vec<u32> {
-        let w = l.model().h[0].attn.c_attn.weight.val().into_data();
+        let w = l.model().as_gpt2().unwrap().h[0]
+            .attn
+            .c_attn
+            .weight
+            .val()
+            .into_data();
         w.try_to_vec::<f32>()
             .unwrap()
             .iter()
@@ -263,7 +272,8 @@ fn training_on_wgpu_matches_flex() {
             weight_decay: 0.1,
             ..Default::default()
         };
-        let mut l = Learner::new(m.model, build_optimizer(&cfg), Some(1.0), dev);
+        let optim = build_optimizer(&cfg, &m.model);
+        let mut l = Learner::new(m.model, optim, Some(1.0), dev);
         (0..3).map(|_| l.step(&batch, 1e-2).unwrap().loss).collect()
     };
     let (a, b) = (run(flex_autodiff()), run(wgpu));
@@ -281,7 +291,7 @@ impl ModuleVisitor for Values {
     }
 }
 
-fn values(model: &Gpt) -> Vec<f32> {
+fn values(model: &Model) -> Vec<f32> {
     let mut v = Values(Vec::new());
     model.visit(&mut v);
     v.0
@@ -299,15 +309,19 @@ fn fused_adamw_matches_burns_adamw_and_resumes_from_its_state() {
     for kind in [BackendKind::Flex, BackendKind::Ndarray] {
         let dev = select_device(kind).unwrap().device.autodiff();
         let fresh = || load_model_dir(&fixture_model(), &dev).unwrap().model;
-        let mut ours = Learner::new(fresh(), build_optimizer(&cfg), clip, dev.clone());
-        let mut burns = Learner::new(fresh(), build_burn_optimizer(&cfg), clip, dev.clone());
+        let (a, b) = (fresh(), fresh());
+        let (oa, ob) = (build_optimizer(&cfg, &a), build_burn_optimizer(&cfg, &b));
+        let mut ours = Learner::new(a, oa, clip, dev.clone());
+        let mut burns = Learner::new(b, ob, clip, dev.clone());
         let start = values(ours.model());
         let mut resumed = None;
         for step in 0..3 {
             if step == 2 {
                 // Burn's optimiser state after two steps, loaded into ours, steps on alike.
                 let bytes = burns.optim().into_bytes().unwrap();
-                let optim = build_optimizer(&cfg).from_bytes(bytes).unwrap();
+                let optim = build_optimizer(&cfg, burns.model())
+                    .from_bytes(bytes)
+                    .unwrap();
                 resumed = Some(Learner::new(
                     burns.model().clone(),
                     optim,

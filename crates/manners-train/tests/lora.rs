@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use manners_data::HostBatch;
 use manners_model::burn::module::{Module, Param};
 use manners_model::burn::prelude::*;
-use manners_model::{BackendKind, Gpt, load_model_dir, select_device};
+use manners_model::{BackendKind, Model, load_model_dir, select_device};
 use manners_train::lora::{self, AdapterConfig};
 use manners_train::{Learner, LoraConfig, TrainConfig, build_optimizer};
 
@@ -46,8 +46,9 @@ fn batch() -> HostBatch {
     }
 }
 
-fn snapshot(m: &Gpt) -> Vec<(String, Vec<f32>)> {
+fn snapshot(m: &Model) -> Vec<(String, Vec<f32>)> {
     // Every base tensor, by name (the adapters are not base tensors).
+    let m = m.as_gpt2().unwrap();
     let mut v = vec![
         (
             "wte".to_string(),
@@ -99,7 +100,7 @@ fn snapshot(m: &Gpt) -> Vec<(String, Vec<f32>)> {
     v
 }
 
-fn logits(m: &Gpt, dev: &Device) -> Vec<f32> {
+fn logits(m: &Model, dev: &Device) -> Vec<f32> {
     let ids = Tensor::<2, Int>::from_data(
         TensorData::new((1..=20i64).collect::<Vec<_>>(), [1, 20]),
         dev,
@@ -116,14 +117,14 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
     let dev = dev();
     let base = load_model_dir(&fixture(), &dev).unwrap().model;
     let cfg = LoraConfig::default();
-    let mut model = lora::apply(base, &cfg);
+    let model = lora::apply(base, &cfg).unwrap();
     assert_eq!(
-        lora::adapters(&model).len(),
+        model.adapters().len(),
         2 * 4,
         "c_attn, attn.c_proj, c_fc, mlp.c_proj in 2 layers"
     );
     // The chat tokens (ids 500, 501 in this tokenizer) train too: unfreeze wte, mask its rows.
-    model.wte.weight = model.wte.weight.clone().set_require_grad(true);
+    let model = model.unfreeze_token_params();
     let trainable = lora::trainable_params(&model, 2);
     let full = 2 * 32 * 8 * 4 + 2 * (32 * 8 + 8 * 32) * 2 + 2 * (32 * 8 + 8 * 128) * 2; // rough upper bound
     assert!(
@@ -134,8 +135,9 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
 
     let before = snapshot(&model);
     let tc = TrainConfig::default();
-    let mut l = Learner::new(model, build_optimizer(&tc), Some(1.0), dev.clone())
-        .with_trainable_wte_rows(&[500, 501]);
+    let optim = build_optimizer(&tc, &model);
+    let mut l =
+        Learner::new(model, optim, Some(1.0), dev.clone()).with_trainable_token_rows(&[500, 501]);
     let b = batch();
     let first = l.step(std::slice::from_ref(&b), 1e-2).unwrap().loss;
     let mut last = first;
@@ -162,7 +164,8 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
     }
     // The adapters did learn.
     assert!(
-        lora::adapters(&model)
+        model
+            .adapters()
             .iter()
             .any(|(_, a)| a.b.val().abs().max().into_scalar::<f32>() > 0.0)
     );
@@ -172,7 +175,7 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
     let plain = Device::flex();
     let want = logits(&adapted, &plain);
     let merged = lora::merge(adapted.clone());
-    assert!(lora::adapters(&merged).is_empty());
+    assert!(merged.adapters().is_empty());
     let got = logits(&merged, &plain);
     let diff = want
         .iter()
@@ -189,16 +192,16 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
         r: cfg.rank,
         lora_alpha: cfg.alpha,
         lora_dropout: 0.0,
-        target_modules: cfg.targets.clone(),
-        fan_in_fan_out: true,
+        target_modules: lora::targets(&adapted, &cfg),
+        fan_in_fan_out: adapted.fan_in_fan_out(),
         bias: "none".into(),
         base_model_name_or_path: "tiny".into(),
         base_model_fingerprint: lora::fingerprint_file(&fixture().join("model.safetensors"))
             .unwrap(),
         added_tokens: vec![("<|im_start|>".into(), 500), ("<|im_end|>".into(), 501)],
     };
-    let rows = adapted.wte.weight.val().narrow(0, 500, 2);
-    lora::save_adapter_dir(tmp.path(), &adapted, &acfg, Some((500, rows))).unwrap();
+    let rows = lora::AddedRows::of(&adapted, 500, 501);
+    lora::save_adapter_dir(tmp.path(), &adapted, &acfg, Some(rows)).unwrap();
     let size = std::fs::metadata(tmp.path().join(lora::ADAPTER_WEIGHTS))
         .unwrap()
         .len();
@@ -224,9 +227,10 @@ fn only_adapters_and_added_rows_train_and_merging_is_exact() {
 fn adapted_models_round_trip_through_burnpack_checkpoints() {
     let dev = dev();
     let base = load_model_dir(&fixture(), &dev).unwrap().model;
-    let model = lora::apply(base, &LoraConfig::default());
+    let model = lora::apply(base, &LoraConfig::default()).unwrap();
     let tc = TrainConfig::default();
-    let mut l = Learner::new(model, build_optimizer(&tc), Some(1.0), dev.clone());
+    let optim = build_optimizer(&tc, &model);
+    let mut l = Learner::new(model, optim, Some(1.0), dev.clone());
     for _ in 0..3 {
         l.step(std::slice::from_ref(&batch()), 1e-2);
     }
@@ -238,7 +242,8 @@ fn adapted_models_round_trip_through_burnpack_checkpoints() {
     let fresh = lora::apply(
         load_model_dir(&fixture(), &dev).unwrap().model,
         &LoraConfig::default(),
-    );
+    )
+    .unwrap();
     let loaded = fresh.try_load_file(&p).unwrap();
     let plain = Device::flex();
     assert_eq!(

@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use manners_data::{Message, Role};
-use manners_events::{Control, FnSink, TrainEvent};
+use manners_events::{Control, EventSink, FnSink, TrainEvent, read_events};
 use manners_model::{
     BackendKind, DeviceChoice, GenerationConfig, StopReason, generate, load_model_dir,
     select_device,
 };
-use manners_train::{TrainConfig, read_events, resume, saved_template, train};
+use manners_report::ReportSink;
+use manners_train::{TrainConfig, resume, train};
 
 fn fixture_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
@@ -70,7 +71,7 @@ fn base_config(dir: &Path) -> TrainConfig {
         lr: 3e-3,
         warmup_steps: Some(10),
         max_len: 64,
-        backend: "flex".into(),
+        backend: BackendKind::Flex,
         out_dir: dir.to_path_buf(),
         seed: 3,
         ..Default::default()
@@ -85,8 +86,14 @@ fn overfits_eight_conversations_and_answers_them() {
         name: Some("overfit".into()),
         ..base_config(tmp.path())
     };
+    // The events, and the run report written from them (as `manners train` wires it).
     let mut events = Vec::new();
-    let out = train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    let mut report = ReportSink::new();
+    let mut sink = FnSink(|e: TrainEvent| {
+        report.send(e.clone());
+        events.push(e);
+    });
+    let out = train(cfg, &flex(), &mut sink, &Control::new()).unwrap();
     let losses: Vec<f64> = events
         .iter()
         .filter_map(|e| match e {
@@ -110,7 +117,7 @@ fn overfits_eight_conversations_and_answers_them() {
     let final_dir = out.final_dir.unwrap();
     let dev = flex().device;
     let m = load_model_dir(&final_dir, &dev).unwrap();
-    let template = saved_template(&final_dir, &m.tokenizer)
+    let template = manners_data::saved_template(&final_dir, None, &Default::default())
         .unwrap()
         .expect("template saved");
     let im_end = m.tokenizer.token_id("<|im_end|>").unwrap();

@@ -14,7 +14,8 @@ use manners_events::{
     CheckpointInfo, Control, EvalStats, EventSink, RunInfo, RunSummary, SampleOut, StepStats,
     TrainEvent,
 };
-use manners_tui::{DashboardEnd, DashboardOptions, LogPrinter, plot_losses, run_dashboard};
+use manners_report::plot_losses;
+use manners_tui::{DashboardEnd, DashboardOptions, LogPrinter, run_dashboard};
 
 fn fake_train(
     sink: &mut dyn EventSink,

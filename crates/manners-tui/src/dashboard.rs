@@ -7,7 +7,8 @@ use manners_events::{CheckpointInfo, EvalStats, Request, RunInfo, RunSummary, Sa
 use manners_events::{StepStats, TrainEvent};
 
 use crate::format::{fmt_duration, fmt_loss, run_eta, sanitize};
-use crate::history::{DEFAULT_HISTORY_CAP, Ema, LossHistory};
+use crate::history::{DEFAULT_HISTORY_CAP, LossHistory};
+use manners_events::stats::Ema;
 
 /// Raw points kept for the "recent" chart view and the throughput sparkline.
 pub(crate) const RECENT_STEPS: usize = 512;

@@ -121,28 +121,7 @@ pub fn fmt_loss(x: f64) -> String {
     }
 }
 
-/// A value with 3 significant digits for axis labels and norms: `0.812`, `12.3`, `1.23e4`.
-pub fn fmt_sig3(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}").to_lowercase();
-    }
-    let a = x.abs();
-    if a == 0.0 {
-        "0".to_string()
-    } else if !(1e-3..1e4).contains(&a) {
-        format!("{x:.2e}")
-    } else if a < 1.0 {
-        // 3 significant digits below 1: 0.812, 0.0123
-        let decimals = (2.0 - a.log10().floor()) as usize;
-        format!("{x:.decimals$}")
-    } else if a < 10.0 {
-        format!("{x:.2}")
-    } else if a < 100.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.0}")
-    }
-}
+pub use manners_events::stats::fmt_sig3;
 
 /// A gradient norm: 2 decimals below 100 (`0.81`, `12.50`), else 3 significant digits.
 pub fn fmt_gnorm(x: f64) -> String {

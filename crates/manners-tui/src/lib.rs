@@ -1,7 +1,7 @@
-//! Everything that presents a manners training run, without Burn: the live ratatui
-//! dashboard, the plain log lines (no terminal, or `--no-tui`), and the `loss.png` plots.
-//!
-//! All three consume the same [`manners_events::TrainEvent`]s.
+//! Everything that presents a manners training run live, without Burn: the ratatui dashboard
+//! and the plain log lines (no terminal, or `--no-tui`). Both consume the same
+//! [`manners_events::TrainEvent`]s (the run's `report.md` and `loss.png` come from another
+//! consumer, `manners-report`).
 //!
 //! - [`Dashboard`]: pure state (`update(&TrainEvent)`, `on_key(KeyEvent) -> Option<Request>`,
 //!   `render(&mut Frame)`), snapshot-tested on ratatui's `TestBackend`. Usable at 80x24
@@ -13,8 +13,6 @@
 //! - [`LogPrinter`]: an [`EventSink`](manners_events::EventSink) printing one line per logging
 //!   interval (plus evals, samples, checkpoints, warnings, the end), with an `indicatif`
 //!   progress bar when stderr is a terminal.
-//! - [`plot_losses`] and [`plot_series`]: PNG plots via plotters, text drawn with an embedded
-//!   font (no system font libraries needed).
 //!
 //! # Wiring (what `manners train` does)
 //!
@@ -50,7 +48,6 @@ mod dashboard;
 mod format;
 mod history;
 mod log;
-mod plot;
 mod render;
 mod terminal;
 
@@ -59,9 +56,9 @@ pub use format::{
     eta_secs, fmt_count, fmt_duration, fmt_gnorm, fmt_loss, fmt_lr, fmt_pct, fmt_rate, fmt_si,
     fmt_sig3,
 };
-pub use history::{DEFAULT_HISTORY_CAP, Ema, LossHistory};
+pub use history::{DEFAULT_HISTORY_CAP, LossHistory};
 pub use log::{LogPrinter, StepLine};
-pub use plot::{PLOT_SIZE, PlotError, plot_losses, plot_series, smooth};
+pub use manners_events::stats::Ema;
 pub use render::{WIDE_MIN_HEIGHT, WIDE_MIN_WIDTH};
 pub use terminal::{
     DashboardEnd, DashboardOptions, DashboardOutcome, PanicHookGuard, install_panic_hook,

@@ -56,7 +56,7 @@ pub enum DashboardEnd {
 }
 
 /// What [`run_dashboard`] hands back: how the run ended and the dashboard's final state (its
-/// loss histories can feed [`crate::plot_losses`]).
+/// loss histories can feed `manners_report::plot_losses`).
 #[derive(Clone, Debug)]
 pub struct DashboardOutcome {
     pub end: DashboardEnd,

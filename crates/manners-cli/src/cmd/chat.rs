@@ -13,19 +13,24 @@ pub fn run(a: ChatArgs) -> anyhow::Result<ExitCode> {
     let dev = super::device(a.backend.backend, false)?;
     let m = manners::load_model_dir(&a.model, &dev.device)
         .with_context(|| format!("loading {}", a.model.display()))?;
-    let template =
-        manners::train::choose_template(a.template.as_deref(), Some(&a.model), &m.tokenizer)?;
+    let template = manners::chat_template(&m.tokenizer, Some(&a.model), a.template.as_deref())?;
     let interactive = std::io::stdin().is_terminal();
-    let mut stop_ids = template.stop_token_ids(m.tokenizer.hf());
-    stop_ids.extend(m.default_stop_ids());
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
+    let ctx = m.model.n_positions();
+    let stop_ids = [
+        template.stop_token_ids(m.tokenizer.hf()),
+        m.default_stop_ids(),
+    ]
+    .concat();
+    let stop_strings = [template.stop_strings(), a.sampling.stop.clone()].concat();
     let cfg = manners::GenerationConfig {
-        max_new_tokens: a.sampling.max_new_tokens,
         sampling: a.sampling.sampling(),
         seed: a.sampling.seed,
-        stop_token_ids: stop_ids,
-        stop_strings: [template.stop_strings(), a.sampling.stop.clone()].concat(),
+        ..manners::GenerationConfig::stopping_at(
+            a.sampling.max_new_tokens,
+            ctx,
+            stop_ids,
+            stop_strings,
+        )
     };
     let mut history: Vec<Message> = a
         .system
@@ -61,17 +66,10 @@ pub fn run(a: ChatArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         history.push(Message::user(line));
-        let mut prompt = template.encode_prompt(&history, m.tokenizer.hf())?;
-        // Keep the most recent context that fits with the answer budget.
-        let keep = m
-            .model
-            .n_positions()
-            .saturating_sub(cfg.max_new_tokens)
-            .max(1);
-        if prompt.len() > keep {
-            prompt.drain(..prompt.len() - keep);
-        }
-        let g = manners::generate(&m.model, &m.tokenizer, &prompt, &cfg, |piece| {
+        let ids = template.encode_prompt(&history, m.tokenizer.hf())?;
+        // The most recent context that fits with the answer budget.
+        let prompt = cfg.fit(&ids, ctx);
+        let g = manners::generate(&m.model, &m.tokenizer, prompt, &cfg, |piece| {
             let _ = write!(out, "{piece}");
             let _ = out.flush();
         })?;

@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use manners::data::default_set::{
-    DefaultSetConfig, build_default_set, load_identity, write_default_set,
-};
-use manners::data::{
-    ChatTemplate, Format, InspectOptions, Knowledge, LintOptions, MaskMode, inspect, lint,
+use manners::data::{ChatTemplate, InspectOptions, LintOptions, inspect, lint};
+use manners_assets::{
+    DefaultSetConfig, Knowledge, build_default_set, load_identity, write_default_set,
 };
 
 use crate::args::{DataArgs, DataCommand, TokenizerArgs};
@@ -26,9 +24,9 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
         } => {
             let (tokenizer, template) = tokenizer_and_template(&tok)?;
             let opts = InspectOptions {
-                format: format.parse::<Format>()?,
+                format,
                 n,
-                mask: parse_mask(&mask)?,
+                mask,
                 max_len,
                 color: std::io::stdout().is_terminal(),
                 ..InspectOptions::default()
@@ -47,8 +45,8 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
         } => {
             let (tokenizer, template) = tokenizer_and_template(&tok)?;
             let opts = LintOptions {
-                format: format.parse::<Format>()?,
-                mask: parse_mask(&mask)?,
+                format,
+                mask,
                 max_len,
                 heldout,
                 ..LintOptions::default()
@@ -62,7 +60,7 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
             })
         }
         DataCommand::BuildDefault { out, seed } => {
-            let assets = super::assets_dir()?;
+            let assets = manners_recipes::assets_dir()?;
             let k = Knowledge::load(&assets.join("knowledge"))?;
             let identity = load_identity(&assets.join("instruct/identity.json"))?;
             let cfg = DefaultSetConfig {
@@ -79,15 +77,6 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn parse_mask(s: &str) -> anyhow::Result<MaskMode> {
-    Ok(match s {
-        "assistant" => MaskMode::Assistant,
-        "last" => MaskMode::Last,
-        "all" => MaskMode::All,
-        other => anyhow::bail!("--mask {other}: expected assistant, last or all"),
-    })
-}
-
 /// The tokenizer (`--tokenizer`, else the shipped base model's, else GPT-2's) with the
 /// template's special tokens added, and the template (`--template`, else the folder's saved
 /// template, else chatml).
@@ -95,7 +84,7 @@ fn tokenizer_and_template(a: &TokenizerArgs) -> anyhow::Result<(manners::Tokeniz
     let dir: PathBuf = match &a.tokenizer {
         Some(d) => d.clone(),
         None => {
-            let assets = super::assets_dir()?;
+            let assets = manners_recipes::assets_dir()?;
             let base = assets.join("base");
             if base.join("tokenizer.json").is_file() {
                 base
@@ -106,8 +95,7 @@ fn tokenizer_and_template(a: &TokenizerArgs) -> anyhow::Result<(manners::Tokeniz
     };
     let mut tok = manners::Tokenizer::from_dir(&dir)
         .with_context(|| format!("loading the tokenizer in {}", dir.display()))?;
-    let template =
-        manners::train::choose_template(a.template.as_deref(), Some(Path::new(&dir)), &tok)?;
+    let template = manners::chat_template(&tok, Some(Path::new(&dir)), a.template.as_deref())?;
     let needed = template.required_special_tokens();
     tok.add_special_tokens(&needed.iter().map(String::as_str).collect::<Vec<_>>());
     Ok((tok, template))

@@ -1,5 +1,5 @@
-//! `manners export`: a run's model as a folder Hugging Face transformers loads as a GPT-2
-//! (`--merge`, the default for full fine-tuning), or a LoRA run's adapters in PEFT layout.
+//! `manners export`: a run's model as a folder Hugging Face transformers loads (`--merge`, the
+//! default for full fine-tuning), or a LoRA run's adapters in PEFT layout.
 //! `manners logits`: ids and logits of a prompt as JSON, to check parity with other tools.
 
 use std::path::{Path, PathBuf};
@@ -43,7 +43,10 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         } else {
             (a.run.clone(), PathBuf::new())
         };
-    if !final_dir.join("model.safetensors").is_file() {
+    let has_weights = [manners::WEIGHTS_FILE, manners::WEIGHTS_INDEX_FILE]
+        .iter()
+        .any(|f| final_dir.join(f).is_file());
+    if !has_weights {
         bail!(
             "{} has no final model (was the run stopped early?); finish it with `manners train --resume {}`",
             a.run.display(),
@@ -63,7 +66,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
             "  load with: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<base>), {:?})",
             a.out
         );
-        eprintln!("  or pass --merge for a plain GPT-2 folder with the adapters folded in");
+        eprintln!("  or pass --merge for a plain model folder with the adapters folded in");
         return Ok(ExitCode::SUCCESS);
     }
     copy_dir(&final_dir, &a.out)?;
@@ -96,11 +99,7 @@ pub fn logits(a: LogitsArgs) -> anyhow::Result<ExitCode> {
     let ids: Vec<u32> = match (&a.messages, &a.prompt) {
         (Some(p), _) => {
             let msgs = read_messages(p)?;
-            let t = manners::train::choose_template(
-                a.template.as_deref(),
-                Some(&a.model),
-                &m.tokenizer,
-            )?;
+            let t = manners::chat_template(&m.tokenizer, Some(&a.model), a.template.as_deref())?;
             if a.generation_prompt {
                 t.encode_prompt(&msgs, m.tokenizer.hf())?
             } else {

@@ -15,8 +15,10 @@ pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
     if a.json {
         let v = json!({
             "path": a.model,
+            "model_type": c.model_type(),
             "config": c,
             "params": c.num_params(),
+            "dtype": m.dtype.torch_name(),
             "tokenizer": {
                 "vocab_size": m.tokenizer.vocab_size(),
                 "bos": m.tokenizer.bos_token(),
@@ -37,22 +39,46 @@ pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
         manners::human_count(c.num_params() as u64),
         c.num_params()
     );
-    println!(
-        "layers      n_layer {}  n_head {}  n_embd {}  n_inner {}  n_positions {}",
-        c.n_layer,
-        c.n_head,
-        c.n_embd,
-        c.inner(),
-        c.n_positions
-    );
-    println!(
-        "activation  {:?}  layer_norm_epsilon {}  dropout {}",
-        c.activation, c.layer_norm_epsilon, c.dropout
-    );
+    match c {
+        manners::ModelConfig::Gpt2(c) => {
+            println!(
+                "layers      n_layer {}  n_head {}  n_embd {}  n_inner {}  n_positions {}",
+                c.n_layer,
+                c.n_head,
+                c.n_embd,
+                c.inner(),
+                c.n_positions
+            );
+            println!(
+                "activation  {:?}  layer_norm_epsilon {}  dropout {}",
+                c.activation, c.layer_norm_epsilon, c.dropout
+            );
+        }
+        manners::ModelConfig::Llama(c) => {
+            println!(
+                "layers      {} layers  {} heads ({} key/value, head_dim {})  hidden {}  mlp {}",
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.num_key_value_heads,
+                c.head_dim,
+                c.hidden_size,
+                c.intermediate_size
+            );
+            println!(
+                "positions   {} (rope_theta {}, scaling {:?})  rms_norm_eps {}",
+                c.max_position_embeddings, c.rope_theta, c.rope_scaling, c.rms_norm_eps
+            );
+            println!(
+                "parts       qkv bias {}  q/k norm {}  tied head {}",
+                c.qkv_bias, c.qk_norm, c.tie_word_embeddings
+            );
+        }
+    }
+    println!("weights     {}", m.dtype.torch_name());
     println!(
         "tokenizer   {} tokens (embedding rows {})",
         m.tokenizer.vocab_size(),
-        c.vocab_size
+        c.vocab_size()
     );
     let show = |t: Option<&str>| {
         t.map(|s| format!("{s:?} = {}", m.tokenizer.token_id(s).unwrap_or(u32::MAX)))

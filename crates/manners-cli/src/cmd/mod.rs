@@ -1,4 +1,4 @@
-//! One module per subcommand.
+//! One module per subcommand: each parses its arguments into library calls and prints.
 
 pub mod bench;
 pub mod chat;
@@ -21,24 +21,4 @@ pub fn device(b: crate::args::BackendArg, quiet: bool) -> anyhow::Result<DeviceC
         eprintln!("backend: {}", choice.description);
     }
     Ok(choice)
-}
-
-/// The shipped assets: `$MANNERS_ASSETS`, else `./assets`, else the source tree's `assets/`.
-pub fn assets_dir() -> anyhow::Result<std::path::PathBuf> {
-    let candidates = [
-        std::env::var_os("MANNERS_ASSETS").map(std::path::PathBuf::from),
-        Some(std::path::PathBuf::from("assets")),
-        Some(std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../assets"
-        ))),
-    ];
-    for c in candidates.into_iter().flatten() {
-        if c.join("knowledge").is_dir() {
-            return Ok(c);
-        }
-    }
-    anyhow::bail!(
-        "the assets folder was not found (set MANNERS_ASSETS, or run from the repository root)"
-    )
 }

@@ -26,6 +26,7 @@
 //! - No special tokens are added by the tokenizer itself (`add_special_tokens = false`): the
 //!   template writes BOS/EOS, so there is exactly one BOS where the tokenizer uses one.
 
+mod folder;
 mod jinja;
 
 use std::borrow::Cow;
@@ -40,6 +41,7 @@ use tokenizers::Tokenizer;
 use crate::conversation::{Conversation, Message, Role, validate_messages};
 use crate::error::{DataError, RejectReason, Result};
 
+pub use folder::{TEMPLATE_FILE, choose_template, saved_template};
 pub(crate) use jinja::JinjaTemplate;
 
 /// Names of the tokenizer's special tokens that templates write (GPT-2: EOS `<|endoftext|>`,

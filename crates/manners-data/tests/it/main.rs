@@ -3,7 +3,6 @@
 
 mod batching;
 mod common;
-mod default_set;
 mod fuzz;
 mod golden;
 mod properties;

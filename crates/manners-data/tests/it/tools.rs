@@ -1,12 +1,12 @@
-//! inspect, lint, debug_render, quality filters, dedup, corruption and mixing on real files.
+//! inspect, lint, debug_render, quality filters, dedup and mixing on real files.
 
 use std::path::{Path, PathBuf};
 
 use manners_data::{
-    BadRecordPolicy, ChatTemplate, Corruption, Encoded, Format, Highlight, InspectOptions,
-    LengthPolicy, LintOptions, MaskMode, QualityFilter, Role, Severity, SpecialTokens,
-    corrupt_dataset, debug_render, dedup, encode_dataset, encode_texts, filter_quality, inspect,
-    lint, mix_texts, quality_scores, read_conversations,
+    BadRecordPolicy, ChatTemplate, Encoded, Format, Highlight, InspectOptions, LengthPolicy,
+    LintOptions, MaskMode, QualityFilter, Role, Severity, SpecialTokens, debug_render, dedup,
+    encode_dataset, encode_texts, filter_quality, inspect, lint, mix_texts, quality_scores,
+    read_conversations,
 };
 
 use crate::common::{conv, gpt2_chat};
@@ -208,9 +208,6 @@ fn quality_dedup_noise_and_mixing() {
     };
     let (kept, r) = filter_quality(convs.clone(), &tok, &f).unwrap();
     assert_eq!((kept.len(), r.removed.get("too repetitive")), (3, Some(&1)));
-    let (noisy, n) = corrupt_dataset(&convs, Corruption::ShuffleWords, 1.0, 3);
-    assert_eq!(n, convs.len());
-    assert_eq!(noisy[0].messages[0], convs[0].messages[0]); // users untouched
     // mixing raw text: every token of a text piece supervised
     let t = ChatTemplate::builtin("chatml", &SpecialTokens::gpt2()).unwrap();
     let (sft, _) = encode_dataset(

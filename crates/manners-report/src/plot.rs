@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::history::Ema;
+use manners_events::stats::{Ema, fmt_sig3};
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 const FONT_NAME: &str = "sans-serif";
@@ -120,7 +120,7 @@ fn axis_label(x: f64) -> String {
     if (x - x.round()).abs() < 1e-9 && x.abs() < 1e15 {
         format!("{x:.0}")
     } else {
-        crate::format::fmt_sig3(x)
+        fmt_sig3(x)
     }
 }
 
@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("manners-tui-plot-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("manners-report-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir.join(name)
     }

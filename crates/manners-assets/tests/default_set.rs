@@ -1,17 +1,43 @@
 //! The default instruction set built from the shipped tables: the split, the no-leak
 //! guarantee, determinism, the files, and the shape of the conversations.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use manners_data::{
-    BadRecordPolicy, ChatTemplate, Conversation, DefaultSet, DefaultSetConfig, Format, HeldoutFact,
-    Knowledge, MaskMode, Role, SHORT_ANSWER_KINDS, SpecialTokens, build_default_set, load_identity,
-    read_conversations, write_default_set,
+use manners_assets::{
+    Corruption, DefaultSet, DefaultSetConfig, HeldoutFact, Knowledge, SHORT_ANSWER_KINDS,
+    build_default_set, corrupt_dataset, load_identity, write_default_set,
 };
+use manners_data::{
+    BadRecordPolicy, ChatTemplate, Conversation, Format, MaskMode, Role, SpecialTokens,
+    read_conversations,
+};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
 
-use crate::common::gpt2_chat;
+/// GPT-2's tokenizer (assets/gpt2-tokenizer) with the chat special tokens added.
+fn gpt2_chat() -> Tokenizer {
+    let dir = root().join("assets/gpt2-tokenizer");
+    let bpe = BPE::from_file(
+        &dir.join("vocab.json").to_string_lossy(),
+        &dir.join("merges.txt").to_string_lossy(),
+    )
+    .build()
+    .unwrap();
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+    tok.with_decoder(Some(ByteLevel::default()));
+    tok.add_special_tokens(&[
+        AddedToken::from("<|endoftext|>", true),
+        AddedToken::from("<|im_start|>", true),
+        AddedToken::from("<|im_end|>", true),
+    ]);
+    tok
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -303,7 +329,7 @@ fn build_is_deterministic_and_seeded() {
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     write_default_set(&da, &a).unwrap();
     write_default_set(&db, &b).unwrap();
-    for f in manners_data::DEFAULT_SET_FILES {
+    for f in manners_assets::DEFAULT_SET_FILES {
         assert_eq!(
             std::fs::read(da.join(f)).unwrap(),
             std::fs::read(db.join(f)).unwrap(),
@@ -348,7 +374,7 @@ fn files_read_back() {
         assert_eq!(c.messages.len(), 2);
         assert_eq!(c.messages[0].content, f.question);
         assert!(c.messages[1].content.contains(&f.answer), "{f:?}");
-        assert!(f.is_correct(&c.messages[1].content), "{f:?}");
+        assert!(f.reference().is_correct(&c.messages[1].content), "{f:?}");
     }
     let open = std::fs::read_to_string(dir.path().join("heldout_open.jsonl")).unwrap();
     assert_eq!(open.lines().count(), set.heldout_open.len());
@@ -597,5 +623,19 @@ fn linked_names_share_a_side() {
             "seed {seed}"
         );
         assert_eq!(set.stats.dropped_for_leakage, 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn corruption_touches_only_assistant_turns() {
+    let convs = &default_set().train[..50];
+    let (noisy, n) = corrupt_dataset(convs, Corruption::ShuffleWords, 1.0, 3);
+    assert_eq!(n, convs.len());
+    for (a, b) in noisy.iter().zip(convs) {
+        for (x, y) in a.messages.iter().zip(&b.messages) {
+            if x.role != Role::Assistant {
+                assert_eq!(x, y, "only assistant turns change");
+            }
+        }
     }
 }

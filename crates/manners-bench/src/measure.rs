@@ -7,41 +7,28 @@
 use std::time::Instant;
 
 use manners_data::{BatchConfig, Encoded, HostBatch, Loader, batches};
+use manners_events::stats::median;
 use manners_model::burn::module::Module;
 use manners_model::burn::prelude::*;
 use manners_model::burn::tensor::Distribution;
 use manners_model::burn::tensor::activation::log_softmax;
-use manners_model::{Gpt, GptConfig, KvCache};
+use manners_model::{Gpt2Config, KvCache, LlamaConfig, Model, ModelConfig};
+use manners_train::{Learner, LoraConfig, TrainConfig, build_burn_optimizer, build_optimizer};
 use serde::Serialize;
-
-use crate::config::TrainConfig;
-use crate::optim::build_optimizer;
-use crate::step::Learner;
-
-/// Median of samples (seconds).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
 
 /// Runs `f` `warmup` times, then `runs` timed times; the median seconds.
 pub fn time_median(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warmup {
         f();
     }
-    median(
-        (0..runs.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    let times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times).unwrap_or(f64::NAN)
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
@@ -75,51 +62,63 @@ pub fn matmul_peak(device: &Device, n: usize) -> f64 {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchShape {
     pub name: String,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_embd: usize,
-    pub vocab: usize,
+    pub model: ModelConfig,
     pub batch: usize,
     pub seq: usize,
 }
 
 impl BenchShape {
-    /// 4 layers, 256 wide, 4 heads, vocab 8192, batch 16 x 256.
+    /// GPT-2 shaped, 4 layers, 256 wide, 4 heads, vocab 8192, batch 16 x 256.
     pub fn tiny() -> Self {
-        BenchShape {
-            name: "tiny".into(),
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 256,
-            vocab: 8192,
-            batch: 16,
-            seq: 256,
-        }
+        Self::gpt2("tiny", 4, 4, 256, 8192, 16)
     }
 
     /// GPT-2 small (12/768/12, vocab 50257), batch 4 x 256.
     pub fn gpt2_small() -> Self {
+        Self::gpt2("gpt2-small", 12, 12, 768, 50257, 4)
+    }
+
+    /// SmolLM2-135M (Llama family: 30 layers, width 576, 9 heads / 3 kv heads, MLP 1536,
+    /// vocab 49152, tied), batch 4 x 256.
+    pub fn smollm2_135m() -> Self {
         BenchShape {
-            name: "gpt2-small".into(),
-            n_layer: 12,
-            n_head: 12,
-            n_embd: 768,
-            vocab: 50257,
+            name: "smollm2-135m".into(),
+            model: ModelConfig::Llama(LlamaConfig::smollm2_135m()),
             batch: 4,
             seq: 256,
         }
     }
 
-    pub fn config(&self) -> GptConfig {
-        GptConfig {
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_embd: self.n_embd,
-            n_positions: self.seq.max(1024),
-            vocab_size: self.vocab,
-            dropout: 0.0,
-            ..GptConfig::gpt2()
+    fn gpt2(
+        name: &str,
+        n_layer: usize,
+        n_head: usize,
+        n_embd: usize,
+        vocab: usize,
+        batch: usize,
+    ) -> Self {
+        BenchShape {
+            name: name.into(),
+            model: ModelConfig::Gpt2(Gpt2Config {
+                n_layer,
+                n_head,
+                n_embd,
+                n_positions: 1024,
+                vocab_size: vocab,
+                dropout: 0.0,
+                ..Gpt2Config::gpt2()
+            }),
+            batch,
+            seq: 256,
         }
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.model.vocab_size()
+    }
+
+    pub fn init(&self, device: &Device) -> Model {
+        self.model.init(device)
     }
 }
 
@@ -136,8 +135,8 @@ pub fn synthetic_batch(shape: &BenchShape, supervised: f64) -> HostBatch {
         x ^= x << 17;
         (x % v as u64) as u32
     };
-    let inputs: Vec<u32> = (0..n).map(|_| next(shape.vocab)).collect();
-    let targets: Vec<u32> = (0..n).map(|_| next(shape.vocab)).collect();
+    let inputs: Vec<u32> = (0..n).map(|_| next(shape.vocab())).collect();
+    let targets: Vec<u32> = (0..n).map(|_| next(shape.vocab())).collect();
     let loss_mask: Vec<bool> = (0..n).map(|i| i % t >= t - span).collect();
     HostBatch {
         batch: b,
@@ -179,23 +178,19 @@ pub fn train_step(
     supervised: f64,
     warmup: usize,
     runs: usize,
-    lora: Option<&crate::config::LoraConfig>,
+    lora: Option<&LoraConfig>,
 ) -> StepBench {
     device.seed(0);
     let ad = device.clone().autodiff();
-    let model = shape.config().init(&ad);
+    let model = shape.init(&ad);
     let params = model.num_params();
     let model = match lora {
-        Some(l) => crate::lora::apply(model, l),
+        Some(l) => manners_train::lora::apply(model, l).expect("the model's own targets"),
         None => model,
     };
     let batch = synthetic_batch(shape, supervised);
-    let mut learner = Learner::new(
-        model,
-        build_optimizer(&TrainConfig::default()),
-        Some(1.0),
-        ad,
-    );
+    let optim = build_optimizer(&TrainConfig::default(), &model);
+    let mut learner = Learner::new(model, optim, Some(1.0), ad);
     let step_secs = time_median(warmup, runs, || {
         learner.step(std::slice::from_ref(&batch), 1e-4);
     });
@@ -238,9 +233,9 @@ pub fn generation(
     runs: usize,
 ) -> GenBench {
     device.seed(0);
-    let model = shape.config().init(device);
+    let model = shape.init(device);
     let ids: Vec<u32> = (0..prompt as u32)
-        .map(|i| (i * 7919) % shape.vocab as u32)
+        .map(|i| (i * 7919) % shape.vocab() as u32)
         .collect();
     let cached = time_median(1, runs, || {
         let mut cache = KvCache::new();
@@ -289,7 +284,7 @@ pub struct EpochBench {
 /// The epoch as manners ships it: packed rows (block-diagonal attention), LM head and loss only
 /// at supervised positions, token-normalised masked mean.
 pub fn epoch_manners(
-    model: Gpt,
+    model: Model,
     device: &Device,
     examples: Vec<Encoded>,
     batch_rows: usize,
@@ -305,12 +300,8 @@ pub fn epoch_manners(
         ..BatchConfig::default()
     };
     let all = batches(&examples, &cfg).unwrap_or_default();
-    let mut learner = Learner::new(
-        model,
-        build_optimizer(&TrainConfig::default()),
-        Some(1.0),
-        ad,
-    );
+    let optim = build_optimizer(&TrainConfig::default(), &model);
+    let mut learner = Learner::new(model, optim, Some(1.0), ad);
     let t = Instant::now();
     for b in &all {
         learner.step(std::slice::from_ref(b), 1e-4);
@@ -329,7 +320,7 @@ pub fn epoch_manners(
 /// in the batch, logits for every position, cross-entropy at every position multiplied by the
 /// mask and divided by its sum; AdamW, no packing.
 pub fn epoch_padded(
-    model: Gpt,
+    model: Model,
     device: &Device,
     examples: Vec<Encoded>,
     batch_rows: usize,
@@ -403,7 +394,7 @@ pub struct OptimBench {
 }
 
 /// Times `ModuleOptimizer::step` with a fixed gradient for every parameter (after `warmup`
-/// updates, so the moments exist), for Burn's `AdamW` and for [`crate::FusedAdamW`] as
+/// updates, so the moments exist), for Burn's `AdamW` and for [`manners_train::FusedAdamW`] as
 /// [`build_optimizer`] builds them (decay on the weight matrices).
 pub fn optimizer_update(
     shape: &BenchShape,
@@ -438,7 +429,7 @@ pub fn optimizer_update(
 
     device.seed(0);
     let ad = device.clone().autodiff();
-    let model = shape.config().init(&ad);
+    let model = shape.init(&ad);
     let params = model.num_params();
     let mut g = Grads(Vec::new());
     model.visit(&mut g);
@@ -451,12 +442,12 @@ pub fn optimizer_update(
         time_median(warmup, runs, || {
             let next = optim.step(1e-4, m.take().expect("model"), grads(&g));
             // Wait for the update (a no-op on the CPU; GPU backends run asynchronously).
-            let _ = next.wte.weight.val().slice([0..1, 0..1]).into_data();
+            let _ = next.token_embedding().val().slice([0..1, 0..1]).into_data();
             m = Some(next);
         })
     };
-    let burn_secs = time(crate::optim::build_burn_optimizer(&cfg));
-    let manners_secs = time(build_optimizer(&cfg));
+    let burn_secs = time(build_burn_optimizer(&cfg, &model));
+    let manners_secs = time(build_optimizer(&cfg, &model));
     OptimBench {
         shape: shape.name.clone(),
         params,

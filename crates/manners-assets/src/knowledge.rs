@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{DataError, Result};
+use manners_data::{DataError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Country {
@@ -128,7 +128,7 @@ impl Knowledge {
 /// Rows of a TSV file with a header line (`.gz` allowed): (1-based line, fields). Rows need at
 /// least `min_fields` fields, and the first field must be non-empty.
 fn read_tsv(path: &Path, min_fields: usize) -> Result<Vec<(usize, Vec<String>)>> {
-    let bytes = crate::read::read_bytes(path)?;
+    let bytes = manners_data::read_bytes(path)?;
     let text = String::from_utf8(bytes).map_err(|e| DataError::Table {
         file: PathBuf::from(path),
         line: 0,

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use crate::error::{DataError, Result};
+use manners_data::{DataError, Result, SplitMix64};
+
 use crate::knowledge::{Country, Element, Knowledge, UsState, Word};
-use crate::rng::SplitMix64;
 
 /// How the corpus is put together.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,7 @@ pub fn load_books(dir: &Path) -> Result<Vec<(String, String)>> {
     paths.sort();
     let mut out = Vec::new();
     for p in paths {
-        let bytes = crate::read::read_bytes(&p)?;
+        let bytes = manners_data::read_bytes(&p)?;
         let text = String::from_utf8(bytes).map_err(|e| DataError::Table {
             file: p.clone(),
             line: 0,
@@ -354,16 +354,6 @@ pub fn build_corpus(books: &[(String, String)], k: &Knowledge, cfg: &CorpusConfi
         book_chars,
         knowledge_chars,
     }
-}
-
-/// Writes documents as `{"text": ...}` JSON lines.
-pub fn write_jsonl(path: &Path, docs: &[String]) -> Result<()> {
-    let mut s = String::new();
-    for d in docs {
-        s.push_str(&serde_json::json!({ "text": d }).to_string());
-        s.push('\n');
-    }
-    std::fs::write(path, s).map_err(|e| DataError::io(path, e))
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Causal self-attention shared by every family: masks (plain causal, packed documents,
+//! left padding), grouped-query heads, and the two ways of computing it.
+//!
+//! - Training (autodiff): Burn's `attention` op falls back to a decomposed version that
+//!   re-applies the masks and differentiates through the max shift in every layer, so the
+//!   additive mask is built once per forward and the backend's (fused on flex) softmax is used.
+//! - Inference: Burn's fused attention with a boolean mask and bottom-right causal alignment,
+//!   which stays right with a KV cache (queries fewer than keys).
+
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::fused;
+
+/// Key/value tensors of one layer, `[b, kv_heads, t, head_dim]` each.
+pub(crate) type LayerKv = (Tensor<4>, Tensor<4>);
+
+/// How a forward pass masks attention.
+#[derive(Clone, Debug)]
+pub(crate) enum AttnMask {
+    /// `[b, 1, t, t_k]`, `true` = masked, on top of causal masking; for Burn's fused attention.
+    Bool(Option<Tensor<4, Bool>>),
+    /// `[b or 1, 1, t, t]`: 0 where attention is allowed, -inf elsewhere (causality included).
+    Bias(Tensor<4>),
+}
+
+impl AttnMask {
+    /// The mask of a full-sequence forward: `mask` is `[b, t, t]` (`true` = may not attend, a
+    /// [`document_mask`]) or `None` for plain causal attention.
+    pub(crate) fn for_sequence(mask: Option<Tensor<3, Bool>>, t: usize, device: &Device) -> Self {
+        let mask = mask.map(|m| m.unsqueeze_dim::<4>(1)); // [b, 1, t, t]
+        if device.is_autodiff() {
+            let mask =
+                mask.unwrap_or_else(|| Tensor::<2, Bool>::tril_mask([t, t], 0, device).unsqueeze());
+            AttnMask::Bias(
+                Tensor::<4>::zeros(mask.dims(), device).mask_fill(mask, f32::NEG_INFINITY),
+            )
+        } else {
+            AttnMask::Bool(mask)
+        }
+    }
+}
+
+/// `softmax(q k^T / sqrt(hd) + mask) v` for `q` `[b, h, t, hd]` and `k`, `v`
+/// `[b, kv_h, t_k, hd]` with `h` a multiple of `kv_h` (grouped-query attention: each key/value
+/// head serves `h / kv_h` query heads). Returns `[b, h, t, hd]`.
+pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) -> Tensor<4> {
+    let [b, h, t, hd] = q.dims();
+    let kv_h = k.dims()[1];
+    let (k, v) = (repeat_kv(k, h / kv_h), repeat_kv(v, h / kv_h));
+    let t_k = k.dims()[2];
+    match mask {
+        AttnMask::Bool(mask) => {
+            let mask = mask.clone().map(|m| m.expand([b, h, t, t_k]));
+            let opts = AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            };
+            attention(q, k, v, mask, None, opts)
+        }
+        AttnMask::Bias(bias) => {
+            // Scale q (hd wide) rather than the scores (t wide).
+            let q = q * (1.0 / (hd as f64).sqrt());
+            let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, t]
+            fused::softmax_with_bias(scores, bias.clone()).matmul(v)
+        }
+    }
+}
+
+/// `[b, kv_h, t, hd] -> [b, kv_h * n, t, hd]`, each head repeated `n` times in place (HF's
+/// `repeat_kv`: query head `i` uses key head `i / n`).
+fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv_h, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv_h, n, t, hd])
+        .reshape([b, kv_h * n, t, hd])
+}
+
+/// The attention mask for packed rows: position `i` may attend to `j` only when `j <= i` and both
+/// belong to the same document. `doc_ids` is row-major `[b, t]`; returns `[b, t, t]` with
+/// `true` = masked. Padding (doc id 0) attends only to padding, so no row is fully masked.
+pub fn document_mask(doc_ids: &[u32], b: usize, t: usize, device: &Device) -> Tensor<3, Bool> {
+    assert_eq!(doc_ids.len(), b * t, "doc_ids must be [b, t]");
+    let mut m = vec![false; b * t * t];
+    for r in 0..b {
+        let row = &doc_ids[r * t..(r + 1) * t];
+        for i in 0..t {
+            for j in 0..t {
+                m[(r * t + i) * t + j] = j > i || row[j] != row[i];
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [b, t, t]), device)
+}
