@@ -18,7 +18,6 @@ use burn::nn::{
     RmsNormConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -27,6 +26,7 @@ use crate::attention::{AttnMask, LayerKv, attend};
 use crate::cache::KvCache;
 use crate::config::{HfFields, human_count};
 use crate::error::{ModelError, Result};
+use crate::fused;
 use crate::model::{ForwardOptions, HfParam, Slot};
 
 // ---- config ---------------------------------------------------------------------------------
@@ -650,7 +650,7 @@ impl Llama {
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask, None).0;
         }
-        self.norm.forward(x)
+        fused::rms_norm(&self.norm, x)
     }
 
     /// The LM head: `[..., d] -> [..., vocab]` (the embedding when tied).
@@ -678,7 +678,7 @@ impl Llama {
         }
         cache.advance(t);
         let d = self.hidden_size();
-        let last = self.norm.forward(x.narrow(1, t - 1, 1)).reshape([b, d]);
+        let last = fused::rms_norm(&self.norm, x.narrow(1, t - 1, 1)).reshape([b, d]);
         self.head(last)
     }
 
@@ -794,13 +794,12 @@ impl DecoderLayer {
         mask: &AttnMask,
         past: Option<Option<LayerKv>>,
     ) -> (Tensor<3>, Option<LayerKv>) {
-        let (a, kv) =
-            self.self_attn
-                .forward(self.input_layernorm.forward(x.clone()), rope, mask, past);
+        let h = fused::rms_norm(&self.input_layernorm, x.clone());
+        let (a, kv) = self.self_attn.forward(h, rope, mask, past);
         let x = x + self.drop.forward(a);
         let m = self
             .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+            .forward(fused::rms_norm(&self.post_attention_layernorm, x.clone()));
         (x + self.drop.forward(m), kv)
     }
 }
@@ -818,7 +817,7 @@ impl LlamaAttention {
         let split = |y: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
             let y = y.reshape([b, t, n, hd]); // [b, t, n, hd]
             let y = match norm {
-                Some(nm) => nm.forward(y),
+                Some(nm) => fused::rms_norm(nm, y),
                 None => y,
             };
             y.swap_dims(1, 2) // [b, n, t, hd]
@@ -839,8 +838,9 @@ impl LlamaAttention {
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj
+            .forward(fused::silu_mul(gate, self.up_proj.forward(x)))
     }
 }
 

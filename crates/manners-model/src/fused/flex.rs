@@ -33,6 +33,14 @@ pub trait FusedOps: Backend {
     /// `softmax(x + bias)` over the last dimension of a 4-d `x`; `bias` broadcasts over the
     /// first two dimensions and is a constant (no gradient flows into it).
     fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// RMSNorm over the last dimension.
+    fn fused_rms_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+    /// `silu(gate) * up`, elementwise (same shapes).
+    fn fused_silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// A contiguous `f32` view of `t` starting at offset 0 (copies only when it is not one).
@@ -148,6 +156,85 @@ fn layer_norm_backward(
     (g, params)
 }
 
+/// RMSNorm forward: the output and `1/rms` per row.
+fn rms_norm_forward(x: &FlexTensor, gamma: &FlexTensor, eps: f32) -> (FlexTensor, Vec<f32>) {
+    let (x, gamma) = (contiguous(x), contiguous(gamma));
+    let (xs, gs) = (values(&x), values(&gamma));
+    let d = gs.len();
+    let rows = xs.len() / d;
+    let mut y = vec![0.0f32; xs.len()];
+    let mut stats = vec![0.0f32; rows];
+    y.par_chunks_mut(ROWS * d)
+        .zip(xs.par_chunks(ROWS * d))
+        .zip(stats.par_chunks_mut(ROWS))
+        .for_each(|((y, x), st)| kernels::rms_norm_rows(x, gs, eps, y, st));
+    (new_tensor(y, x.layout().shape().clone()), stats)
+}
+
+/// RMSNorm backward: `(dx, Some(dgamma))`, the gain's gradient only when asked.
+fn rms_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    stats: &[f32],
+    g: FlexTensor,
+    want_gamma: bool,
+) -> (FlexTensor, Option<FlexTensor>) {
+    let (x, gamma) = (contiguous(x), contiguous(gamma));
+    let gs = values(&gamma);
+    let d = gs.len();
+    let mut g = take_mut(g);
+    let n = g.layout().num_elements();
+    let gm = &mut g.storage_mut::<f32>()[..n];
+    let width = if want_gamma { d } else { 0 };
+    let dgamma = gm
+        .par_chunks_mut(ROWS * d)
+        .zip(values(&x).par_chunks(ROWS * d))
+        .zip(stats.par_chunks(ROWS))
+        .map(|((g, x), st)| {
+            let mut dg = vec![0.0f32; width];
+            kernels::rms_norm_backward_rows(x, gs, st, g, &mut dg);
+            dg
+        })
+        .reduce(
+            || vec![0.0f32; width],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let dgamma = want_gamma.then(|| new_tensor(dgamma, gamma.layout().shape().clone()));
+    (g, dgamma)
+}
+
+fn silu_mul_forward(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
+    let (gate, up) = (contiguous(gate), contiguous(up));
+    let mut y = vec![0.0f32; gate.layout().num_elements()];
+    y.par_chunks_mut(CHUNK)
+        .zip(values(&gate).par_chunks(CHUNK))
+        .zip(values(&up).par_chunks(CHUNK))
+        .for_each(|((y, a), u)| kernels::silu_mul(a, u, y));
+    new_tensor(y, gate.layout().shape().clone())
+}
+
+/// `(d_gate, d_up)` from the output gradient.
+fn silu_mul_backward(
+    gate: &FlexTensor,
+    up: &FlexTensor,
+    g: FlexTensor,
+) -> (FlexTensor, FlexTensor) {
+    let gate = contiguous(gate);
+    let mut du = contiguous(up);
+    let mut g = take_mut(g);
+    let n = g.layout().num_elements();
+    let gs = &mut g.storage_mut::<f32>()[..n];
+    let us = &mut du.storage_mut::<f32>()[..n];
+    gs.par_chunks_mut(CHUNK)
+        .zip(us.par_chunks_mut(CHUNK))
+        .zip(values(&gate).par_chunks(CHUNK))
+        .for_each(|((g, u), a)| kernels::silu_mul_backward(a, u, g));
+    (g, du)
+}
+
 fn softmax_forward(x: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let (x, bias) = (contiguous(x), contiguous(bias));
     let xd = x.layout().shape().to_vec();
@@ -201,6 +288,18 @@ impl FusedOps for Flex {
     fn fused_softmax_bias(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         softmax_forward(&x, &bias)
     }
+
+    fn fused_rms_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        rms_norm_forward(&x, &gamma, epsilon).0
+    }
+
+    fn fused_silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_mul_forward(&gate, &up)
+    }
 }
 
 /// The backward step of a one-input operation: `grad(state, output gradient)` is the input
@@ -245,6 +344,48 @@ impl Backward<Flex, 3> for LayerNormBackward {
             if let Some(p) = pbeta {
                 grads.register::<Flex>(p.id, dbeta);
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// The input, gamma and `1/rms` per row.
+    type State = (FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pgamma] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, stats) = ops.state;
+        let (dx, dgamma) = rms_norm_backward(&x, &gamma, &stats, g, pgamma.is_some());
+        if let Some(p) = px {
+            grads.register::<Flex>(p.id, dx);
+        }
+        if let (Some(p), Some(dg)) = (pgamma, dgamma) {
+            grads.register::<Flex>(p.id, dg);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SiluMulBackward;
+
+impl Backward<Flex, 2> for SiluMulBackward {
+    /// The gate and up inputs.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [pgate, pup] = ops.parents;
+        let g = grads.consume::<Flex>(&ops.node);
+        let (gate, up) = ops.state;
+        let (dgate, dup) = silu_mul_backward(&gate, &up, g);
+        if let Some(p) = pgate {
+            grads.register::<Flex>(p.id, dgate);
+        }
+        if let Some(p) = pup {
+            grads.register::<Flex>(p.id, dup);
         }
     }
 }
@@ -303,6 +444,49 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(softmax_forward(x.primitive(), bias.primitive()))
+            }
+        }
+    }
+
+    fn fused_rms_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node()];
+        match RmsNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, stats) = rms_norm_forward(x.primitive(), gamma.primitive(), epsilon);
+                let state = (
+                    x.primitive().clone(),
+                    gamma.primitive().clone(),
+                    std::sync::Arc::new(stats),
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(rms_norm_forward(x.primitive(), gamma.primitive(), epsilon).0)
+            }
+        }
+    }
+
+    fn fused_silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [gate.node(), up.node()];
+        match SiluMulBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = silu_mul_forward(gate.primitive(), up.primitive());
+                prep.finish((gate.primitive().clone(), up.primitive().clone()), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(silu_mul_forward(gate.primitive(), up.primitive()))
             }
         }
     }

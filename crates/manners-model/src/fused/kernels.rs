@@ -176,6 +176,80 @@ multiversion! {
 }
 
 multiversion! {
+    /// RMSNorm over rows of `gamma.len()`: `y = x / sqrt(mean(x^2) + eps) * gamma` (Llama's
+    /// `LlamaRMSNorm`). `stats` gets `1/rms` per row for the backward pass.
+    pub fn rms_norm_rows(x: &[f32], gamma: &[f32], eps: f32, y: &mut [f32], stats: &mut [f32]) {
+        let d = gamma.len();
+        for ((x, y), st) in x
+            .chunks_exact(d)
+            .zip(y.chunks_exact_mut(d))
+            .zip(stats.iter_mut())
+        {
+            let ms = x.iter().map(|&v| v * v).sum::<f32>() / d as f32;
+            let r = 1.0 / (ms + eps).sqrt();
+            for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
+                *y = x * r * g;
+            }
+            *st = r;
+        }
+    }
+}
+
+multiversion! {
+    /// RMSNorm backward over rows: `g` becomes the input gradient in place,
+    /// `dx = r (g gamma - xhat mean(g gamma xhat))` with `xhat = x r`; `dgamma` accumulates
+    /// `g xhat` (pass an empty slice to skip it).
+    pub fn rms_norm_backward_rows(
+        x: &[f32],
+        gamma: &[f32],
+        stats: &[f32],
+        g: &mut [f32],
+        dgamma: &mut [f32],
+    ) {
+        let d = gamma.len();
+        let want_params = !dgamma.is_empty();
+        for ((x, g), &r) in x.chunks_exact(d).zip(g.chunks_exact_mut(d)).zip(stats) {
+            if want_params {
+                for ((dg, &gv), &xv) in dgamma.iter_mut().zip(g.iter()).zip(x) {
+                    *dg += gv * xv * r;
+                }
+            }
+            let mut sum = 0.0f32;
+            for ((&gv, &gm), &xv) in g.iter().zip(gamma).zip(x) {
+                sum += gv * gm * xv * r;
+            }
+            let b = sum / d as f32;
+            for ((gv, &gm), &xv) in g.iter_mut().zip(gamma).zip(x) {
+                *gv = r * (*gv * gm - xv * r * b);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// SwiGLU's gate: `y = silu(gate) * up`, `silu(x) = x sigmoid(x)`.
+    pub fn silu_mul(gate: &[f32], up: &[f32], y: &mut [f32]) {
+        for ((y, &a), &u) in y.iter_mut().zip(gate).zip(up) {
+            *y = a * sigmoid(a) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// SwiGLU's gate backward: from the output gradient `g`, `d_gate` (written into `g`) and
+    /// `d_up` (written into `up`, which is consumed): `d_up = g silu(gate)`,
+    /// `d_gate = g up sigmoid(gate) (1 + gate (1 - sigmoid(gate)))`.
+    pub fn silu_mul_backward(gate: &[f32], up: &mut [f32], g: &mut [f32]) {
+        for ((g, u), &a) in g.iter_mut().zip(up.iter_mut()).zip(gate) {
+            let s = sigmoid(a);
+            let gv = *g;
+            *g = gv * *u * s * (1.0 + a * (1.0 - s));
+            *u = gv * a * s;
+        }
+    }
+}
+
+multiversion! {
     /// One row of `softmax(x + bias)`; `bias` holds 0 or `-inf` (masking). The row must keep
     /// at least one finite entry.
     pub fn softmax_bias_row(x: &[f32], bias: &[f32], y: &mut [f32]) {
@@ -354,6 +428,84 @@ mod tests {
             );
             let n = numeric(&b64, i, &|v| loss(&x64, &g64, v));
             assert!(close(dbeta[i], n, 1e-4), "dbeta[{i}] {} vs {n}", dbeta[i]);
+        }
+    }
+
+    /// Reference RMSNorm in f64 and its gradient by central differences.
+    #[test]
+    fn rms_norm_forward_and_backward_match_f64_references() {
+        let (d, rows) = (7, 3);
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3 + (i as f32).sin())
+            .collect();
+        let gamma: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let w: Vec<f64> = (0..rows * d)
+            .map(|i| ((i * 13 % 7) as f64 - 3.0) * 0.25)
+            .collect();
+        let eps = 1e-5f32;
+        let reference = |x: &[f64], gamma: &[f64]| -> Vec<f64> {
+            x.chunks(d)
+                .flat_map(|r| {
+                    let ms = r.iter().map(|a| a * a).sum::<f64>() / d as f64;
+                    let s = (ms + f64::from(eps)).sqrt();
+                    r.iter()
+                        .zip(gamma)
+                        .map(move |(a, g)| a / s * g)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let to64 = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
+        let (x64, g64) = (to64(&x), to64(&gamma));
+        let mut y = vec![0.0; rows * d];
+        let mut stats = vec![0.0; rows];
+        rms_norm_rows(&x, &gamma, eps, &mut y, &mut stats);
+        for (a, b) in y.iter().zip(reference(&x64, &g64)) {
+            assert!(close(*a, b, 1e-5), "{a} vs {b}");
+        }
+        let loss = |x: &[f64], g: &[f64]| -> f64 {
+            reference(x, g).iter().zip(&w).map(|(a, w)| a * w).sum()
+        };
+        let mut dx: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let mut dgamma = vec![0.0; d];
+        rms_norm_backward_rows(&x, &gamma, &stats, &mut dx, &mut dgamma);
+        let h = 1e-6;
+        let numeric = |v: &[f64], i: usize, f: &dyn Fn(&[f64]) -> f64| {
+            let (mut p, mut m) = (v.to_vec(), v.to_vec());
+            p[i] += h;
+            m[i] -= h;
+            (f(&p) - f(&m)) / (2.0 * h)
+        };
+        for (i, &got) in dx.iter().enumerate() {
+            let n = numeric(&x64, i, &|v| loss(v, &g64));
+            assert!(close(got, n, 1e-4), "dx[{i}] {got} vs {n}");
+        }
+        for (i, &got) in dgamma.iter().enumerate() {
+            let n = numeric(&g64, i, &|v| loss(&x64, v));
+            assert!(close(got, n, 1e-4), "dgamma[{i}] {got} vs {n}");
+        }
+    }
+
+    #[test]
+    fn silu_gate_and_its_derivatives_match_the_formula() {
+        let a: Vec<f32> = (-600..=600).map(|i| i as f32 * 0.013).collect();
+        let u: Vec<f32> = a.iter().map(|x| 0.7 - x * 0.31).collect();
+        let mut y = vec![0.0; a.len()];
+        silu_mul(&a, &u, &mut y);
+        let (mut g, mut du) = (vec![1.0f32; a.len()], u.clone());
+        silu_mul_backward(&a, &mut du, &mut g);
+        let silu = |x: f64| x / (1.0 + (-x).exp());
+        for i in 0..a.len() {
+            let (x, up) = (f64::from(a[i]), f64::from(u[i]));
+            assert!(
+                close(y[i], silu(x) * up, 1e-6),
+                "silu({x}) * {up} = {}",
+                y[i]
+            );
+            let h = 1e-5;
+            let num = (silu(x + h) - silu(x - h)) / (2.0 * h) * up;
+            assert!(close(g[i], num, 1e-5), "d gate at {x}: {} vs {num}", g[i]);
+            assert!(close(du[i], silu(x), 1e-6), "d up at {x}");
         }
     }
 

@@ -1,5 +1,6 @@
-//! Fused operations for the model's hot path: LayerNorm, GELU (tanh) and masked softmax, and
-//! the AdamW update the trainer applies to every parameter.
+//! Fused operations for the model's hot path: LayerNorm and GELU (tanh) for GPT-2, RMSNorm and
+//! SwiGLU's `silu(gate) * up` for the Llama family, masked softmax for both, and the AdamW
+//! update the trainer applies to every parameter.
 //!
 //! Under autodiff Burn records each of these as five to ten primitive operations, and on
 //! `flex` most of those are single-threaded scalar passes over the activations, forward and
@@ -16,11 +17,11 @@ mod kernels;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, RmsNorm};
 use burn::prelude::*;
 #[cfg(feature = "flex")]
 use burn::tensor::DType;
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::{sigmoid, silu, softmax};
 
 /// 0: not read yet; 1: on; 2: off.
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -94,6 +95,36 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) ->
     }
     let _ = epsilon;
     ln.forward(x)
+}
+
+/// `rms.forward(x)` (RMSNorm over the last dimension), fused where it can be.
+pub fn rms_norm<const D: usize>(rms: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        let gamma = rms.gamma.val();
+        if fusable(&x) && gamma.dtype() == DType::F32 && x.dims()[D - 1] == gamma.dims()[0] {
+            use self::flex::FusedOps;
+            return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_rms_norm(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                rms.epsilon as f32,
+            ));
+        }
+    }
+    rms.forward(x)
+}
+
+/// SwiGLU's gate `silu(gate) * up`, fused where it can be.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if fusable(&gate) && up.dtype() == DType::F32 && gate.dims() == up.dims() {
+        use self::flex::FusedOps;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_silu_mul(
+            gate.into_dispatch(),
+            up.into_dispatch(),
+        ));
+    }
+    silu(gate) * up
 }
 
 /// `softmax(scores + bias)` over the last dimension. `bias` (`[b or 1, h or 1, t, t_k]`) holds 0
@@ -327,6 +358,57 @@ mod tests {
             assert_close(&gf, &gc, 1e-5, "softmax backward");
             assert!(yf.iter().all(|v| v.is_finite()));
         }
+    }
+
+    #[test]
+    fn fused_rms_norm_equals_burns_with_both_gradients() {
+        let dev = Device::flex().autodiff();
+        let mut rms = burn::nn::RmsNormConfig::new(24)
+            .with_epsilon(1e-6)
+            .init(&dev);
+        rms.gamma = Param::from_tensor(Tensor::random([24], Distribution::Normal(1.0, 0.3), &dev));
+        // 150 rows of a 4-d input (as the per-head q/k norm of Qwen3 sees it).
+        let x = Tensor::<4>::random([3, 10, 5, 24], Distribution::Normal(0.5, 2.0), &dev);
+        let [(yf, gf), (yc, gc)] = both(&x, |x| rms_norm(&rms, x));
+        assert_close(&yf, &yc, 1e-5, "rms norm forward");
+        assert_close(&gf, &gc, 1e-4, "rms norm dx");
+        let dgamma = |fused: bool| {
+            let _guard = Switch::set(fused);
+            let y = rms_norm(&rms, x.clone());
+            let w = weights(y.dims(), &dev);
+            let grads = (y * w).sum().backward();
+            rms.gamma
+                .grad(&grads)
+                .expect("gamma grad")
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+        };
+        assert_close(&dgamma(true), &dgamma(false), 1e-4, "rms norm dgamma");
+    }
+
+    #[test]
+    fn fused_silu_gate_equals_the_composite_with_both_gradients() {
+        let dev = Device::flex().autodiff();
+        let up = Tensor::<3>::random([3, 7, 40], Distribution::Normal(0.0, 2.0), &dev)
+            .detach()
+            .require_grad();
+        let gate = Tensor::<3>::random([3, 7, 40], Distribution::Normal(0.0, 2.0), &dev);
+        let [(yf, gf), (yc, gc)] = both(&gate, |g| silu_mul(g, up.clone()));
+        assert_close(&yf, &yc, 1e-5, "silu gate forward");
+        assert_close(&gf, &gc, 1e-5, "silu gate d gate");
+        let dup = |fused: bool| {
+            let _guard = Switch::set(fused);
+            let y = silu_mul(gate.clone(), up.clone());
+            let w = weights(y.dims(), &dev);
+            let grads = (y * w).sum().backward();
+            up.grad(&grads)
+                .expect("up grad")
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+        };
+        assert_close(&dup(true), &dup(false), 1e-5, "silu gate d up");
     }
 
     #[test]
