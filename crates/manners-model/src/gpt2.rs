@@ -419,12 +419,7 @@ impl Gpt2 {
     pub fn hidden(&self, ids: Tensor<2, Int>, opts: ForwardOptions) -> Tensor<3> {
         let [b, t] = ids.dims();
         let device = ids.device();
-        let positions = opts.positions.unwrap_or_else(|| {
-            Tensor::<1, Int>::arange(0..t as i64, &device)
-                .unsqueeze::<2>()
-                .expand([b, t])
-        });
-        let mask = AttnMask::for_sequence(opts.mask, t, &device);
+        let (positions, mask) = opts.resolve(b, t, &device);
         let mut x = self.wte.forward(ids) + self.wpe.forward(positions); // [b, t, d]
         x = self.drop.forward(x);
         for block in &self.h {

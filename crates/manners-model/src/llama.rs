@@ -639,13 +639,8 @@ impl Llama {
     pub fn hidden(&self, ids: Tensor<2, Int>, opts: ForwardOptions) -> Tensor<3> {
         let [b, t] = ids.dims();
         let device = ids.device();
-        let positions = opts.positions.unwrap_or_else(|| {
-            Tensor::<1, Int>::arange(0..t as i64, &device)
-                .unsqueeze::<2>()
-                .expand([b, t])
-        });
+        let (positions, mask) = opts.resolve(b, t, &device);
         let rope = Rope::new(positions, &self.inv_freq);
-        let mask = AttnMask::for_sequence(opts.mask, t, &device);
         let mut x = self.drop.forward(self.embed_tokens.forward(ids)); // [b, t, d]
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask, None).0;

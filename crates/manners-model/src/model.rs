@@ -28,6 +28,27 @@ pub struct ForwardOptions {
     pub mask: Option<Tensor<3, Bool>>,
 }
 
+impl ForwardOptions {
+    /// The positions (`0..t` per row by default) and the attention mask of a full-sequence
+    /// forward over `t` tokens in `b` rows.
+    pub(crate) fn resolve(
+        self,
+        b: usize,
+        t: usize,
+        device: &Device,
+    ) -> (Tensor<2, Int>, crate::attention::AttnMask) {
+        let positions = self.positions.unwrap_or_else(|| {
+            Tensor::<1, Int>::arange(0..t as i64, device)
+                .unsqueeze::<2>()
+                .expand([b, t])
+        });
+        (
+            positions,
+            crate::attention::AttnMask::for_sequence(self.mask, t, device),
+        )
+    }
+}
+
 /// The architectures manners trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
