@@ -32,7 +32,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Base vs tuned model side by side on the same questions and metrics.
     Compare(CompareArgs),
-    /// Export a run's model as a Hugging Face folder (or LoRA adapters in PEFT layout).
+    /// Export a run's model: a Hugging Face folder (or LoRA adapters in PEFT layout), or a GGUF
+    /// file for llama.cpp / Ollama.
     Export(ExportArgs),
     /// Print a prompt's token ids and last-position logits as JSON (parity checks).
     Logits(LogitsArgs),
@@ -97,11 +98,22 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// A run folder (its final/ model), or a model folder.
-    #[arg(long)]
+    #[arg(long, visible_alias = "model")]
     pub run: PathBuf,
-    /// Output folder.
+    /// Output: a folder (`--format hf`) or a `.gguf` file (`--format gguf`).
     #[arg(long)]
     pub out: PathBuf,
+    /// `hf`: a Hugging Face folder; `gguf`: one file for llama.cpp, Ollama and LM Studio, with
+    /// the tokenizer and the chat template inside (LoRA runs export merged).
+    #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
+    pub format: String,
+    /// GGUF weights: f32, f16, or q8_0 (8-bit blocks of 32, llama.cpp's layout); vectors stay
+    /// f32.
+    #[arg(long, default_value = "f16")]
+    pub dtype: manners::gguf::GgufDtype,
+    /// With `--format gguf`: also write an Ollama `Modelfile` beside the file.
+    #[arg(long)]
+    pub ollama: bool,
     /// For LoRA runs: fold the adapters into the weights (a plain model folder). Without it a
     /// LoRA run exports its adapters in PEFT layout.
     #[arg(long)]
@@ -330,9 +342,16 @@ pub struct GenerateArgs {
     /// Model folder (Hugging Face layout of any model type manners loads, or one it wrote).
     #[arg(long)]
     pub model: PathBuf,
-    /// The prompt text.
+    /// The prompt text, continued as it is.
+    #[arg(long, required_unless_present = "chat", conflicts_with = "chat")]
+    pub prompt: Option<String>,
+    /// A question asked as one user turn with the model's chat template (the one it was trained
+    /// with); generation stops at the end of the assistant's turn.
     #[arg(long)]
-    pub prompt: String,
+    pub chat: Option<String>,
+    /// Chat template for `--chat` (default: the model's own).
+    #[arg(long, requires = "chat")]
+    pub template: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -340,6 +359,9 @@ pub struct GenerateArgs {
     /// Do not stop at the end-of-text token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Print one JSON object (prompt ids, new ids, text, why it stopped) instead of streaming.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `manners train`. Every flag overrides the `--config` file (or the defaults); the run writes

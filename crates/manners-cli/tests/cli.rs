@@ -384,3 +384,53 @@ fn a_llama_folder_trains_with_its_own_template_then_chats_and_exports() {
     };
     assert_eq!(logits(&final_dir), logits(&merged));
 }
+
+#[test]
+fn gguf_export_writes_the_file_and_an_ollama_modelfile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    run_ok(&mut train_cmd(
+        tmp.path(),
+        &data,
+        &["--name", "g", "--max-steps", "3"],
+    ));
+    let out = tmp.path().join("model.gguf");
+    run_ok(
+        bin()
+            .args([
+                "export", "--format", "gguf", "--dtype", "q8_0", "--ollama", "--run",
+            ])
+            .arg(tmp.path().join("g"))
+            .arg("--out")
+            .arg(&out),
+    );
+    let f = manners::gguf::GgufFile::read(&out).unwrap();
+    assert_eq!(
+        f.get("general.architecture").and_then(|v| v.as_str()),
+        Some("gpt2")
+    );
+    // The template the run trained with, without training markers, and its end-of-turn token.
+    let t = f
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .unwrap();
+    assert!(
+        t.contains("<|im_start|>") && !t.contains("{% generation") && !t.contains("endgeneration"),
+        "{t}"
+    );
+    assert!(f.get("tokenizer.ggml.eot_token_id").is_some());
+    let mf = std::fs::read_to_string(tmp.path().join("Modelfile")).unwrap();
+    assert!(
+        mf.starts_with("FROM ./model.gguf") && mf.contains("PARAMETER stop \"<|im_end|>\""),
+        "{mf}"
+    );
+    let bad = bin()
+        .args(["export", "--format", "gguf", "--dtype", "q4_0", "--run"])
+        .arg(tmp.path().join("g"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("f32, f16 or q8_0"));
+}

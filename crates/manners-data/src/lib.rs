@@ -85,7 +85,7 @@ pub use reference::{Reference, contains_word};
 pub use rng::{SplitMix64, mix};
 pub use template::{
     ChatTemplate, Encoded, MaskMode, SpecialTokens, TEMPLATE_FILE, TemplateSpec, choose_template,
-    saved_template,
+    saved_template, strip_generation_tags,
 };
 pub use time::{format_utc, now_secs};
 

@@ -60,6 +60,20 @@ impl GenerationConfig {
         }
     }
 
+    /// This config with its budget lowered so that a prompt of `len` tokens stays whole in a
+    /// context of `ctx` positions, but not below a quarter of the context (or the budget itself
+    /// when smaller): a prompt longer than that still loses its oldest tokens in [`Self::fit`].
+    /// Without this, a small-context model would lose the head of every prompt (its BOS and
+    /// the question) to an answer budget it rarely uses.
+    pub fn for_prompt(&self, len: usize, ctx: usize) -> GenerationConfig {
+        let floor = self.max_new_tokens.min((ctx / 4).max(1));
+        let room = ctx.saturating_sub(len);
+        GenerationConfig {
+            max_new_tokens: self.max_new_tokens.min(room.max(floor)),
+            ..self.clone()
+        }
+    }
+
     /// The most recent part of `prompt` that leaves room for this config's new tokens in a
     /// context of `ctx` positions (the whole prompt when it fits).
     pub fn fit<'a>(&self, prompt: &'a [u32], ctx: usize) -> &'a [u32] {
@@ -402,6 +416,19 @@ mod tests {
         assert_eq!(c.fit(&p[..10], 64), &p[..10]);
         let tiny = GenerationConfig::stopping_at(48, 8, vec![], vec![]);
         assert_eq!((tiny.max_new_tokens, tiny.fit(&p, 8).len()), (7, 1));
+        // A 26-token prompt keeps its head: the budget shrinks to the 38 positions left...
+        let short = c.for_prompt(26, 64);
+        assert_eq!(short.max_new_tokens, 38);
+        assert_eq!(short.fit(&p[..26], 64), &p[..26]);
+        assert_eq!(short.stop_token_ids, c.stop_token_ids);
+        // ...but never below a quarter of the context: a 60-token prompt loses 12 tokens.
+        let long: Vec<u32> = (0..60).collect();
+        let l = c.for_prompt(60, 64);
+        assert_eq!((l.max_new_tokens, l.fit(&long, 64)), (16, &long[12..]));
+        // A budget already below the floor is kept; a prompt that fits changes nothing.
+        let small = GenerationConfig::stopping_at(8, 64, vec![], vec![]);
+        assert_eq!(small.for_prompt(63, 64).max_new_tokens, 8);
+        assert_eq!(c.for_prompt(10, 64).max_new_tokens, 48);
     }
 
     #[test]

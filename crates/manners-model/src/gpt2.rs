@@ -22,6 +22,7 @@ use crate::cache::KvCache;
 use crate::config::{HfFields, human_count};
 use crate::error::{ModelError, Result};
 use crate::fused::{self, gelu_tanh};
+use crate::gguf::{GgufSource, GgufValue};
 use crate::model::{ForwardOptions, HfParam, Slot};
 
 // ---- config ---------------------------------------------------------------------------------
@@ -525,6 +526,58 @@ impl Gpt2 {
             b.drop = DropoutConfig::new(p).init();
         }
         self
+    }
+}
+
+/// llama.cpp's `gpt2.*` hyperparameters.
+pub(crate) fn gguf_metadata(c: &Gpt2Config) -> Vec<(String, GgufValue)> {
+    let u = |k: &str, v: usize| (k.to_string(), GgufValue::U32(v as u32));
+    vec![
+        u("context_length", c.n_positions),
+        u("embedding_length", c.n_embd),
+        u("feed_forward_length", c.inner()),
+        u("block_count", c.n_layer),
+        u("attention.head_count", c.n_head),
+        (
+            "attention.layer_norm_epsilon".into(),
+            GgufValue::F32(c.layer_norm_epsilon as f32),
+        ),
+    ]
+}
+
+impl Gpt2 {
+    /// The weights under llama.cpp's `gpt2` names, in PyTorch's layout (`Conv1D` weights
+    /// transposed to `[out, in]`, as llama.cpp's converter does). The head is tied: no `output`.
+    pub(crate) fn gguf_tensors(&self) -> Vec<GgufSource> {
+        fn linear(out: &mut Vec<GgufSource>, name: &str, l: &Linear) {
+            out.push(GgufSource::matrix(
+                format!("{name}.weight"),
+                l.weight.val().transpose(),
+            ));
+            if let Some(b) = &l.bias {
+                out.push(GgufSource::vector(format!("{name}.bias"), b.val()));
+            }
+        }
+        fn norm(out: &mut Vec<GgufSource>, name: &str, n: &LayerNorm) {
+            out.push(GgufSource::vector(format!("{name}.weight"), n.gamma.val()));
+            if let Some(b) = &n.beta {
+                out.push(GgufSource::vector(format!("{name}.bias"), b.val()));
+            }
+        }
+        let mut out = vec![
+            GgufSource::matrix("token_embd.weight", self.wte.weight.val()),
+            GgufSource::matrix("position_embd.weight", self.wpe.weight.val()),
+        ];
+        for (i, b) in self.h.iter().enumerate() {
+            norm(&mut out, &format!("blk.{i}.attn_norm"), &b.ln_1);
+            linear(&mut out, &format!("blk.{i}.attn_qkv"), &b.attn.c_attn);
+            linear(&mut out, &format!("blk.{i}.attn_output"), &b.attn.c_proj);
+            norm(&mut out, &format!("blk.{i}.ffn_norm"), &b.ln_2);
+            linear(&mut out, &format!("blk.{i}.ffn_up"), &b.mlp.c_fc);
+            linear(&mut out, &format!("blk.{i}.ffn_down"), &b.mlp.c_proj);
+        }
+        norm(&mut out, "output_norm", &self.ln_f);
+        out
     }
 }
 

@@ -32,6 +32,7 @@ mod device;
 mod error;
 pub mod fused;
 mod generate;
+pub mod gguf;
 mod gpt2;
 mod io;
 mod llama;

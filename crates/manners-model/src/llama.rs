@@ -27,6 +27,7 @@ use crate::cache::KvCache;
 use crate::config::{HfFields, human_count};
 use crate::error::{ModelError, Result};
 use crate::fused;
+use crate::gguf::{GgufSource, GgufValue};
 use crate::model::{ForwardOptions, HfParam, Slot};
 
 // ---- config ---------------------------------------------------------------------------------
@@ -772,6 +773,185 @@ impl Llama {
             l.drop = DropoutConfig::new(p).init();
         }
         self
+    }
+}
+
+/// llama.cpp's architecture for a config: `llama` (Llama, Mistral; interleaved rotary pairs)
+/// or `qwen2` / `qwen3` (half-split pairs, like transformers).
+pub(crate) fn gguf_arch(c: &LlamaConfig) -> Result<&'static str> {
+    match c.model_type.as_str() {
+        "llama" | "mistral" => Ok("llama"),
+        "qwen2" => Ok("qwen2"),
+        "qwen3" => Ok("qwen3"),
+        other => Err(ModelError::Config(format!(
+            "no llama.cpp architecture for model_type `{other}`"
+        ))),
+    }
+}
+
+/// llama.cpp's `<arch>.*` hyperparameters.
+pub(crate) fn gguf_metadata(c: &LlamaConfig) -> Vec<(String, GgufValue)> {
+    let u = |k: &str, v: usize| (k.to_string(), GgufValue::U32(v as u32));
+    let mut md = vec![
+        u("context_length", c.max_position_embeddings),
+        u("embedding_length", c.hidden_size),
+        u("feed_forward_length", c.intermediate_size),
+        u("block_count", c.num_hidden_layers),
+        u("attention.head_count", c.num_attention_heads),
+        u("attention.head_count_kv", c.num_key_value_heads),
+        u("attention.key_length", c.head_dim),
+        u("attention.value_length", c.head_dim),
+        u("rope.dimension_count", c.head_dim),
+        ("rope.freq_base".into(), GgufValue::F32(c.rope_theta as f32)),
+        (
+            "attention.layer_norm_rms_epsilon".into(),
+            GgufValue::F32(c.rms_norm_eps as f32),
+        ),
+    ];
+    if let Some(RopeScaling::Linear { factor }) = &c.rope_scaling {
+        md.push(("rope.scaling.type".into(), GgufValue::Str("linear".into())));
+        md.push(("rope.scaling.factor".into(), GgufValue::F32(*factor as f32)));
+    }
+    md
+}
+
+/// llama.cpp's `llama` architecture rotates consecutive pairs of each head where transformers
+/// rotates its two halves; its converter reorders the q and k rows to match
+/// (`[heads, 2, hd/2, ...] -> [heads, hd/2, 2, ...]`). `t` is `[heads * hd]` or
+/// `[heads * hd, in]`, flattened row-major with `rest` values per row.
+fn interleave_heads(values: Vec<f32>, heads: usize, rows: usize, rest: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0.0f32; values.len()];
+    for h in 0..heads {
+        for j in 0..half {
+            for pair in 0..2 {
+                let from = h * hd + pair * half + j;
+                let to = h * hd + 2 * j + pair;
+                out[to * rest..(to + 1) * rest]
+                    .copy_from_slice(&values[from * rest..(from + 1) * rest]);
+            }
+        }
+    }
+    out
+}
+
+impl Llama {
+    /// The weights under llama.cpp's names, in PyTorch's layout (`nn.Linear` `[out, in]`); q/k
+    /// rows interleaved for the `llama` architecture; `rope_freqs` for llama3 scaling.
+    pub(crate) fn gguf_tensors(&self, c: &LlamaConfig) -> Vec<GgufSource> {
+        let interleave = gguf_arch(c).is_ok_and(|a| a == "llama");
+        let device = self.embed_tokens.weight.val().device();
+        let permuted = |t: Tensor<2>, heads: usize| -> Tensor<2> {
+            let [rows, rest] = t.dims();
+            let v = t
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            Tensor::from_data(
+                TensorData::new(interleave_heads(v, heads, rows, rest), [rows, rest]),
+                &device,
+            )
+        };
+        let permuted1 = |t: Tensor<1>, heads: usize| -> Tensor<1> {
+            let [rows] = t.dims();
+            let v = t
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            Tensor::from_data(
+                TensorData::new(interleave_heads(v, heads, rows, 1), [rows]),
+                &device,
+            )
+        };
+        let mut out = vec![GgufSource::matrix(
+            "token_embd.weight",
+            self.embed_tokens.weight.val(),
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            let b = format!("blk.{i}");
+            let a = &l.self_attn;
+            out.push(GgufSource::vector(
+                format!("{b}.attn_norm.weight"),
+                l.input_layernorm.gamma.val(),
+            ));
+            for (name, lin, heads) in [
+                ("attn_q", &a.q_proj, Some(a.n_heads)),
+                ("attn_k", &a.k_proj, Some(a.n_kv_heads)),
+                ("attn_v", &a.v_proj, None),
+                ("attn_output", &a.o_proj, None),
+            ] {
+                let w = lin.weight.val().transpose();
+                let w = match heads.filter(|_| interleave) {
+                    Some(h) => permuted(w, h),
+                    None => w,
+                };
+                out.push(GgufSource::matrix(format!("{b}.{name}.weight"), w));
+                if let Some(bias) = &lin.bias {
+                    let v = match heads.filter(|_| interleave) {
+                        Some(h) => permuted1(bias.val(), h),
+                        None => bias.val(),
+                    };
+                    out.push(GgufSource::vector(format!("{b}.{name}.bias"), v));
+                }
+            }
+            if let Some(n) = &a.q_norm {
+                out.push(GgufSource::vector(
+                    format!("{b}.attn_q_norm.weight"),
+                    n.gamma.val(),
+                ));
+            }
+            if let Some(n) = &a.k_norm {
+                out.push(GgufSource::vector(
+                    format!("{b}.attn_k_norm.weight"),
+                    n.gamma.val(),
+                ));
+            }
+            out.push(GgufSource::vector(
+                format!("{b}.ffn_norm.weight"),
+                l.post_attention_layernorm.gamma.val(),
+            ));
+            for (name, lin) in [
+                ("ffn_gate", &l.mlp.gate_proj),
+                ("ffn_up", &l.mlp.up_proj),
+                ("ffn_down", &l.mlp.down_proj),
+            ] {
+                out.push(GgufSource::matrix(
+                    format!("{b}.{name}.weight"),
+                    lin.weight.val().transpose(),
+                ));
+                if let Some(bias) = &lin.bias {
+                    out.push(GgufSource::vector(format!("{b}.{name}.bias"), bias.val()));
+                }
+            }
+        }
+        out.push(GgufSource::vector(
+            "output_norm.weight",
+            self.norm.gamma.val(),
+        ));
+        if let Some(h) = &self.lm_head {
+            out.push(GgufSource::matrix(
+                "output.weight",
+                h.weight.val().transpose(),
+            ));
+        }
+        if let Some(RopeScaling::Llama3 { .. }) = &c.rope_scaling {
+            // The divisor of each frequency (llama.cpp multiplies the angle by 1 / factor).
+            let base = LlamaConfig {
+                rope_scaling: None,
+                ..c.clone()
+            }
+            .inv_freq();
+            let factors: Vec<f32> = base.iter().zip(c.inv_freq()).map(|(b, s)| b / s).collect();
+            let n = factors.len();
+            out.push(GgufSource::vector(
+                "rope_freqs.weight",
+                Tensor::from_data(TensorData::new(factors, [n]), &device),
+            ));
+        }
+        out
     }
 }
 

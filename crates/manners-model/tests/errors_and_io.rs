@@ -312,3 +312,38 @@ fn hf_buffers_and_a_stored_lm_head_are_ignored() {
         to_vec(reference.model.forward(ids))
     );
 }
+
+#[test]
+fn checkpoints_written_before_model_families_still_load() {
+    // Before model families a checkpoint was `Gpt::save_file`, the GPT-2 module itself (paths
+    // `h.0.attn.c_attn.weight`, no family prefix). `Model::save_burnpack` writes the same, and
+    // `load_burnpack_bytes` reads such a file into the GPT-2 variant, parameter ids included.
+    use manners_model::Model;
+    use manners_model::burn::module::Module;
+    let dev = flex();
+    let m = load_model_dir(&tiny_dir(), &dev).unwrap();
+    let Model::Gpt2(inner) = &m.model else {
+        panic!("the fixture is a GPT-2")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("model.bpk");
+    inner.clone().save_file(&old).unwrap();
+    let fresh = load_model_dir(&tiny_dir(), &dev).unwrap().model;
+    let back = fresh
+        .load_burnpack_bytes(fs::read(&old).unwrap(), &old)
+        .unwrap();
+    assert_eq!(back.token_embedding().id, m.model.token_embedding().id);
+    let ids = ids_tensor(&[vec![3, 1, 4, 1, 5]], &dev);
+    assert_eq!(
+        to_vec(back.forward(ids.clone())),
+        to_vec(m.model.forward(ids))
+    );
+    // A checkpoint of another family is a clear error, not a silently half-loaded model.
+    let llama = tiny_dir().with_file_name("tiny-llama");
+    let other = load_model_dir(&llama, &dev).unwrap().model;
+    let err = other
+        .load_burnpack_bytes(fs::read(&old).unwrap(), &old)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+}

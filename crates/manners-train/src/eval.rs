@@ -138,6 +138,8 @@ pub fn answer_questions(
     let cfg = GenerationConfig::stopping_at(opts.max_new_tokens, ctx, stop_ids, stop_strings);
     let mut outs = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(opts.batch_size.max(1)) {
+        let longest = chunk.iter().map(Vec::len).max().unwrap_or(0);
+        let cfg = cfg.for_prompt(longest, ctx);
         let chunk: Vec<Vec<u32>> = chunk.iter().map(|p| cfg.fit(p, ctx).to_vec()).collect();
         outs.extend(generate_batch(model, tok, &chunk, &cfg)?);
     }

@@ -399,6 +399,8 @@ impl Run {
             self.stops.0.clone(),
             self.stops.1.clone(),
         );
+        let longest = self.samples.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        let cfg = cfg.for_prompt(longest, ctx);
         let prompts: Vec<Vec<u32>> = self
             .samples
             .iter()

@@ -67,15 +67,17 @@ pub fn run(a: ChatArgs) -> anyhow::Result<ExitCode> {
         }
         history.push(Message::user(line));
         let ids = template.encode_prompt(&history, m.tokenizer.hf())?;
-        // The most recent context that fits with the answer budget.
-        let prompt = cfg.fit(&ids, ctx);
-        let g = manners::generate(&m.model, &m.tokenizer, prompt, &cfg, |piece| {
+        // The whole conversation when it fits (the budget shrinking to a quarter of the
+        // context at most), else its most recent part.
+        let turn = cfg.for_prompt(ids.len(), ctx);
+        let prompt = turn.fit(&ids, ctx);
+        let g = manners::generate(&m.model, &m.tokenizer, prompt, &turn, |piece| {
             let _ = write!(out, "{piece}");
             let _ = out.flush();
         })?;
         writeln!(out)?;
         if !g.stopped_cleanly() {
-            eprintln!("[hit the {}-token budget]", cfg.max_new_tokens);
+            eprintln!("[hit the {}-token budget]", turn.max_new_tokens);
         }
         history.push(Message::new(Role::Assistant, g.text.trim().to_string()));
     }

@@ -53,6 +53,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
             a.run.display()
         );
     }
+    if a.format == "gguf" {
+        return gguf(&a, &final_dir);
+    }
     let lora = adapter_dir
         .join(manners::train::lora::ADAPTER_CONFIG)
         .is_file();
@@ -89,6 +92,67 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         "  transformers: AutoModelForCausalLM.from_pretrained({:?}); tokenizer.apply_chat_template(...)",
         a.out
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A model folder (a run's `final/`, LoRA merged) as one GGUF file, with the template it was
+/// trained with; `--ollama` adds a `Modelfile`.
+fn gguf(a: &ExportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let dev = manners::select_device(manners::BackendKind::Flex)?;
+    let m = manners::load_model_dir(dir, &dev.device)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let template = manners::chat_template(&m.tokenizer, Some(dir), None)?;
+    let chat = manners::gguf::GgufChat {
+        template: Some(template.to_inference_jinja()),
+        end_of_turn: template.end_of_turn(),
+    };
+    let file = manners::gguf::to_gguf(&m.model, &m.config, &m.tokenizer, &chat, a.dtype)?;
+    file.write(&a.out)?;
+    let size = std::fs::metadata(&a.out).map(|x| x.len()).unwrap_or(0);
+    eprintln!(
+        "exported {} ({}, {:?}, template {}) to {} ({:.1} MB)",
+        dir.display(),
+        m.config.describe(),
+        a.dtype,
+        template.name(),
+        a.out.display(),
+        size as f64 / 1e6
+    );
+    eprintln!(
+        "  llama.cpp: llama-cli -m {} -cnv   (the chat template and stop token are in the file)",
+        a.out.display()
+    );
+    if a.ollama {
+        let name = a
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut mf = format!("FROM ./{name}\n");
+        match template.to_ollama() {
+            Some(t) => mf.push_str(&format!("TEMPLATE \"\"\"{t}\"\"\"\n")),
+            None => eprintln!(
+                "  note: a Jinja template has no Ollama form here; Ollama uses the GGUF's own"
+            ),
+        }
+        let stops: Vec<String> = template
+            .end_of_turn()
+            .into_iter()
+            .chain(template.stop_strings())
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for s in stops.into_iter().filter(|s| seen.insert(s.clone())) {
+            mf.push_str(&format!("PARAMETER stop {}\n", serde_json::to_string(&s)?));
+        }
+        let path = a.out.with_file_name("Modelfile");
+        std::fs::write(&path, mf).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "  Ollama: cd {} && ollama create my-model -f Modelfile && ollama run my-model",
+            path.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,6 +27,54 @@ impl ChatTemplate {
     pub fn spec_file(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(&self.spec()).expect("a template spec serialises")
     }
+
+    /// The Jinja template for inference engines (llama.cpp, plain Jinja2): [`to_jinja`]
+    /// without Hugging Face's `{% generation %}` training markers, which they do not know.
+    ///
+    /// [`to_jinja`]: ChatTemplate::to_jinja
+    pub fn to_inference_jinja(&self) -> String {
+        strip_generation_tags(&self.to_jinja())
+    }
+
+    /// The template in Ollama's Go template syntax, for a `Modelfile` (`None` for Jinja
+    /// templates, which Ollama reads from the GGUF itself when it recognises them).
+    pub fn to_ollama(&self) -> Option<String> {
+        let bos = self.specials().bos.clone().unwrap_or_default();
+        let eos = self.specials().eos.clone().unwrap_or_default();
+        match self.name() {
+            "chatml" => Some(format!(
+                "{bos}{{{{- range .Messages }}}}<|im_start|>{{{{ .Role }}}}\n{{{{ .Content }}}}<|im_end|>\n{{{{ end }}}}<|im_start|>assistant\n"
+            )),
+            "plain" => Some(format!(
+                "{bos}{{{{- range .Messages }}}}{{{{ if eq .Role \"system\" }}}}System: {{{{ .Content }}}}\n{{{{ else if eq .Role \"user\" }}}}User: {{{{ .Content }}}}\n{{{{ else }}}}Assistant: {{{{ .Content }}}}{eos}\n{{{{ end }}}}{{{{ end }}}}Assistant:"
+            )),
+            "llama2" => Some(format!(
+                "{{{{- $system := \"\" }}}}{{{{- range .Messages }}}}{{{{- if eq .Role \"system\" }}}}{{{{ $system = .Content }}}}{{{{- else if eq .Role \"user\" }}}}{bos}[INST] {{{{ if $system }}}}<<SYS>>\n{{{{ $system }}}}\n<</SYS>>\n\n{{{{ $system = \"\" }}}}{{{{ end }}}}{{{{ .Content }}}} [/INST]{{{{- else }}}} {{{{ .Content }}}} {eos}{{{{- end }}}}{{{{- end }}}}"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Removes `{% generation %}` / `{% endgeneration %}` (any whitespace control) from a Jinja
+/// template, keeping what they enclose.
+pub fn strip_generation_tags(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(start) = rest.find("{%") {
+        let Some(len) = rest[start..].find("%}") else {
+            break;
+        };
+        let tag = &rest[start + 2..start + len];
+        let word = tag.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        out.push_str(&rest[..start]);
+        if word != "generation" && word != "endgeneration" {
+            out.push_str(&rest[start..start + len + 2]);
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The template a model folder was trained with ([`TEMPLATE_FILE`]), else `tokenizer_template`
@@ -73,6 +121,37 @@ pub fn choose_template(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inference_templates_drop_the_training_markers_and_render_the_same() {
+        let sp = SpecialTokens::from_roles(None, Some("<|endoftext|>"), None);
+        let t = ChatTemplate::builtin("chatml", &sp).unwrap();
+        let plain = t.to_inference_jinja();
+        assert!(
+            !plain.contains("{% generation") && !plain.contains("endgeneration"),
+            "{plain}"
+        );
+        assert!(t.to_jinja().contains("{% generation %}"));
+        let msgs = [
+            crate::Message::user("Hi"),
+            crate::Message::assistant("Hello!"),
+        ];
+        let again = ChatTemplate::from_jinja(&plain, &sp).unwrap();
+        assert_eq!(
+            again.render(&msgs, false).unwrap(),
+            t.render(&msgs, false).unwrap()
+        );
+        assert_eq!(
+            strip_generation_tags("a{%- generation -%}b{% endgeneration %}c{% if x %}"),
+            "abc{% if x %}"
+        );
+        let ollama = t.to_ollama().unwrap();
+        assert!(ollama.contains("<|im_start|>{{ .Role }}") && ollama.ends_with("assistant\n"));
+        assert!(
+            again.to_ollama().is_none(),
+            "Jinja templates have no Ollama form"
+        );
+    }
 
     #[test]
     fn the_saved_template_wins_over_the_tokenizer_s_and_chatml_is_the_fallback() {

@@ -41,7 +41,7 @@ use tokenizers::Tokenizer;
 use crate::conversation::{Conversation, Message, Role, validate_messages};
 use crate::error::{DataError, RejectReason, Result};
 
-pub use folder::{TEMPLATE_FILE, choose_template, saved_template};
+pub use folder::{TEMPLATE_FILE, choose_template, saved_template, strip_generation_tags};
 pub(crate) use jinja::JinjaTemplate;
 
 /// Names of the tokenizer's special tokens that templates write (GPT-2: EOS `<|endoftext|>`,
