@@ -3,7 +3,7 @@
 
     python3 scripts/reference/check_gguf.py --run RUN_OR_MODEL_DIR \
         [--manners target/release/manners] [--questions assets/sft/heldout.jsonl] \
-        [--limit N] [--out docs/gguf-check.json]
+        [--limit N] [--out docs/gguf-check/check-NAME.json]
 
 For the model folder (a run's final/), in f32, f16 and q8_0:
 1. llama.cpp loads the file; its tokenizer gives manners' ids for a few texts.
@@ -18,7 +18,7 @@ For the model folder (a run's final/), in f32, f16 and q8_0:
    questions and stops at the end-of-turn token: the share that stop, and that name the
    reference answer.
 
-Needs llama-cpp-python. CI never runs it; its output is committed in docs/.
+Needs llama-cpp-python. CI never runs it; its outputs are committed in docs/gguf-check/.
 """
 import argparse
 import json

@@ -688,12 +688,19 @@ fn tokenizer_metadata(
     if let Some(e) = eos {
         md.push(("tokenizer.ggml.eos_token_id".into(), GgufValue::U32(e)));
     }
-    if let Some(p) = id(tok.pad_token()).or(eos) {
+    if let Some(u) = id(tok.unk_token()) {
+        md.push(("tokenizer.ggml.unknown_token_id".into(), GgufValue::U32(u)));
+    }
+    if let Some(p) = id(tok.pad_token()) {
         md.push(("tokenizer.ggml.padding_token_id".into(), GgufValue::U32(p)));
     }
-    // Templates write BOS themselves; llama.cpp must not add another.
+    // Templates write BOS themselves; llama.cpp must not add another, nor an EOS.
     md.push((
         "tokenizer.ggml.add_bos_token".into(),
+        GgufValue::Bool(false),
+    ));
+    md.push((
+        "tokenizer.ggml.add_eos_token".into(),
         GgufValue::Bool(false),
     ));
     if let Some(eot) = id(chat.end_of_turn.as_deref()) {

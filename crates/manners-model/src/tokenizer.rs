@@ -305,6 +305,12 @@ impl Tokenizer {
         self.pad.as_deref()
     }
 
+    /// The unknown token: `unk_token` of `tokenizer_config.json`, else EOS (as it is written
+    /// back there).
+    pub fn unk_token(&self) -> Option<&str> {
+        self.unk.as_deref().or(self.eos.as_deref())
+    }
+
     pub fn bos_id(&self) -> Option<u32> {
         self.bos.as_deref().and_then(|t| self.token_id(t))
     }

@@ -88,6 +88,17 @@ fn gpt2_exports_every_tensor_bit_equal_with_its_metadata() {
     let eos = m.tokenizer.eos_id().unwrap();
     assert_eq!(u32_of(&f, "tokenizer.ggml.eos_token_id"), eos);
     assert_eq!(u32_of(&f, "tokenizer.ggml.eot_token_id"), eos);
+    // As llama.cpp's converter writes GPT-2: BOS = unknown = EOS, no padding token, and
+    // neither BOS nor EOS added to prompts (templates write their own).
+    assert_eq!(u32_of(&f, "tokenizer.ggml.bos_token_id"), eos);
+    assert_eq!(u32_of(&f, "tokenizer.ggml.unknown_token_id"), eos);
+    assert!(f.get("tokenizer.ggml.padding_token_id").is_none());
+    for k in [
+        "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.add_eos_token",
+    ] {
+        assert_eq!(f.get(k), Some(&GgufValue::Bool(false)), "{k}");
+    }
     assert!(f.get("tokenizer.chat_template").unwrap().as_str().is_some());
 }
 
