@@ -71,6 +71,14 @@ pub fn resume(
     run.fit(sink, control)
 }
 
+/// The device RNG's seed for optimiser step `step` (SplitMix64 of the run seed and the step).
+fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A prompt generated from during training.
 #[derive(Clone, Debug)]
 struct SamplePrompt {
@@ -256,6 +264,9 @@ impl Run {
                 .collect();
             let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
+            // Dropout draws from the device RNG: seeding it from (seed, step) makes every step's
+            // masks the same whether the run went straight through or was resumed.
+            self.learner.device().seed(step_seed(self.cfg.seed, step));
             let outcome = self.learner.step(&micro, lr);
             self.state.step = step;
             self.state.tokens_seen += n_tok as u64;

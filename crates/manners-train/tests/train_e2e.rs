@@ -14,6 +14,14 @@ use manners_model::{
 use manners_report::ReportSink;
 use manners_train::{TrainConfig, resume, train};
 
+/// Burn's device RNG (dropout masks) is one per process: runs in parallel test threads would
+/// draw from each other's stream, so the tests that train here take turns.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn fixture_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2")
 }
@@ -80,6 +88,7 @@ fn base_config(dir: &Path) -> TrainConfig {
 
 #[test]
 fn overfits_eight_conversations_and_answers_them() {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         max_steps: Some(300),
@@ -183,11 +192,25 @@ fn step_losses(events: &[TrainEvent]) -> Vec<(u64, f64)> {
 
 #[test]
 fn resume_continues_exactly() {
+    resume_is_exact(0.0);
+}
+
+/// Dropout masks come from the device RNG, which a resumed run must not re-seed differently
+/// (before each step was seeded from (seed, step), resuming at dropout 0.1 moved weights by
+/// ~1e-3).
+#[test]
+fn resume_continues_exactly_with_dropout() {
+    resume_is_exact(0.1);
+}
+
+fn resume_is_exact(dropout: f64) {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let base = TrainConfig {
         max_steps: Some(100),
         save_every: 30,
         lr: 1e-3,
+        dropout,
         ..base_config(tmp.path())
     };
 
@@ -264,6 +287,7 @@ fn resume_continues_exactly() {
 
 #[test]
 fn refuses_to_overwrite_a_run_and_names_bad_config() {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         max_steps: Some(2),
