@@ -74,11 +74,10 @@ pub fn runner(
     }
 }
 
-/// On resume the saved config is used; flags given with `--resume` may extend the run.
+/// On resume `given` is the saved config with the flags applied: the trainer accepts the
+/// changes a resume may make and refuses the rest with the list.
 fn apply_resume_edits(saved: &mut TrainConfig, given: &TrainConfig) {
-    saved.max_steps = given.max_steps.or(saved.max_steps);
-    saved.epochs = given.epochs;
-    saved.backend = given.backend;
+    *saved = given.clone();
 }
 
 fn install_ctrl_c(control: &Control) {

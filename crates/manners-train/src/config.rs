@@ -201,7 +201,59 @@ impl Default for TrainConfig {
     }
 }
 
+/// Settings a resumed run may change: how long it goes, what it logs and keeps, and where it
+/// runs. Everything else (model, data, template, optimiser, batch, seed, ...) shaped the weights
+/// already trained, so `--resume` refuses a different value.
+pub const RESUME_MAY_CHANGE: &[&str] = &[
+    "max_steps",
+    "epochs",
+    "eval_every",
+    "sample_every",
+    "save_every",
+    "log_every",
+    "keep_checkpoints",
+    "early_stopping_patience",
+    "max_bad_steps",
+    "sample_prompts",
+    "sample_max_new_tokens",
+    "backend",
+];
+
 impl TrainConfig {
+    /// What `edited` changes in this (saved) config, as `key: old -> new` lines; an error
+    /// naming every change outside [`RESUME_MAY_CHANGE`].
+    pub fn resume_changes(&self, edited: &TrainConfig) -> Result<Vec<String>> {
+        let json = |c: &TrainConfig| serde_json::to_value(c).expect("config serialises");
+        let (old, new) = (json(self), json(edited));
+        let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
+            return Ok(Vec::new());
+        };
+        let mut allowed = Vec::new();
+        let mut refused = Vec::new();
+        for (key, was) in old {
+            let now = new.get(key).unwrap_or(&serde_json::Value::Null);
+            if was == now {
+                continue;
+            }
+            let line = format!("{key}: {was} -> {now}");
+            if RESUME_MAY_CHANGE.contains(&key.as_str()) {
+                allowed.push(line);
+            } else {
+                refused.push(line);
+            }
+        }
+        if !refused.is_empty() {
+            return Err(TrainError::Config(format!(
+                "a resumed run keeps the settings it was trained with, and these differ from its \
+                 run.toml: {}. Start a new run to change them (e.g. --config RUN/run.toml \
+                 --name NEW); with --resume only {} may change",
+                refused.join("; "),
+                RESUME_MAY_CHANGE.join(", ")
+            )));
+        }
+        Ok(allowed)
+    }
+
     /// Reads a TOML config; unknown keys are errors (a typo must not silently do nothing).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;

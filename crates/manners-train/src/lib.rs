@@ -53,7 +53,7 @@ mod trainer;
 
 pub use checkpoint::{CheckpointState, latest as latest_checkpoint, list as list_checkpoints};
 pub use clip::{clip_global_norm, global_norm};
-pub use config::{InitConfig, LoraConfig, TrainConfig};
+pub use config::{InitConfig, LoraConfig, RESUME_MAY_CHANGE, TrainConfig};
 pub use error::{Result, TrainError};
 pub use optim::{FusedAdamW, build_burn_optimizer, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};

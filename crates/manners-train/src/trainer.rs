@@ -56,7 +56,8 @@ pub fn train(
 }
 
 /// Continues the run in `run_dir` from its newest checkpoint, with its saved `run.toml`.
-/// `edit` may change the config first (e.g. raise `max_steps`).
+/// `edit` may change the config first: the settings in [`crate::RESUME_MAY_CHANGE`] (e.g. raise
+/// `max_steps`; each change is reported as a warning), and nothing else (an error lists them).
 pub fn resume(
     run_dir: &Path,
     device: &DeviceChoice,
@@ -64,10 +65,18 @@ pub fn resume(
     sink: &mut dyn EventSink,
     control: &Control,
 ) -> Result<TrainOutcome> {
-    let mut cfg = TrainConfig::from_toml_file(&run_dir.join("run.toml"))?;
+    let saved = TrainConfig::from_toml_file(&run_dir.join("run.toml"))?;
+    let mut cfg = saved.clone();
     edit(&mut cfg);
+    let changes = saved.resume_changes(&cfg)?;
     cfg.validate()?;
     let mut run = Run::prepare(cfg, device, Some(run_dir.to_path_buf()))?;
+    if !changes.is_empty() {
+        run.info.facts.push((
+            "warning: resume".into(),
+            format!("resumed with changed settings: {}", changes.join("; ")),
+        ));
+    }
     run.fit(sink, control)
 }
 

@@ -253,9 +253,43 @@ fn resume_is_exact(dropout: f64) {
     );
     assert_eq!(part.summary.steps, 50);
     assert_eq!(part.summary.reason, "stopped by user");
+    // A setting that shaped the trained weights cannot change on resume (it was silently
+    // ignored before); the refusal names it, old and new.
+    let err = resume(
+        &part.run_dir,
+        &flex(),
+        |c| {
+            c.lr = 1e-4;
+            c.batch_size = 4;
+        },
+        &mut Vec::new(),
+        &Control::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("lr: 0.001 -> 0.0001") && err.contains("batch_size: 8 -> 4"),
+        "{err}"
+    );
+    // One it may change is applied and reported.
     let mut second = Vec::new();
-    let resumed = resume(&part.run_dir, &flex(), |_| {}, &mut second, &Control::new()).unwrap();
+    let resumed = resume(
+        &part.run_dir,
+        &flex(),
+        |c| c.log_every = 7,
+        &mut second,
+        &Control::new(),
+    )
+    .unwrap();
     assert_eq!(resumed.summary.steps, 100);
+    assert!(
+        second
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Warning { message, .. }
+            if message.contains("log_every: 10 -> 7"))),
+        "the change is reported"
+    );
 
     let want = step_losses(&full_events);
     let got: Vec<(u64, f64)> = step_losses(&first)
