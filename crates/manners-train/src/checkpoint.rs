@@ -1,9 +1,13 @@
 //! Checkpoints: `checkpoints/step-NNNNNNNN/` holding the model and optimiser (burnpack), the
-//! tokenizer, and `state.json` (step, data cursor, counters). Each is built in a temporary
-//! folder and renamed into place, so a crash (even `kill -9`) never leaves a half-written
-//! checkpoint; the newest `keep` are kept.
+//! tokenizer, `checksums.json` (CRC-32 of every other file, as written) and `state.json` (step,
+//! data cursor, counters). Each is built in a temporary folder and renamed into place, so a
+//! crash (even `kill -9`) never leaves a half-written checkpoint; the newest `keep` are kept.
+//! Loading checks every file against its checksum, so a file damaged after it was written is
+//! an error naming it, never a silently different model.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use manners_data::LoaderState;
@@ -51,6 +55,26 @@ impl CheckpointState {
 pub const STATE_FILE: &str = "state.json";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
+pub const CHECKSUM_FILE: &str = "checksums.json";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// CRC-32 (as zip and PNG use) of a file, read in chunks.
+fn file_crc(path: &Path) -> std::io::Result<u32> {
+    let mut f = fs::File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn crc_hex(crc: u32) -> String {
+    format!("{crc:08x}")
+}
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
@@ -75,18 +99,26 @@ pub fn save(
             path: tmp.to_path_buf(),
             message: m,
         };
+        let mut sums = BTreeMap::new();
         model.save_burnpack(&tmp.join(MODEL_FILE))?;
+        let model_crc = file_crc(&tmp.join(MODEL_FILE)).map_err(|x| e(format!("{x}")))?;
+        sums.insert(MODEL_FILE, crc_hex(model_crc));
         let bytes = optim
             .into_bytes()
             .map_err(|x| e(format!("optimiser: {x:?}")))?;
         write_atomic(&tmp.join(OPTIM_FILE), &bytes)?;
+        sums.insert(OPTIM_FILE, crc_hex(crc32fast::hash(&bytes)));
         let tok = tokenizer
             .hf()
             .to_string(false)
             .map_err(|x| e(format!("tokenizer: {x}")))?;
-        write_atomic(&tmp.join("tokenizer.json"), tok.as_bytes())?;
-        // Written last: a folder with state.json is complete.
+        write_atomic(&tmp.join(TOKENIZER_FILE), tok.as_bytes())?;
+        sums.insert(TOKENIZER_FILE, crc_hex(crc32fast::hash(tok.as_bytes())));
         let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        sums.insert(STATE_FILE, crc_hex(crc32fast::hash(&json)));
+        let sums_json = serde_json::to_vec_pretty(&sums).expect("checksums serialise");
+        write_atomic(&tmp.join(CHECKSUM_FILE), &sums_json)?;
+        // Written last: a folder with state.json is complete.
         write_atomic(&tmp.join(STATE_FILE), &json)
     })
     .map_err(|x| err(x.to_string()))?;
@@ -154,25 +186,82 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     })
 }
 
-/// Loads weights and optimiser state into a model/optimiser built exactly as for a fresh run.
-pub fn load(
-    dir: &Path,
-    model: Model,
-    optim: ModuleOptimizer,
-) -> Result<(Model, ModuleOptimizer, CheckpointState)> {
-    let state = read_state(dir)?;
-    let err = |m: String| TrainError::Checkpoint {
-        path: dir.to_path_buf(),
-        message: m,
+/// A checkpoint's files, read whole and checked against the checksums written with them.
+pub struct CheckpointFiles {
+    dir: PathBuf,
+    pub state: CheckpointState,
+    model: Vec<u8>,
+    optim: Vec<u8>,
+    /// False for checkpoints written before checksums existed (nothing to check against).
+    pub verified: bool,
+}
+
+/// Reads a checkpoint and checks every file against `checksums.json`: a damaged file is an
+/// error naming it.
+pub fn read_checked(dir: &Path) -> Result<CheckpointFiles> {
+    let err = |path: PathBuf, m: String| TrainError::Checkpoint { path, message: m };
+    // Read whole: Burn's file loaders read each tensor lazily, on its first use, so the run
+    // would otherwise depend on the checkpoint staying on disk (pruning removes it).
+    let read =
+        |name: &str| fs::read(dir.join(name)).map_err(|e| err(dir.join(name), e.to_string()));
+    let sums_path = dir.join(CHECKSUM_FILE);
+    let sums: Option<BTreeMap<String, String>> = match fs::read(&sums_path) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .map_err(|e| err(sums_path.clone(), format!("unreadable checksums: {e}")))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(err(sums_path, e.to_string())),
     };
-    // Read both files whole: Burn's file loaders read each tensor lazily, on its first use, so
-    // the run would otherwise depend on the checkpoint staying on disk (pruning removes it).
-    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(format!("{name}: {e}")));
-    let model = model.load_burnpack_bytes(read(MODEL_FILE)?, &dir.join(MODEL_FILE))?;
-    let optim = optim
-        .from_bytes(Bytes::from_elems(read(OPTIM_FILE)?))
-        .map_err(|e| err(format!("optimiser: {e:?}")))?;
-    Ok((model, optim, state))
+    let model = read(MODEL_FILE)?;
+    let optim = read(OPTIM_FILE)?;
+    if let Some(sums) = &sums {
+        for name in [MODEL_FILE, OPTIM_FILE, TOKENIZER_FILE, STATE_FILE] {
+            let Some(want) = sums.get(name) else {
+                return Err(err(sums_path.clone(), format!("no checksum for {name}")));
+            };
+            let got = match name {
+                MODEL_FILE => crc32fast::hash(&model),
+                OPTIM_FILE => crc32fast::hash(&optim),
+                _ => file_crc(&dir.join(name)).map_err(|e| err(dir.join(name), e.to_string()))?,
+            };
+            if crc_hex(got) != *want {
+                return Err(err(
+                    dir.join(name),
+                    format!(
+                        "damaged: its CRC-32 is {} but was {want} when written",
+                        crc_hex(got)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(CheckpointFiles {
+        dir: dir.to_path_buf(),
+        state: read_state(dir)?,
+        model,
+        optim,
+        verified: sums.is_some(),
+    })
+}
+
+impl CheckpointFiles {
+    /// Loads the weights and optimiser state into a model/optimiser built exactly as for a
+    /// fresh run.
+    pub fn apply(
+        self,
+        model: Model,
+        optim: ModuleOptimizer,
+    ) -> Result<(Model, ModuleOptimizer, CheckpointState)> {
+        let model = model.load_burnpack_bytes(self.model, &self.dir.join(MODEL_FILE))?;
+        let optim = optim
+            .from_bytes(Bytes::from_elems(self.optim))
+            .map_err(|e| TrainError::Checkpoint {
+                path: self.dir.join(OPTIM_FILE),
+                message: format!("optimiser: {e:?}"),
+            })?;
+        Ok((model, optim, self.state))
+    }
 }
 
 #[cfg(test)]
@@ -217,7 +306,10 @@ mod tests {
         let optim = build_optimizer(&cfg, &m.model);
         let dir = save(run.path(), &m.model, &optim, &m.tokenizer, &state, 1).unwrap();
         let fresh = load_model_dir(&fixture, &dev).unwrap().model;
-        let (model, _optim, got) = load(&dir, fresh, build_optimizer(&cfg, &m.model)).unwrap();
+        let (model, _optim, got) = read_checked(&dir)
+            .unwrap()
+            .apply(fresh, build_optimizer(&cfg, &m.model))
+            .unwrap();
         assert_eq!(got, state);
         // Pruning (or a user) removes the folder; the loaded weights must still be readable.
         fs::remove_dir_all(&dir).unwrap();
@@ -225,5 +317,42 @@ mod tests {
         model.visit(&mut a);
         m.model.visit(&mut b);
         assert_eq!(a.0, b.0);
+    }
+
+    /// A byte changed in any file after it was written is an error naming the file (before
+    /// checksums, 100 flipped bytes in model.bpk resumed silently and trained a damaged model).
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
+        let m = load_model_dir(&fixture, &dev).unwrap();
+        let cfg = TrainConfig::default();
+        let state = CheckpointState::new(LoaderState {
+            epoch: 0,
+            index: 0,
+            rng: 1,
+            n_examples: 10,
+            fingerprint: 2,
+        });
+        let run = tempfile::tempdir().unwrap();
+        let optim = build_optimizer(&cfg, &m.model);
+        let dir = save(run.path(), &m.model, &optim, &m.tokenizer, &state, 1).unwrap();
+        assert!(read_checked(&dir).unwrap().verified);
+        for name in [MODEL_FILE, OPTIM_FILE, TOKENIZER_FILE, STATE_FILE] {
+            let path = dir.join(name);
+            let good = fs::read(&path).unwrap();
+            let mut bad = good.clone();
+            // One flipped bit, in the middle (a tensor's bytes, or a digit of the state).
+            let i = bad.len() / 2;
+            bad[i] ^= 0x01;
+            fs::write(&path, &bad).unwrap();
+            let e = read_checked(&dir).err().unwrap().to_string();
+            assert!(e.contains(name) && e.contains("damaged"), "{name}: {e}");
+            fs::write(&path, &good).unwrap();
+        }
+        // A checkpoint from before checksums loads, and says it was not checked.
+        fs::remove_file(dir.join(CHECKSUM_FILE)).unwrap();
+        assert!(!read_checked(&dir).unwrap().verified);
     }
 }

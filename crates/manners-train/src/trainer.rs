@@ -161,7 +161,7 @@ impl Run {
         let optim = build_optimizer(&cfg, &model);
         let start = open_run_dir(&cfg, resume_dir.as_deref(), model, optim, loader)?;
         let trainable = crate::lora::trainable_params(&start.model, added_ids.len());
-        let info = run_info(
+        let mut info = run_info(
             &cfg,
             choice,
             &start,
@@ -171,6 +171,9 @@ impl Run {
             total_steps,
             trainable,
         );
+        for note in &start.notes {
+            info.facts.push(("warning: resume".into(), note.clone()));
+        }
         let mut learner =
             Learner::new(start.model, start.optim, cfg.clip_grad_norm, device.clone());
         if cfg.lora.is_some() && !added_ids.is_empty() {
@@ -682,6 +685,8 @@ struct Start {
     loader: Loader,
     state: CheckpointState,
     files: RunFiles,
+    /// What the user should know about how the run was opened (checkpoints skipped, ...).
+    notes: Vec<String>,
 }
 
 fn open_run_dir(
@@ -701,17 +706,59 @@ fn open_run_dir(
     };
     let (mut model, mut optim, mut loader) = (model, optim, loader);
     let mut state = CheckpointState::new(loader.state());
+    let mut notes = Vec::new();
+    let mut logs_from = None;
     if resume_dir.is_some() {
-        let (_, dir) = checkpoint::latest(&run_dir).ok_or_else(|| TrainError::Checkpoint {
-            path: checkpoint::checkpoints_dir(&run_dir),
-            message: "no complete checkpoint to resume from".into(),
-        })?;
         checkpoint::clean_stale(&run_dir)?;
-        let (m, o, s) = checkpoint::load(&dir, model, optim)?;
-        model = m;
-        optim = o;
-        loader = Loader::restore(loader.examples().clone(), loader.config().clone(), s.loader)?;
-        state = s;
+        let all = checkpoint::list(&run_dir);
+        // The newest intact checkpoint; damaged ones are skipped and reported.
+        let mut damaged = Vec::new();
+        let mut found = None;
+        for (_, dir) in all.iter().rev() {
+            match checkpoint::read_checked(dir) {
+                Ok(files) => {
+                    found = Some(files);
+                    break;
+                }
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        match found {
+            Some(files) => {
+                for d in &damaged {
+                    notes.push(format!("skipped a damaged checkpoint: {d}"));
+                }
+                if !files.verified {
+                    notes.push(
+                        "the checkpoint predates checksums: its files could not be checked".into(),
+                    );
+                }
+                let (m, o, s) = files.apply(model, optim)?;
+                model = m;
+                optim = o;
+                loader =
+                    Loader::restore(loader.examples().clone(), loader.config().clone(), s.loader)?;
+                state = s;
+                logs_from = Some(state.step);
+            }
+            None if all.is_empty() => {
+                // Killed before its first checkpoint was complete: nothing was kept, so the run
+                // starts again from step 0 in its own folder.
+                notes.push("no complete checkpoint yet: the run starts again from step 0".into());
+                for f in [manners_events::METRICS_FILE, "samples.jsonl"] {
+                    let p = run_dir.join(f);
+                    if p.exists() {
+                        std::fs::remove_file(&p).map_err(|e| TrainError::io(&p, e))?;
+                    }
+                }
+            }
+            None => {
+                return Err(TrainError::Checkpoint {
+                    path: checkpoint::checkpoints_dir(&run_dir),
+                    message: format!("every checkpoint is damaged: {}", damaged.join("; ")),
+                });
+            }
+        }
     } else if run_dir.join("run.toml").exists() {
         return Err(TrainError::Config(format!(
             "{} already holds a run; resume it with --resume, or choose another --name",
@@ -720,7 +767,7 @@ fn open_run_dir(
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     manners_model::write_atomic(&run_dir.join("run.toml"), cfg.to_toml().as_bytes())?;
-    let files = RunFiles::open(&run_dir, resume_dir.is_some().then_some(state.step))?;
+    let files = RunFiles::open(&run_dir, logs_from)?;
     Ok(Start {
         run_dir,
         model,
@@ -728,6 +775,7 @@ fn open_run_dir(
         loader,
         state,
         files,
+        notes,
     })
 }
 

@@ -319,6 +319,110 @@ fn resume_is_exact(dropout: f64) {
     assert_eq!(manners_train::list_checkpoints(&resumed.run_dir).len(), 2);
 }
 
+/// Resume takes the newest intact checkpoint: a damaged newest one is skipped with a warning
+/// (it was a dead end before), and a run killed before its first checkpoint starts again from
+/// step 0 instead of being stuck ("no complete checkpoint" / "already holds a run"). Both end
+/// bit-identical to a run that was never interrupted.
+#[test]
+fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = TrainConfig {
+        max_steps: Some(60),
+        save_every: 20,
+        lr: 1e-3,
+        ..base_config(tmp.path())
+    };
+    let full = train(
+        TrainConfig {
+            name: Some("full".into()),
+            ..base.clone()
+        },
+        &flex(),
+        &mut Vec::new(),
+        &Control::new(),
+    )
+    .unwrap();
+    let want = std::fs::read(full.run_dir.join("final/model.safetensors")).unwrap();
+    let stopped_at = |name: &str, step: u64| {
+        let control = Control::new();
+        let stopper = control.clone();
+        let mut sink = FnSink(|e: TrainEvent| {
+            if matches!(&e, TrainEvent::Step(s) if s.step == step) {
+                stopper.request_stop();
+            }
+        });
+        train(
+            TrainConfig {
+                name: Some(name.into()),
+                ..base.clone()
+            },
+            &flex(),
+            &mut sink,
+            &control,
+        )
+        .unwrap()
+        .run_dir
+    };
+    let warnings = |events: &[TrainEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                TrainEvent::Warning { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Checkpoints at 40 and 45 (the stop); the newest gets a flipped byte.
+    let dir = stopped_at("damaged", 45);
+    let newest = dir.join("checkpoints/step-00000045/model.bpk");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x10;
+    std::fs::write(&newest, bytes).unwrap();
+    let mut events = Vec::new();
+    let out = resume(&dir, &flex(), |_| {}, &mut events, &Control::new()).unwrap();
+    let w = warnings(&events);
+    assert!(
+        w.iter()
+            .any(|m| m.contains("skipped a damaged checkpoint") && m.contains("model.bpk")),
+        "{w:?}"
+    );
+    let first = events.iter().find_map(|e| match e {
+        TrainEvent::Step(s) => Some(s.step),
+        _ => None,
+    });
+    assert_eq!(first, Some(41), "continued from step 40");
+    assert!(std::fs::read(out.run_dir.join("final/model.safetensors")).unwrap() == want);
+
+    // Killed while writing its first checkpoint: only a temporary folder is left.
+    let dir = stopped_at("first", 3);
+    let ckpts = dir.join("checkpoints");
+    std::fs::remove_dir_all(&ckpts).unwrap();
+    std::fs::create_dir_all(ckpts.join(".step-00000003.tmp-999999")).unwrap();
+    let mut events = Vec::new();
+    let out = resume(&dir, &flex(), |_| {}, &mut events, &Control::new()).unwrap();
+    assert!(
+        warnings(&events)
+            .iter()
+            .any(|m| m.contains("starts again from step 0")),
+        "{:?}",
+        warnings(&events)
+    );
+    assert_eq!(out.summary.steps, 60);
+    assert!(std::fs::read(out.run_dir.join("final/model.safetensors")).unwrap() == want);
+    let steps: Vec<u64> = read_events(&out.run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, (1..=60).collect::<Vec<_>>(), "one clean log");
+}
+
 #[test]
 fn refuses_to_overwrite_a_run_and_names_bad_config() {
     let _turn = one_at_a_time();
