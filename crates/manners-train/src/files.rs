@@ -11,6 +11,53 @@ use manners_events::{METRICS_FILE, TrainEvent, event_line};
 
 use crate::error::{Result, TrainError};
 
+/// An exclusive lock on a run folder (an OS lock on its `.lock` file, released when the
+/// process ends, even by `kill -9`): one process writes a run at a time.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::Config(format!(
+                "{} is in use: another manners process is training in it (wait for it to end, \
+                 or choose another --name)",
+                run_dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(TrainError::io(&path, e)),
+        }
+    }
+}
+
+/// Creates a new folder `parent/base`, or `base-2`, `base-3`, ... when taken (atomically: two
+/// processes never get the same one).
+pub fn create_unique_dir(parent: &Path, base: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(parent).map_err(|e| TrainError::io(parent, e))?;
+    for i in 1u32.. {
+        let name = if i == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{i}")
+        };
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(TrainError::io(&dir, e)),
+        }
+    }
+    unreachable!("u32 names run out before folders do")
+}
+
 pub struct RunFiles {
     metrics: File,
     samples: File,
@@ -94,4 +141,27 @@ fn keep_until(path: &Path, step: u64) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn unique_dirs_never_collide_and_locks_exclude() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = create_unique_dir(tmp.path(), "sft-20261202-120000").unwrap();
+        let b = create_unique_dir(tmp.path(), "sft-20261202-120000").unwrap();
+        let c = create_unique_dir(tmp.path(), "sft-20261202-120000").unwrap();
+        assert_eq!(a.file_name().unwrap(), "sft-20261202-120000");
+        assert_eq!(b.file_name().unwrap(), "sft-20261202-120000-2");
+        assert_eq!(c.file_name().unwrap(), "sft-20261202-120000-3");
+        let held = RunLock::acquire(&a).unwrap();
+        let e = RunLock::acquire(&a).err().unwrap().to_string();
+        assert!(e.contains("in use"), "{e}");
+        drop(held);
+        RunLock::acquire(&a).unwrap();
+    }
 }

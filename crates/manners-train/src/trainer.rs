@@ -26,7 +26,7 @@ use manners_model::{
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::files::RunFiles;
+use crate::files::{RunFiles, RunLock, create_unique_dir};
 use crate::optim::build_optimizer;
 use crate::schedule::Schedule;
 use crate::step::{Learner, heldout_nll};
@@ -116,6 +116,8 @@ struct Run {
     state: CheckpointState,
     info: RunInfo,
     files: RunFiles,
+    /// Held while the run lives.
+    _lock: RunLock,
 }
 
 /// The model a run starts from.
@@ -197,6 +199,7 @@ impl Run {
             state: start.state,
             info,
             files: start.files,
+            _lock: start.lock,
         })
     }
 
@@ -687,6 +690,7 @@ struct Start {
     files: RunFiles,
     /// What the user should know about how the run was opened (checkpoints skipped, ...).
     notes: Vec<String>,
+    lock: RunLock,
 }
 
 fn open_run_dir(
@@ -696,14 +700,18 @@ fn open_run_dir(
     optim: ModuleOptimizer,
     loader: Loader,
 ) -> Result<Start> {
-    let run_dir = match resume_dir {
-        Some(d) => d.to_path_buf(),
-        None => cfg.out_dir.join(
-            cfg.name
-                .clone()
-                .unwrap_or_else(|| default_run_name(cfg.kind)),
-        ),
+    // The folder, locked before anything in it is read or written: one process per run.
+    let run_dir = match (resume_dir, &cfg.name) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(name)) => {
+            let d = cfg.out_dir.join(name);
+            std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
+            d
+        }
+        // Default names are times to the second: a second run in the same second gets `-2`.
+        (None, None) => create_unique_dir(&cfg.out_dir, &default_run_name(cfg.kind))?,
     };
+    let lock = RunLock::acquire(&run_dir)?;
     let (mut model, mut optim, mut loader) = (model, optim, loader);
     let mut state = CheckpointState::new(loader.state());
     let mut notes = Vec::new();
@@ -765,7 +773,6 @@ fn open_run_dir(
             run_dir.display()
         )));
     }
-    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     manners_model::write_atomic(&run_dir.join("run.toml"), cfg.to_toml().as_bytes())?;
     let files = RunFiles::open(&run_dir, logs_from)?;
     Ok(Start {
@@ -776,6 +783,7 @@ fn open_run_dir(
         state,
         files,
         notes,
+        lock,
     })
 }
 

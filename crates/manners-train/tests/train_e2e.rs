@@ -438,6 +438,27 @@ fn refuses_to_overwrite_a_run_and_names_bad_config() {
         .unwrap()
         .to_string();
     assert!(err.contains("already holds a run"), "{err}");
+    // Another process writing the folder (its lock held) keeps a second one out, before it
+    // reads or writes anything there (two runs could interleave one metrics.jsonl before).
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let lock = std::fs::File::create(busy.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let err = train(
+        TrainConfig {
+            name: Some("busy".into()),
+            ..cfg.clone()
+        },
+        &flex(),
+        &mut Vec::new(),
+        &Control::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("in use"), "{err}");
+    assert!(!busy.join("run.toml").exists());
+    drop(lock);
     let err = train(
         TrainConfig {
             max_len: 500,
