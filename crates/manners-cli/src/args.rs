@@ -450,6 +450,10 @@ pub struct TrainArgs {
     /// Prompt to sample from during training (repeatable).
     #[arg(long = "sample-prompt")]
     pub sample_prompts: Vec<String>,
+    /// Loss watchdog: stop when the smoothed loss stays this many times above its lowest, or a
+    /// held-out loss this far above the best (default 4; 0: off).
+    #[arg(long)]
+    pub diverge_ratio: Option<f64>,
     /// Stop when the held-out loss has not improved for N evaluations.
     #[arg(long)]
     pub early_stopping: Option<u32>,

@@ -534,6 +534,36 @@ impl Model {
         ParamGroup::from_regex(format!(r"\.({names})\.weight$")).expect("static regex is valid")
     }
 
+    /// Hugging Face keys of the parameters holding a NaN or an infinity (empty when every
+    /// weight is finite): one reduction per parameter, read back once.
+    pub fn non_finite_params(&self) -> Vec<String> {
+        let mut m = self.clone();
+        let mut keys = Vec::new();
+        let mut sums = Vec::new();
+        for p in m.hf_params() {
+            // x * 0 is 0 for finite x and NaN for NaN or +-inf, so the sum is NaN iff any is.
+            let s = match &p.slot {
+                Slot::Vector(t) => t.val().mul_scalar(0.0).sum(),
+                Slot::Matrix(t) => t.val().mul_scalar(0.0).sum(),
+            };
+            keys.push(p.key);
+            sums.push(s);
+        }
+        if sums.is_empty() {
+            return Vec::new();
+        }
+        let data = Tensor::cat(sums, 0).into_data().convert::<f32>();
+        let values = data
+            .as_slice::<f32>()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default();
+        keys.into_iter()
+            .zip(values)
+            .filter(|(_, v)| !v.is_finite())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Every parameter under its Hugging Face key.
     pub(crate) fn hf_params(&mut self) -> Vec<HfParam<'_>> {
         each!(self, m => m.hf_params())

@@ -33,6 +33,9 @@ pub struct CheckpointState {
     /// Training seconds before this checkpoint (over all processes).
     pub elapsed_secs: f64,
     pub last_loss: Option<f64>,
+    /// The held-out loss measured at this checkpoint's step, if one was.
+    #[serde(default)]
+    pub eval_loss: Option<f64>,
 }
 
 impl CheckpointState {
@@ -48,6 +51,7 @@ impl CheckpointState {
             supervised_seen: 0,
             elapsed_secs: 0.0,
             last_loss: None,
+            eval_loss: None,
         }
     }
 }
@@ -167,12 +171,27 @@ pub fn clean_stale(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint with the lowest held-out loss measured at its step (the newest of equals).
+pub fn best(run_dir: &Path) -> Option<(u64, PathBuf, f64)> {
+    list(run_dir)
+        .into_iter()
+        .filter_map(|(step, dir)| {
+            let loss = read_state(&dir).ok()?.eval_loss?;
+            loss.is_finite().then_some((step, dir, loss))
+        })
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0)))
+}
+
+/// Keeps the newest `keep` checkpoints and the best one.
 fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     clean_stale(run_dir)?;
     let all = list(run_dir);
+    let best = best(run_dir).map(|(step, _, _)| step);
     let n = all.len().saturating_sub(keep.max(1));
-    for (_, dir) in &all[..n] {
-        fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    for (step, dir) in &all[..n] {
+        if Some(*step) != best {
+            fs::remove_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
     }
     Ok(())
 }
@@ -317,6 +336,36 @@ mod tests {
         model.visit(&mut a);
         m.model.visit(&mut b);
         assert_eq!(a.0, b.0);
+    }
+
+    /// Pruning keeps the newest `keep` and the one with the best held-out loss (before, a run
+    /// whose loss rose kept only checkpoints written after its best).
+    #[test]
+    fn pruning_keeps_the_best_checkpoint() {
+        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
+        let m = load_model_dir(&fixture, &dev).unwrap();
+        let optim = build_optimizer(&TrainConfig::default(), &m.model);
+        let run = tempfile::tempdir().unwrap();
+        let losses = [Some(3.0), Some(1.0), Some(2.0), None, Some(2.5)];
+        for (i, eval_loss) in losses.into_iter().enumerate() {
+            let state = CheckpointState {
+                step: i as u64 + 1,
+                eval_loss,
+                ..CheckpointState::new(LoaderState {
+                    epoch: 0,
+                    index: 0,
+                    rng: 1,
+                    n_examples: 10,
+                    fingerprint: 2,
+                })
+            };
+            save(run.path(), &m.model, &optim, &m.tokenizer, &state, 2).unwrap();
+        }
+        let steps: Vec<u64> = list(run.path()).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![2, 4, 5]);
+        assert_eq!(best(run.path()).map(|(s, _, l)| (s, l)), Some((2, 1.0)));
     }
 
     /// A byte changed in any file after it was written is an error naming the file (before

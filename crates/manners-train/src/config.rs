@@ -123,16 +123,21 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Steps between sample generations (0: five per run).
     pub sample_every: u64,
-    /// Steps between checkpoints (0: five per run).
+    /// Steps between checkpoints (0: every other evaluation).
     pub save_every: u64,
     /// Steps between log lines in plain mode.
     pub log_every: u64,
-    /// Checkpoints kept (the newest).
+    /// Checkpoints kept: the newest this many, and the one with the best held-out loss.
     pub keep_checkpoints: usize,
     /// Stop when the held-out loss has not improved for this many evaluations.
     pub early_stopping_patience: Option<u32>,
     /// Steps in a row with a non-finite loss or gradient before the run stops.
     pub max_bad_steps: u32,
+    /// Loss watchdog: the run stops when its smoothed training loss stays above this many
+    /// times its lowest for `diverge_steps` steps in a row, or a held-out loss exceeds this
+    /// many times the best one (0: off).
+    pub diverge_ratio: f64,
+    pub diverge_steps: u64,
     pub seed: u64,
     /// Prompts generated from during training (user messages; raw text for pretraining).
     /// Empty: the first held-out conversations.
@@ -191,6 +196,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             early_stopping_patience: None,
             max_bad_steps: 5,
+            diverge_ratio: 4.0,
+            diverge_steps: 20,
             seed: 42,
             sample_prompts: Vec::new(),
             sample_max_new_tokens: 48,
@@ -214,6 +221,8 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "keep_checkpoints",
     "early_stopping_patience",
     "max_bad_steps",
+    "diverge_ratio",
+    "diverge_steps",
     "sample_prompts",
     "sample_max_new_tokens",
     "backend",
@@ -348,7 +357,9 @@ impl TrainConfig {
             self.sample_every = every(5);
         }
         if self.save_every == 0 {
-            self.save_every = every(5);
+            // Every other evaluation, so that each checkpoint has its held-out loss (the best
+            // one is kept, see `keep_checkpoints`).
+            self.save_every = self.eval_every * 2;
         }
         if self.log_every == 0 {
             self.log_every = 1;

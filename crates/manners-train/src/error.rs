@@ -28,9 +28,19 @@ pub enum TrainError {
 
     #[error(
         "training diverged: {count} steps in a row had a non-finite loss or gradient (last at step \
-         {step}); the last good checkpoint is kept. Lower the learning rate or check the data."
+         {step}); {kept}. Lower the learning rate or check the data."
     )]
-    Diverged { step: u64, count: u32 },
+    Diverged { step: u64, count: u32, kept: String },
+
+    #[error(
+        "training diverged at step {step}: {what}. The run is stopped; {kept}. Lower the learning \
+         rate, or raise diverge_ratio (0 turns the watchdog off)."
+    )]
+    LossDiverged {
+        step: u64,
+        what: String,
+        kept: String,
+    },
 
     #[error("no training data: {0}")]
     NoData(String),

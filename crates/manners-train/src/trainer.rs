@@ -118,6 +118,74 @@ struct Run {
     files: RunFiles,
     /// Held while the run lives.
     _lock: RunLock,
+    watchdog: Watchdog,
+    /// Steps in a row whose update was skipped (non-finite loss or gradient).
+    bad_streak: u32,
+    /// The latest held-out loss and its step.
+    last_eval: Option<(u64, f64)>,
+    /// The first micro-batch of the latest step: a checkpoint is written only when the
+    /// weights give it a finite loss.
+    probe: Option<HostBatch>,
+}
+
+/// Stops a run whose loss explodes but stays finite (non-finite steps are skipped and counted
+/// separately): the smoothed training loss above `ratio` times its lowest (and at least one
+/// nat above it) for `steps` steps in a row, or a held-out loss that far above the best.
+struct Watchdog {
+    ratio: f64,
+    steps: u64,
+    smooth: manners_events::stats::Ema,
+    lowest: Option<f64>,
+    above: u64,
+}
+
+impl Watchdog {
+    fn new(cfg: &TrainConfig) -> Self {
+        Watchdog {
+            ratio: cfg.diverge_ratio,
+            steps: cfg.diverge_steps.max(1),
+            smooth: manners_events::stats::Ema::new(0.9),
+            lowest: None,
+            above: 0,
+        }
+    }
+
+    fn too_high(&self, value: f64, reference: f64) -> bool {
+        value > (self.ratio * reference).max(reference + 1.0)
+    }
+
+    /// A description of the divergence, when this training loss completes one.
+    fn train_loss(&mut self, loss: f64) -> Option<String> {
+        if self.ratio <= 0.0 {
+            return None;
+        }
+        let smooth = self.smooth.push(loss)?;
+        let lowest = self.lowest.map_or(smooth, |l| l.min(smooth));
+        self.lowest = Some(lowest);
+        self.above = if self.too_high(smooth, lowest) {
+            self.above + 1
+        } else {
+            0
+        };
+        (self.above >= self.steps).then(|| {
+            format!(
+                "the smoothed training loss ({smooth:.4}) stayed above {}x its lowest ({lowest:.4}) \
+                 for {} steps",
+                self.ratio, self.steps
+            )
+        })
+    }
+
+    /// A description of the divergence, when this held-out loss is one.
+    fn eval_loss(&self, loss: f64, best: Option<f64>) -> Option<String> {
+        let best = best?;
+        (self.ratio > 0.0 && (!loss.is_finite() || self.too_high(loss, best))).then(|| {
+            format!(
+                "the held-out loss ({loss:.4}) is more than {}x the best ({best:.4})",
+                self.ratio
+            )
+        })
+    }
 }
 
 /// The model a run starts from.
@@ -182,6 +250,7 @@ impl Run {
             learner = learner.with_trainable_token_rows(&added_ids);
         }
         Ok(Run {
+            watchdog: Watchdog::new(&cfg),
             cfg,
             run_dir: start.run_dir,
             learner,
@@ -200,6 +269,9 @@ impl Run {
             info,
             files: start.files,
             _lock: start.lock,
+            bad_streak: 0,
+            last_eval: None,
+            probe: None,
         })
     }
 
@@ -231,7 +303,6 @@ impl Run {
             };
             self.emit(sink, ev);
         }
-        let mut bad_in_a_row = 0u32;
         let mut reason = "completed".to_string();
         let mut paused = false;
         while self.state.step < self.total_steps {
@@ -259,8 +330,10 @@ impl Run {
                 reason = "stopped by user".into();
                 break;
             }
-            if control.take_eval() {
-                self.evaluate(sink);
+            if control.take_eval()
+                && let Some(what) = self.evaluate(sink)
+            {
+                return Err(self.diverged(sink, what));
             }
             if control.take_sample() {
                 self.sample(sink)?;
@@ -283,6 +356,7 @@ impl Run {
             // masks the same whether the run went straight through or was resumed.
             self.learner.device().seed(step_seed(self.cfg.seed, step));
             let outcome = self.learner.step(&micro, lr);
+            self.probe = micro.into_iter().next();
             self.state.step = step;
             self.state.tokens_seen += n_tok as u64;
             self.state.supervised_seen += n_sup as u64;
@@ -292,7 +366,7 @@ impl Run {
                 None => (f64::NAN, f64::NAN, true),
             };
             if skipped {
-                bad_in_a_row += 1;
+                self.bad_streak += 1;
                 let ev = TrainEvent::Warning {
                     step,
                     message: format!(
@@ -300,10 +374,11 @@ impl Run {
                     ),
                 };
                 self.emit(sink, ev);
-                if bad_in_a_row >= self.cfg.max_bad_steps {
+                if self.bad_streak >= self.cfg.max_bad_steps {
                     let err = TrainError::Diverged {
                         step,
-                        count: bad_in_a_row,
+                        count: self.bad_streak,
+                        kept: self.kept_checkpoint(),
                     };
                     let ev = TrainEvent::Failed {
                         step,
@@ -313,9 +388,14 @@ impl Run {
                     return Err(err);
                 }
             } else {
-                bad_in_a_row = 0;
+                self.bad_streak = 0;
                 self.state.last_loss = Some(loss);
             }
+            let exploded = if skipped {
+                None
+            } else {
+                self.watchdog.train_loss(loss)
+            };
             let ev = TrainEvent::Step(StepStats {
                 step,
                 total_steps: self.total_steps,
@@ -330,10 +410,15 @@ impl Run {
                 skipped,
             });
             self.emit(sink, ev);
+            if let Some(what) = exploded {
+                return Err(self.diverged(sink, what));
+            }
 
             let last = step == self.total_steps;
             if step.is_multiple_of(self.cfg.eval_every) && !last {
-                self.evaluate(sink);
+                if let Some(what) = self.evaluate(sink) {
+                    return Err(self.diverged(sink, what));
+                }
                 if self.early_stop() {
                     reason = "early stopping".into();
                     break;
@@ -351,7 +436,9 @@ impl Run {
         // ---- the end: evaluate, sample, checkpoint, export ----
         let completed = reason != "stopped by user";
         if completed {
-            self.evaluate(sink);
+            if let Some(what) = self.evaluate(sink) {
+                return Err(self.diverged(sink, what));
+            }
             self.sample(sink)?;
         }
         self.state.elapsed_secs = elapsed(&started);
@@ -384,12 +471,16 @@ impl Run {
         })
     }
 
-    fn evaluate(&mut self, sink: &mut dyn EventSink) {
+    /// Measures the held-out loss; a description of the divergence when the watchdog finds
+    /// one.
+    fn evaluate(&mut self, sink: &mut dyn EventSink) -> Option<String> {
         if self.eval_batches.is_empty() {
-            return;
+            return None;
         }
         let (sum, count) = heldout_nll(&self.model().valid(), &self.eval_batches);
         let loss = sum / count.max(1) as f64;
+        let exploded = self.watchdog.eval_loss(loss, self.state.best_eval_loss);
+        self.last_eval = Some((self.state.step, loss));
         let improved = self.state.best_eval_loss.is_none_or(|b| loss < b);
         if improved {
             self.state.best_eval_loss = Some(loss);
@@ -405,6 +496,39 @@ impl Run {
             extra: Vec::new(),
         });
         self.emit(sink, ev);
+        exploded
+    }
+
+    /// Which checkpoint a failed run leaves to continue from.
+    fn kept_checkpoint(&self) -> String {
+        match (
+            checkpoint::best(&self.run_dir),
+            checkpoint::latest(&self.run_dir),
+        ) {
+            (Some((_, dir, loss)), _) => format!(
+                "the checkpoint with the best held-out loss ({loss:.4}) is kept: {}",
+                dir.display()
+            ),
+            (None, Some((_, dir))) => {
+                format!("the last good checkpoint is kept: {}", dir.display())
+            }
+            (None, None) => "no good checkpoint had been written".into(),
+        }
+    }
+
+    /// Ends a diverged run: the error (and its `Failed` event) says which checkpoint is kept.
+    fn diverged(&mut self, sink: &mut dyn EventSink, what: String) -> TrainError {
+        let err = TrainError::LossDiverged {
+            step: self.state.step,
+            what,
+            kept: self.kept_checkpoint(),
+        };
+        let ev = TrainEvent::Failed {
+            step: self.state.step,
+            error: err.to_string(),
+        };
+        self.emit(sink, ev);
+        err
     }
 
     fn early_stop(&self) -> bool {
@@ -447,6 +571,41 @@ impl Run {
 
     fn checkpoint(&mut self, sink: &mut dyn EventSink) -> Result<()> {
         let t = Instant::now();
+        // Never keep weights that came from a non-finite update: a resume would fail at once,
+        // and pruning would have deleted the good checkpoints for it.
+        let why_not = if self.bad_streak > 0 {
+            Some("the last step had a non-finite loss or gradient".to_string())
+        } else if self.watchdog.above > 0 {
+            Some("the loss is above the divergence watchdog's threshold".to_string())
+        } else {
+            let model = self.model().valid();
+            let bad = model.non_finite_params();
+            if !bad.is_empty() {
+                Some(format!(
+                    "{} parameters are not finite (first: {})",
+                    bad.len(),
+                    bad[0]
+                ))
+            } else {
+                // Finite but exploded weights (a huge learning rate) give a non-finite loss.
+                let (sum, _) = heldout_nll(&model, self.probe.iter());
+                (!sum.is_finite()).then(|| {
+                    format!("the weights give a non-finite loss ({sum}) on the last batch")
+                })
+            }
+        };
+        if let Some(why) = why_not {
+            let ev = TrainEvent::Warning {
+                step: self.state.step,
+                message: format!("checkpoint at step {} not written: {why}", self.state.step),
+            };
+            self.emit(sink, ev);
+            return Ok(());
+        }
+        self.state.eval_loss = self
+            .last_eval
+            .filter(|(step, _)| *step == self.state.step)
+            .map(|(_, loss)| loss);
         self.state.loader = self.loader.state();
         let dir = checkpoint::save(
             &self.run_dir,

@@ -423,6 +423,107 @@ fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
     assert_eq!(steps, (1..=60).collect::<Vec<_>>(), "one clean log");
 }
 
+/// A loss that explodes but stays finite stops the run (it used to "complete" with exit 0
+/// after pruning had deleted every good checkpoint), and the checkpoint with the best held-out
+/// loss survives pruning.
+#[test]
+fn an_exploding_loss_stops_the_run_and_keeps_the_best_checkpoint() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    // lr climbs through warmup from 1e-3 to far too high: first it learns, then it explodes.
+    let counting =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference/counting.jsonl");
+    let cfg = TrainConfig {
+        name: Some("boom".into()),
+        data: vec![counting],
+        max_steps: Some(300),
+        lr: 1.0,
+        warmup_steps: Some(1000),
+        eval_fraction: 0.05,
+        eval_every: 5,
+        save_every: 10,
+        keep_checkpoints: 1,
+        ..base_config(tmp.path())
+    };
+    let mut events = Vec::new();
+    let err = train(cfg, &flex(), &mut events, &Control::new())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, manners_train::TrainError::LossDiverged { .. }),
+        "{msg}"
+    );
+    let evals: Vec<(u64, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval(x) => Some((x.step, x.loss)),
+            _ => None,
+        })
+        .collect();
+    let saved: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Checkpoint(c) => Some(c.step),
+            _ => None,
+        })
+        .collect();
+    // The best evaluation among the checkpointed steps is the one kept, besides the newest.
+    let (best_step, best_loss) = evals
+        .iter()
+        .filter(|(s, _)| saved.contains(s))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .copied()
+        .unwrap();
+    let kept: Vec<u64> = manners_train::list_checkpoints(&tmp.path().join("boom"))
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert!(kept.contains(&best_step), "kept {kept:?}, best {best_step}");
+    assert!(
+        msg.contains(&format!("step-{best_step:08}")) && msg.contains(&format!("{best_loss:.4}")),
+        "{msg}"
+    );
+    assert!(matches!(events.last(), Some(TrainEvent::Failed { .. })));
+    assert!(
+        !events.iter().any(|e| matches!(e, TrainEvent::Finished(_))),
+        "a diverged run does not finish"
+    );
+}
+
+/// At an absurd learning rate the first update leaves finite but exploded weights: no
+/// checkpoint may hold them (one used to be kept, and resuming it failed at once).
+#[test]
+fn no_checkpoint_holds_weights_from_an_exploded_update() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        name: Some("nan".into()),
+        max_steps: Some(20),
+        lr: 1e30,
+        warmup_steps: Some(0),
+        save_every: 1,
+        max_bad_steps: 3,
+        ..base_config(tmp.path())
+    };
+    let mut events = Vec::new();
+    let err = train(cfg, &flex(), &mut events, &Control::new())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, manners_train::TrainError::Diverged { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no good checkpoint"), "{err}");
+    assert!(manners_train::list_checkpoints(&tmp.path().join("nan")).is_empty());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, TrainEvent::Warning { message, .. }
+        if message.contains("checkpoint at step 1 not written")))
+    );
+}
+
 #[test]
 fn refuses_to_overwrite_a_run_and_names_bad_config() {
     let _turn = one_at_a_time();

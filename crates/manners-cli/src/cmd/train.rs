@@ -71,6 +71,7 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
     if !a.sample_prompts.is_empty() {
         cfg.sample_prompts = a.sample_prompts.clone();
     }
+    set!(diverge_ratio);
     if let Some(p) = a.early_stopping {
         cfg.early_stopping_patience = Some(p);
     }
