@@ -15,7 +15,9 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
-    #[error("{path}: invalid JSON in field `{field}`: {message}")]
+    /// A JSON file that does not parse (`field` is `<document>`), or a field whose value is
+    /// wrong (`<config>`: a value the config as a whole rejects).
+    #[error("{path}: {}", json_problem(.field, .message))]
     Json {
         path: PathBuf,
         field: String,
@@ -42,6 +44,23 @@ pub enum ModelError {
         path: PathBuf,
         key: String,
         dtype: String,
+    },
+
+    #[error(
+        "{path}: {count} tensors are not used by the config (first: `{first}`): config.json \
+         describes another shape than these weights"
+    )]
+    UnusedKeys {
+        path: PathBuf,
+        count: usize,
+        first: String,
+    },
+
+    #[error("{path}: {count} weight tensors hold NaN or infinite values (first: `{first}`)")]
+    NonFiniteWeights {
+        path: PathBuf,
+        count: usize,
+        first: String,
     },
 
     #[error("{path}: not a valid safetensors file (truncated or corrupt?): {message}")]
@@ -95,5 +114,13 @@ impl ModelError {
         } else {
             ModelError::Io { path, source }
         }
+    }
+}
+
+fn json_problem(field: &str, message: &str) -> String {
+    match field {
+        "<document>" => format!("not valid JSON: {message}"),
+        "<config>" => message.to_string(),
+        f => format!("field `{f}`: {message}"),
     }
 }

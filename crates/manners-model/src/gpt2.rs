@@ -162,7 +162,7 @@ impl Gpt2Config {
 
     /// MLP hidden width.
     pub fn inner(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     pub fn head_dim(&self) -> usize {
@@ -172,10 +172,18 @@ impl Gpt2Config {
     /// Checks the shape is buildable.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
+        crate::model::check_bounds(&[
+            ("n_layer", self.n_layer, 1 << 10),
+            ("n_head", self.n_head, 1 << 10),
+            ("n_embd", self.n_embd, 1 << 16),
+            ("n_inner", self.inner(), 1 << 20),
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("n_positions", self.n_positions, 1 << 24),
+        ])?;
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon < 1.0) {
             return bad(format!(
-                "n_layer ({}), n_head ({}) and n_embd ({}) must be positive",
-                self.n_layer, self.n_head, self.n_embd
+                "layer_norm_epsilon {} must be in (0, 1)",
+                self.layer_norm_epsilon
             ));
         }
         if !self.n_embd.is_multiple_of(self.n_head) {

@@ -218,6 +218,30 @@ pub fn load_weights(mut model: Model, dir: &Path) -> Result<(Model, WeightsDtype
             }
         }
     }
+    // Tensors the config does not use are a config of another shape (`n_layer: 1` on a
+    // two-layer file would silently drop layer 1).
+    let used: std::collections::HashSet<String> =
+        model.hf_params().into_iter().map(|p| p.key).collect();
+    let unused: Vec<&String> = names
+        .iter()
+        .filter(|(k, _)| !used.contains(*k) && !model.is_buffer_key(k))
+        .map(|(_, (_, file_key))| file_key)
+        .collect();
+    if let Some(first) = unused.first() {
+        return Err(ModelError::UnusedKeys {
+            path: shown,
+            count: unused.len(),
+            first: (*first).clone(),
+        });
+    }
+    let bad = model.non_finite_params();
+    if let Some(first) = bad.first() {
+        return Err(ModelError::NonFiniteWeights {
+            path: shown,
+            count: bad.len(),
+            first: first.clone(),
+        });
+    }
     let dtype = match dtypes
         .iter()
         .max_by_key(|(_, n)| **n)
@@ -228,6 +252,91 @@ pub fn load_weights(mut model: Model, dir: &Path) -> Result<(Model, WeightsDtype
         _ => WeightsDtype::F32,
     };
     Ok((model, dtype))
+}
+
+/// The safetensors header of `path` (names, dtypes, shapes), read without the tensor data.
+fn read_header(path: &Path) -> Result<serde_json::Map<String, Value>> {
+    use std::io::Read;
+    let corrupt = |m: String| ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let mut f = fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| corrupt(format!("header length: {e}")))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(corrupt(format!("a header of {n} bytes")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("header: {e}")))?;
+    match serde_json::from_slice(&header) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(corrupt("the header is not a JSON object".into())),
+        Err(e) => Err(corrupt(format!("header: {e}"))),
+    }
+}
+
+/// Checks, before a model of `config` is allocated, that the weights in `dir` can hold it (a
+/// config larger than its weights would allocate for nothing, or more than the machine has)
+/// and that the machine has memory for it.
+pub fn check_size(config: &ModelConfig, dir: &Path) -> Result<()> {
+    let files = weight_files(dir)?;
+    let prefix = config.optional_key_prefix();
+    let (mut values, mut file_bytes) = (0u64, 0u64);
+    for f in &files {
+        file_bytes += fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        for (name, info) in read_header(f)? {
+            let key = prefix.and_then(|p| name.strip_prefix(p)).unwrap_or(&name);
+            if name == "__metadata__" || config.is_buffer_key(key) {
+                continue;
+            }
+            let n = info
+                .get("shape")
+                .and_then(Value::as_array)
+                .map(|d| d.iter().filter_map(Value::as_u64).product::<u64>())
+                .unwrap_or(0);
+            values = values.saturating_add(n);
+        }
+    }
+    let want = config.num_params() as u64;
+    // A config somewhat off the weights gets the key and shapes named by `load_weights`; one
+    // far larger would allocate (possibly more than the machine has) for nothing.
+    if want > values.saturating_mul(2).saturating_add(1 << 20) {
+        return Err(ModelError::Config(format!(
+            "config.json describes {} parameters ({}) but the weights in {} hold {}: the config \
+             does not belong to these weights",
+            crate::config::human_count(want),
+            config.describe(),
+            dir.display(),
+            crate::config::human_count(values)
+        )));
+    }
+    // Loading holds the files' bytes and an f32 copy of every parameter.
+    let need = file_bytes.saturating_add(want.saturating_mul(4));
+    if let Some(avail) = available_memory()
+        && need > avail
+    {
+        return Err(ModelError::Config(format!(
+            "loading {} needs about {:.1} GB of memory ({} parameters in f32, and the files), \
+             but {:.1} GB is available",
+            dir.display(),
+            need as f64 / 1e9,
+            crate::config::human_count(want),
+            avail as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// Memory available to this process (Linux: `MemAvailable` of /proc/meminfo), when known.
+pub fn available_memory() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Keys in a model folder's weights that [`load_weights`] does not use (besides known buffers):
@@ -475,6 +584,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
             embedding: config.vocab_size(),
         });
     }
+    check_size(&config, dir)?;
     let (model, dtype) = load_weights(config.init(device), dir)?;
     let gen_path = dir.join("generation_config.json");
     let generation = if gen_path.is_file() {

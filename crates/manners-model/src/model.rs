@@ -143,6 +143,22 @@ impl ModelConfig {
         }
     }
 
+    /// Keys of Hugging Face files that are buffers or a tied head, not parameters.
+    pub(crate) fn is_buffer_key(&self, key: &str) -> bool {
+        match self {
+            ModelConfig::Gpt2(_) => crate::gpt2::is_buffer_key(key),
+            ModelConfig::Llama(c) => crate::llama::is_buffer_key(key, c.tie_word_embeddings),
+        }
+    }
+
+    /// The prefix Hugging Face files may put before our keys (`transformer.` for GPT-2).
+    pub(crate) fn optional_key_prefix(&self) -> Option<&'static str> {
+        match self {
+            ModelConfig::Gpt2(_) => Some("transformer."),
+            ModelConfig::Llama(_) => None,
+        }
+    }
+
     /// A freshly initialised model.
     pub fn init(&self, device: &Device) -> Model {
         match self {
@@ -231,6 +247,22 @@ impl ModelConfig {
             ModelConfig::Llama(c) => c.dropout,
         }
     }
+}
+
+/// Refuses sizes no model has (they would panic in shape code, abort on allocation or grow
+/// until the kernel kills the process): `(field, value, largest accepted)`.
+pub(crate) fn check_bounds(fields: &[(&str, usize, usize)]) -> Result<()> {
+    for (name, value, max) in fields {
+        if *value == 0 {
+            return Err(ModelError::Config(format!("{name} must be positive")));
+        }
+        if value > max {
+            return Err(ModelError::Config(format!(
+                "{name} = {value} is larger than any model has (at most {max} accepted)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A model of any family. Burn derives `Module` for the enum, so the optimiser, autodiff,

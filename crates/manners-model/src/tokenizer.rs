@@ -141,6 +141,12 @@ impl Tokenizer {
                 hint: " (nor vocab.json + merges.txt)".into(),
             });
         };
+        if tok.inner.get_vocab_size(false) == 0 {
+            return Err(ModelError::Tokenizer {
+                path: dir.join("tokenizer.json"),
+                message: "the vocabulary is empty".into(),
+            });
+        }
         let cfg = dir.join("tokenizer_config.json");
         if cfg.is_file() {
             tok.apply_config_file(&cfg)?;
@@ -158,8 +164,8 @@ impl Tokenizer {
         let Value::Object(map) = v else {
             return Err(ModelError::Json {
                 path: path.to_path_buf(),
-                field: "<document>".into(),
-                message: "expected an object".into(),
+                field: "<config>".into(),
+                message: "the document must be a JSON object".into(),
             });
         };
         // Added tokens declared only in the config (older folders without tokenizer.json).

@@ -183,6 +183,91 @@ fn invalid_config_json_names_the_field() {
     assert!(err.contains("config.json"), "{err}");
 }
 
+/// Configs no model has, weights the config does not use, NaN weights and an empty
+/// vocabulary: each a clear error, never a panic, an abort or a slow death by allocation.
+#[test]
+fn absurd_configs_and_bad_weights_are_refused_before_allocating() {
+    let dev = flex();
+    let check = |edit: &dyn Fn(&mut serde_json::Value), want: &[&str]| {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&tiny_dir(), tmp.path());
+        edit_config(tmp.path(), |v| edit(v));
+        let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
+        assert!(
+            want.iter().all(|w| err.contains(w)) && err.contains("config.json"),
+            "{want:?}: {err}"
+        );
+    };
+    check(
+        &|v| v["n_positions"] = (1u64 << 62).into(),
+        &["n_positions", "larger than"],
+    );
+    check(
+        &|v| v["vocab_size"] = 10_000_000_000_000u64.into(),
+        &["vocab_size"],
+    );
+    check(
+        &|v| v["n_layer"] = 10_000_000.into(),
+        &["n_layer", "larger than"],
+    );
+    check(
+        &|v| v["n_embd"] = (1u64 << 40).into(),
+        &["n_embd", "larger than"],
+    );
+    // Within bounds but far larger than the weights: refused before the model is built.
+    check(
+        &|v| v["n_layer"] = 1000.into(),
+        &["describes", "does not belong"],
+    );
+    check(
+        &|v| v["layer_norm_epsilon"] = (-1.0).into(),
+        &["layer_norm_epsilon"],
+    );
+    check(&|v| v["model_type"] = 5.into(), &["model_type"]);
+    // Fewer layers than the file: layer 1 used to be dropped silently.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    edit_config(tmp.path(), |v| v["n_layer"] = 1.into());
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::UnusedKeys { first, .. } if first.contains("h.1.")),
+        "{err}"
+    );
+
+    // A NaN in ln_f.weight.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    let p = tmp.path().join("model.safetensors");
+    let mut bytes = fs::read(&p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let key = ["ln_f.weight", "transformer.ln_f.weight"]
+        .into_iter()
+        .find(|k| header.get(k).is_some())
+        .unwrap();
+    let at = 8 + n + header[key]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    fs::write(&p, bytes).unwrap();
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::NonFiniteWeights { first, .. } if first.ends_with("ln_f.weight")),
+        "{err}"
+    );
+
+    // A tokenizer with no vocabulary.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), tmp.path());
+    let p = tmp.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+    tok["model"]["vocab"] = serde_json::json!({});
+    tok["model"]["merges"] = serde_json::json!([]);
+    tok["added_tokens"] = serde_json::json!([]);
+    fs::write(&p, tok.to_string()).unwrap();
+    let err = load_model_dir(tmp.path(), &dev).unwrap_err().to_string();
+    assert!(err.contains("vocabulary is empty"), "{err}");
+}
+
 #[test]
 fn unknown_backend_is_an_error() {
     let err = "tpu".parse::<BackendKind>().unwrap_err();
