@@ -303,9 +303,10 @@ pub struct BackendArgs {
 /// Sampling options shared by generate, chat and eval.
 #[derive(Debug, Args, Clone)]
 pub struct SamplingArgs {
-    /// Most new tokens to generate.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
+    /// Most new tokens to generate (default 64, or half the model's context when that is
+    /// smaller).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Sampling temperature; 0 means greedy decoding.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -324,16 +325,19 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    pub fn sampling(&self) -> manners::Sampling {
-        if self.temperature <= 0.0 {
-            manners::Sampling::Greedy
-        } else {
-            manners::Sampling::Sample {
-                temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
-            }
-        }
+    /// `--max-new-tokens`, or its default for a model of `ctx` positions.
+    pub fn max_new_tokens(&self, ctx: usize) -> usize {
+        self.max_new_tokens.unwrap_or(64.min(ctx / 2).max(1))
+    }
+
+    /// The sampling the flags ask for; NaN, infinite or negative temperatures, `--top-k 0`
+    /// and `--top-p` outside (0, 1] are errors.
+    pub fn sampling(&self) -> anyhow::Result<manners::Sampling> {
+        Ok(manners::Sampling::new(
+            self.temperature,
+            self.top_k,
+            self.top_p,
+        )?)
     }
 }
 

@@ -92,6 +92,47 @@ fn errors_are_messages_not_panics() {
     let out = bin().args(["train", "--data", "x.jsonl"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory as data: the OS reason once (it used to be printed twice).
+    let out = train_cmd(tmp.path(), tmp.path(), &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("directory").count(), 1, "{err}");
+    // Every record rejected: the error itself shows the first rejections with file:line
+    // (it used to point at a report that plain mode never printed).
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"messages\": 3}\nnot json\n").unwrap();
+    let out = train_cmd(tmp.path(), &bad, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.jsonl:1:") && err.contains("bad.jsonl:2:") && err.contains("messages"),
+        "{err}"
+    );
+    // An empty dataset fails lint and training.
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let out = bin()
+        .args(["data", "lint"])
+        .arg(&empty)
+        .arg("--tokenizer")
+        .arg(fixture())
+        .args(["--template", "chatml"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("FAILED") && text.contains("empty"),
+        "{text}"
+    );
+    let out = train_cmd(tmp.path(), &empty, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no usable training examples"),
+        "{err}"
+    );
 }
 
 fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
@@ -114,6 +155,40 @@ fn train_cmd(dir: &Path, data: &Path, extra: &[&str]) -> Command {
     .arg(dir)
     .args(extra);
     c
+}
+
+/// Ctrl-C checkpoints and stops with its own exit status (3), not the 0 of a finished run.
+#[test]
+fn ctrl_c_stops_with_a_checkpoint_and_exit_status_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let run = tmp.path().join("int");
+    let child = train_cmd(
+        tmp.path(),
+        &data,
+        &["--name", "int", "--max-steps", "100000"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl"))
+        .is_ok_and(|t| t.contains("\"step\":2"))
+        && t0.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!manners::train::list_checkpoints(&run).is_empty());
 }
 
 #[test]
@@ -230,6 +305,68 @@ fn chat_uses_the_saved_template() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `chat` against hostile input: a bad UTF-8 byte, a conversation longer than the context,
+/// impossible sampling settings and a template that drops the messages.
+#[test]
+fn chat_survives_bad_input_and_refuses_bad_settings() {
+    use std::io::Write;
+    let chat = |args: &[&str], input: &[u8]| {
+        let mut child = bin()
+            .arg("chat")
+            .arg("--model")
+            .arg(fixture())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The child may exit before reading (a refused setting): a broken pipe is fine.
+        let _ = child.stdin.take().unwrap().write_all(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let plain = ["--template", "plain", "--max-new-tokens", "4"];
+    // One invalid byte is replaced, and the session goes on to the next message.
+    let (ok, out, err) = chat(&plain, b"caf\xe9\nsecond\n/exit\n");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "two answers: {out:?}");
+    assert!(err.contains("not valid UTF-8"), "{err}");
+    // The tiny model's context is 64 tokens: old turns go whole, and a message that cannot fit
+    // is refused without ending the session.
+    let long = "word ".repeat(12);
+    let input = format!("{long}\n{long}\n{long}\n{}\nshort\n", "word ".repeat(80));
+    let (ok, _, err) = chat(&plain, input.as_bytes());
+    assert!(ok, "{err}");
+    assert!(err.contains("oldest turns were dropped"), "{err}");
+    assert!(err.contains("does not fit"), "{err}");
+    // Settings that cannot work are refused before the first message.
+    for (args, want) in [
+        (vec!["--max-new-tokens", "64"], "leaves no room"),
+        (vec!["--temperature", "NaN"], "temperature"),
+        (vec!["--temperature", "inf"], "temperature"),
+        (vec!["--temperature", "0.7", "--top-p", "0"], "top_p"),
+    ] {
+        let mut a = vec!["--template", "plain"];
+        a.extend(args);
+        let (ok, _, err) = chat(&a, b"hi\n");
+        assert!(!ok && err.contains(want), "{a:?}: {err}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken.jinja");
+    std::fs::write(
+        &broken,
+        "{% for m in messages %}{{ m.contnet }}{% endfor %}",
+    )
+    .unwrap();
+    let (ok, _, err) = chat(&["--template", broken.to_str().unwrap()], b"hi\n");
+    assert!(!ok && err.contains("does not write the messages"), "{err}");
 }
 
 #[test]

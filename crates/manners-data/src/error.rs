@@ -31,6 +31,8 @@ pub enum RejectReason {
     UnknownFormat(String),
     /// The text contains a character this crate reserves for its own markers.
     ReservedChar(char),
+    /// More bytes than any record has without a newline.
+    LineTooLong { max: usize },
 }
 
 impl RejectReason {
@@ -48,6 +50,7 @@ impl RejectReason {
             RejectReason::NoAssistant => "no assistant turn",
             RejectReason::UnknownFormat(_) => "unknown format",
             RejectReason::ReservedChar(_) => "reserved character",
+            RejectReason::LineTooLong { .. } => "line too long",
         }
     }
 }
@@ -68,6 +71,11 @@ impl fmt::Display for RejectReason {
             RejectReason::ReservedChar(c) => {
                 write!(f, "contains reserved character U+{:04X}", *c as u32)
             }
+            RejectReason::LineTooLong { max } => write!(
+                f,
+                "more than {} MB without a newline: not a JSONL or text dataset",
+                max >> 20
+            ),
         }
     }
 }
@@ -105,6 +113,9 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A path that cannot be a dataset (a directory, a device) or is too large to read.
+    #[error("{}: {what}", path.display())]
+    NotAFile { path: PathBuf, what: String },
     /// A bad record (policy `fail`), or a file-level problem at a line.
     #[error("{file}:{line}: {}{reason}", Field(field), file = file.display())]
     Record {

@@ -470,6 +470,14 @@ pub fn lint(
         convs.extend(c);
     }
     rep.conversations = convs.len();
+    if convs.is_empty() {
+        rep.add(
+            Severity::Error,
+            "records",
+            None,
+            "no usable conversation: the dataset is empty (or every record was rejected)".into(),
+        );
+    }
 
     // special tokens
     let missing: Vec<String> = template

@@ -28,6 +28,7 @@ pub enum Format {
     #[default]
     Auto,
     /// `{"messages": [{"role": "system|user|assistant", "content": "...", "train": bool?}]}`
+    /// (OpenAI's `"weight": 0|1` on a message means `train: false|true`)
     Messages,
     /// `{"instruction", "input"?, "output", "system"?}`; the user turn is the instruction,
     /// followed by `"\n\n"` and the input when the input is not empty.
@@ -542,6 +543,20 @@ fn messages_list(
                 ));
             }
         };
+        // OpenAI's fine-tuning format: `"weight": 0` marks an assistant turn not to learn
+        // (1 to learn); `train` wins when both are given.
+        let weight = match m.get("weight") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(w)) if w.as_f64() == Some(0.0) => Some(false),
+            Some(Value::Number(w)) if w.as_f64() == Some(1.0) => Some(true),
+            Some(_) => {
+                return Err((
+                    Some(format!("{f}.weight")),
+                    RejectReason::WrongType { expected: "0 or 1" },
+                ));
+            }
+        };
+        let train = train.or(weight);
         out.push(Message {
             role,
             content,
@@ -705,17 +720,86 @@ fn reject(
     }
 }
 
-/// Reads a whole file, decompressing gzip (detected by its magic bytes).
+/// The longest line a data file may have: more bytes without a newline is not a JSONL or
+/// text dataset (`/dev/zero`, a binary file), and reading on would only fill memory.
+pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// Reads a whole file, decompressing gzip (detected by its magic bytes). Devices are refused
+/// (`/dev/zero` and `/dev/urandom` never end), as are lines longer than [`MAX_LINE_BYTES`] and
+/// contents larger than half the available memory: each a clear error naming the file.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::io(path, e))?;
-        Ok(out)
+    use std::io::BufRead;
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.is_dir() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+            what: "is a directory, not a data file".into(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_char_device() || t.is_block_device() || t.is_socket() {
+            return Err(DataError::NotAFile {
+                path: path.to_path_buf(),
+                what: "is a device or socket, not a data file".into(),
+            });
+        }
+    }
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let gz = reader
+        .fill_buf()
+        .map_err(|e| DataError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    let limit = manners_events::host::available_memory().map_or(u64::MAX, |m| m / 2);
+    if gz {
+        read_bounded(flate2::read::MultiGzDecoder::new(reader), path, limit)
     } else {
-        Ok(raw)
+        read_bounded(reader, path, limit)
+    }
+}
+
+fn read_bounded(mut r: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut line, mut since_newline) = (1usize, 0usize);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DataError::io(path, e)),
+        };
+        let chunk = &buf[..n];
+        match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                line += chunk.iter().filter(|&&b| b == b'\n').count();
+                since_newline = n - 1 - i;
+            }
+            None => since_newline += n,
+        }
+        if since_newline > MAX_LINE_BYTES {
+            return Err(DataError::Record {
+                file: path.to_path_buf(),
+                line,
+                field: None,
+                reason: RejectReason::LineTooLong {
+                    max: MAX_LINE_BYTES,
+                },
+            });
+        }
+        out.extend_from_slice(chunk);
+        if out.len() as u64 > limit {
+            return Err(DataError::NotAFile {
+                path: path.to_path_buf(),
+                what: format!(
+                    "is larger than half the available memory ({:.1} GB); split it",
+                    limit as f64 / 1e9
+                ),
+            });
+        }
     }
 }
 
@@ -831,6 +915,61 @@ mod tests {
 
     fn parse(v: Value) -> std::result::Result<Vec<Message>, Rej> {
         parse_conversation(&v, Format::Auto).map(|(m, _)| m)
+    }
+
+    /// OpenAI's `weight` on assistant messages (it used to be ignored and the turn trained).
+    #[test]
+    fn openai_weight_zero_is_not_trained() {
+        let m = parse(json!({"messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "bad", "weight": 0},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "good", "weight": 1}]}))
+        .unwrap();
+        assert_eq!((m[1].train, m[3].train), (Some(false), Some(true)));
+        let both = parse(json!({"messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "x", "weight": 0, "train": true}]}))
+        .unwrap();
+        assert_eq!(both[1].train, Some(true), "train wins");
+        let (field, _) = parse(json!({"messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "x", "weight": 0.5}]}))
+        .unwrap_err();
+        assert_eq!(field.as_deref(), Some("messages[1].weight"));
+    }
+
+    /// Devices never end and a line of hundreds of MB is no dataset: both were read until
+    /// memory ran out.
+    #[test]
+    fn devices_and_endless_lines_are_refused() {
+        #[cfg(unix)]
+        for dev in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+            let e = read_bytes(Path::new(dev)).unwrap_err().to_string();
+            assert!(e.contains(dev) && e.contains("device"), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_bytes(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        // Ten short lines, then one without an end: the error names the line.
+        let mut text = "{}\n".repeat(10).into_bytes();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES / 64));
+        let e = read_bounded(&text[..], Path::new("big.jsonl"), u64::MAX).unwrap();
+        assert_eq!(e.len(), text.len());
+        let long =
+            std::io::Read::chain(&text[..], std::io::repeat(b'x').take(MAX_LINE_BYTES as u64));
+        let e = read_bounded(long, Path::new("big.jsonl"), u64::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("big.jsonl:11:") && e.contains("without a newline"),
+            "{e}"
+        );
+        // Contents beyond the memory limit.
+        let e = read_bounded(&text[..], Path::new("x.jsonl"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.jsonl") && e.contains("available memory"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! assert!(control.should_stop());
 //! ```
 
+pub mod host;
 #[cfg(feature = "serde")]
 mod log;
 pub mod stats;

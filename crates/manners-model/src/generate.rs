@@ -27,6 +27,51 @@ pub enum Sampling {
     },
 }
 
+impl Sampling {
+    /// Sampling from a temperature (0: greedy), top-k and top-p, checked: a temperature that
+    /// is negative or not finite, `top_k` 0 or `top_p` outside (0, 1] is an error naming it.
+    pub fn new(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> Result<Self> {
+        let s = if temperature == 0.0 {
+            Sampling::Greedy
+        } else {
+            Sampling::Sample {
+                temperature,
+                top_k,
+                top_p,
+            }
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks the parameters can be sampled with (see [`Sampling::new`]).
+    pub fn validate(&self) -> Result<()> {
+        let Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } = self
+        else {
+            return Ok(());
+        };
+        let bad = |m: String| Err(ModelError::Generation(m));
+        if !(temperature.is_finite() && *temperature > 0.0) {
+            return bad(format!(
+                "temperature {temperature} must be a finite number >= 0 (0: greedy)"
+            ));
+        }
+        if *top_k == Some(0) {
+            return bad("top_k must be at least 1".into());
+        }
+        if let Some(p) = top_p
+            && !(*p > 0.0 && *p <= 1.0)
+        {
+            return bad(format!("top_p {p} must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
 /// Generation settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
@@ -300,6 +345,7 @@ fn generate_batch_inner(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
+    cfg.sampling.validate()?;
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
         return Err(ModelError::Generation(format!("prompt {i} is empty")));
     }

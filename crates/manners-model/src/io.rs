@@ -316,7 +316,7 @@ pub fn check_size(config: &ModelConfig, dir: &Path) -> Result<()> {
     }
     // Loading holds the files' bytes and an f32 copy of every parameter.
     let need = file_bytes.saturating_add(want.saturating_mul(4));
-    if let Some(avail) = available_memory()
+    if let Some(avail) = manners_events::host::available_memory()
         && need > avail
     {
         return Err(ModelError::Config(format!(
@@ -329,14 +329,6 @@ pub fn check_size(config: &ModelConfig, dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Memory available to this process (Linux: `MemAvailable` of /proc/meminfo), when known.
-pub fn available_memory() -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Keys in a model folder's weights that [`load_weights`] does not use (besides known buffers):

@@ -42,7 +42,7 @@ pub enum TrainError {
         kept: String,
     },
 
-    #[error("no training data: {0}")]
+    #[error("{0}")]
     NoData(String),
 }
 

@@ -765,12 +765,14 @@ fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplat
         return Ok(None);
     }
     let specials = SpecialTokens::from_roles(tok.bos_token(), tok.eos_token(), tok.pad_token());
-    Ok(Some(choose_template(
+    let t = choose_template(
         cfg.template.as_deref(),
         cfg.model.as_deref(),
         tok.chat_template(),
         &specials,
-    )?))
+    )?;
+    t.check_renders_content()?;
+    Ok(Some(t))
 }
 
 /// Adds the special tokens the template writes and the tokenizer lacks; returns their ids.
@@ -803,9 +805,21 @@ fn batching(
     data: &mut PreparedData,
 ) -> Result<(Loader, Vec<HostBatch>)> {
     if data.train.is_empty() {
+        let why: Vec<&str> = data
+            .facts
+            .iter()
+            .filter(|(k, _)| k.starts_with("warning"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let files: Vec<String> = cfg.data.iter().map(|p| p.display().to_string()).collect();
         return Err(TrainError::NoData(format!(
-            "no usable training examples in {:?} (see the report above)",
-            cfg.data
+            "no usable training examples in {}: {}",
+            files.join(", "),
+            if why.is_empty() {
+                "the files hold no records".to_string()
+            } else {
+                why.join("; ")
+            }
         )));
     }
     let batch_cfg = BatchConfig {
@@ -1051,8 +1065,7 @@ fn read_all<T>(
             facts.push((
                 "warning: data".into(),
                 format!(
-                    "{}: {} records rejected and skipped: {}",
-                    p.display(),
+                    "{} records rejected and skipped: {}",
                     report.n_rejected(),
                     report.to_string().trim()
                 ),

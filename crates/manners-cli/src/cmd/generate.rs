@@ -21,6 +21,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
     let (shown, prompt) = match (&a.chat, &a.prompt) {
         (Some(q), _) => {
             let t = manners::chat_template(&m.tokenizer, Some(&a.model), a.template.as_deref())?;
+            t.check_renders_content()?;
             stop_token_ids.extend(t.stop_token_ids(m.tokenizer.hf()));
             stop_strings.extend(t.stop_strings());
             let ids = t.encode_prompt(&[Message::user(q.clone())], m.tokenizer.hf())?;
@@ -31,8 +32,8 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     // No silent truncation: a prompt and budget that do not fit the context are an error.
     let cfg = manners::GenerationConfig {
-        max_new_tokens: a.sampling.max_new_tokens,
-        sampling: a.sampling.sampling(),
+        max_new_tokens: a.sampling.max_new_tokens(m.model.n_positions()),
+        sampling: a.sampling.sampling()?,
         seed: a.sampling.seed,
         stop_token_ids,
         stop_strings,

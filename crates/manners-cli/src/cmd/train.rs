@@ -96,6 +96,10 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
     }
 }
 
+/// The exit status of a run stopped before its end (`q` or Ctrl-C) with a checkpoint to
+/// resume from; 0 is a completed run, 1 an error, 130 a second Ctrl-C (no checkpoint).
+pub const STOPPED: u8 = 3;
+
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let is_default =
         a.config.is_none() && a.resume.is_none() && a.model.is_none() && a.data.is_empty();
@@ -129,6 +133,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let base = cfg.model.clone();
     let outcome = run_with_ui(cfg, device.clone(), a.resume.clone(), a.no_tui)?;
     print_outcome(&outcome);
+    if outcome.final_dir.is_none() {
+        // Stopped (q, Ctrl-C) with a checkpoint: not an error, not a finished run either.
+        return Ok(ExitCode::from(STOPPED));
+    }
     if let (Some(assets), Some(base), Some(tuned)) = (&assets, base, &outcome.final_dir) {
         eprintln!("\nevaluating base and tuned models on the held-out questions...");
         let cmp = default_run::before_after_report(

@@ -423,6 +423,24 @@ impl ChatTemplate {
         Ok(segs.iter().map(|s| s.text.as_ref()).collect())
     }
 
+    /// Checks the template writes the messages' content: one that never does (a Jinja
+    /// template with a typo in `message['content']`, say) would train and chat on nothing.
+    pub fn check_renders_content(&self) -> Result<()> {
+        let probe = "Is this message in the prompt?";
+        let text = self.render(&[Message::user(probe)], true)?;
+        if text.contains(probe) {
+            Ok(())
+        } else {
+            Err(DataError::Template {
+                template: self.name().to_string(),
+                message: format!(
+                    "it does not write the messages' content: a user message is missing from \
+                     its output {text:?}"
+                ),
+            })
+        }
+    }
+
     /// A Hugging Face compatible Jinja `chat_template` rendering exactly the same text (with
     /// `{% generation %}` markers around the supervised spans), for `tokenizer_config.json`.
     pub fn to_jinja(&self) -> String {
