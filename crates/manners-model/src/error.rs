@@ -24,14 +24,19 @@ pub enum ModelError {
         message: String,
     },
 
-    #[error("{path}: safetensors key `{key}` is missing (the model needs it{hint})")]
+    #[error(
+        "{path}: safetensors key `{key}` is missing (the model config.json describes needs it{hint})"
+    )]
     MissingKey {
         path: PathBuf,
         key: String,
         hint: String,
     },
 
-    #[error("{path}: safetensors key `{key}` has shape {found:?}, the model expects {expected:?}")]
+    #[error(
+        "{path}: safetensors key `{key}` has shape {found:?}, the model config.json describes \
+         expects {expected:?}"
+    )]
     ShapeMismatch {
         path: PathBuf,
         key: String,
@@ -73,11 +78,15 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, message: String },
 
     #[error(
-        "the tokenizer has {tokenizer} tokens but the model's embedding has {embedding} rows; \
+        "{}: the tokenizer has {tokenizer} tokens but config.json's vocab_size is {embedding}; \
          ids >= {embedding} would index past the embedding (resize the embedding or use the \
-         matching tokenizer)"
+         matching tokenizer)", .dir.display()
     )]
-    VocabMismatch { tokenizer: usize, embedding: usize },
+    VocabMismatch {
+        dir: PathBuf,
+        tokenizer: usize,
+        embedding: usize,
+    },
 
     #[error("invalid model config: {0}")]
     Config(String),

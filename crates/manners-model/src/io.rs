@@ -572,6 +572,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
     let tokenizer = Tokenizer::from_dir(dir)?;
     if tokenizer.vocab_size() > config.vocab_size() {
         return Err(ModelError::VocabMismatch {
+            dir: dir.to_path_buf(),
             tokenizer: tokenizer.vocab_size(),
             embedding: config.vocab_size(),
         });

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use manners_data::LoaderState;
+use manners_data::{Loader, LoaderState};
 use manners_model::burn::optim::ModuleOptimizer;
 use manners_model::burn::tensor::Bytes;
 use manners_model::{Model, Tokenizer, write_atomic, write_dir_atomic};
@@ -18,9 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
+/// The state format written now. Version 2 checkpoints always carry `checksums.json`, so one
+/// without it is damaged; version 1 (before checksums) loads unchecked, with a warning.
+pub const STATE_VERSION: u32 = 2;
+
 /// What a run needs besides the weights to continue exactly where it stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
+    /// [`STATE_VERSION`] when written; 1 for checkpoints from before checksums.
     pub version: u32,
     /// Optimiser steps done.
     pub step: u64,
@@ -42,7 +47,7 @@ impl CheckpointState {
     /// The state at the start of a run, with the loader's cursor.
     pub fn new(loader: LoaderState) -> Self {
         Self {
-            version: 1,
+            version: STATE_VERSION,
             step: 0,
             loader,
             best_eval_loss: None,
@@ -53,6 +58,40 @@ impl CheckpointState {
             last_loss: None,
             eval_loss: None,
         }
+    }
+
+    /// Refuses values no run writes (a hand-edited state.json, or one damaged and re-summed).
+    fn check(&self) -> std::result::Result<(), String> {
+        /// More optimiser steps than any run takes (2^40): larger counts would overflow.
+        const MAX_STEPS: u64 = 1 << 40;
+        if !(1..=STATE_VERSION).contains(&self.version) {
+            return Err(format!(
+                "version {} (this manners reads versions 1 to {STATE_VERSION})",
+                self.version
+            ));
+        }
+        for (name, v) in [
+            ("step", self.step),
+            ("loader.epoch", self.loader.epoch),
+            ("loader.index", self.loader.index),
+        ] {
+            if v > MAX_STEPS {
+                return Err(format!("{name} = {v} is beyond any run"));
+            }
+        }
+        for (name, v) in [
+            ("elapsed_secs", Some(self.elapsed_secs)),
+            ("best_eval_loss", self.best_eval_loss),
+            ("last_loss", self.last_loss),
+            ("eval_loss", self.eval_loss),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("{name} = {v} (a loss or time is finite and >= 0)"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -199,9 +238,30 @@ fn prune(run_dir: &Path, keep: usize) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     let p = dir.join(STATE_FILE);
     let text = fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+    state.check().map_err(|message| TrainError::Checkpoint {
         path: p.clone(),
-        message: e.to_string(),
+        message,
+    })?;
+    Ok(state)
+}
+
+/// `loader`'s examples and batching with the data cursor of the checkpoint in `dir`; a cursor
+/// that does not fit them (other data, other batch settings, a damaged state) is an error
+/// naming the checkpoint's state.json.
+pub fn restore_loader(dir: &Path, loader: &Loader, state: &CheckpointState) -> Result<Loader> {
+    Loader::restore(
+        loader.examples().clone(),
+        loader.config().clone(),
+        state.loader,
+    )
+    .map_err(|e| TrainError::Checkpoint {
+        path: dir.join(STATE_FILE),
+        message: format!("data cursor: {e}"),
     })
 }
 
@@ -229,7 +289,15 @@ pub fn read_checked(dir: &Path) -> Result<CheckpointFiles> {
             serde_json::from_slice(&b)
                 .map_err(|e| err(sums_path.clone(), format!("unreadable checksums: {e}")))?,
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if read_state(dir)?.version >= 2 {
+                return Err(err(
+                    sums_path,
+                    "missing (every checkpoint since state version 2 has one)".into(),
+                ));
+            }
+            None
+        }
         Err(e) => return Err(err(sums_path, e.to_string())),
     };
     let model = read(MODEL_FILE)?;
@@ -239,6 +307,12 @@ pub fn read_checked(dir: &Path) -> Result<CheckpointFiles> {
             let Some(want) = sums.get(name) else {
                 return Err(err(sums_path.clone(), format!("no checksum for {name}")));
             };
+            if want.len() != 8 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(err(
+                    sums_path.clone(),
+                    format!("the checksum for {name}, {want:?}, is not a CRC-32"),
+                ));
+            }
             let got = match name {
                 MODEL_FILE => crc32fast::hash(&model),
                 OPTIM_FILE => crc32fast::hash(&optim),
@@ -248,7 +322,8 @@ pub fn read_checked(dir: &Path) -> Result<CheckpointFiles> {
                 return Err(err(
                     dir.join(name),
                     format!(
-                        "damaged: its CRC-32 is {} but was {want} when written",
+                        "damaged: its CRC-32 is {} but {CHECKSUM_FILE} recorded {want} when it \
+                         was written",
                         crc_hex(got)
                     ),
                 ));
@@ -265,6 +340,11 @@ pub fn read_checked(dir: &Path) -> Result<CheckpointFiles> {
 }
 
 impl CheckpointFiles {
+    /// The checkpoint's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Loads the weights and optimiser state into a model/optimiser built exactly as for a
     /// fresh run.
     pub fn apply(
@@ -287,7 +367,7 @@ impl CheckpointFiles {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-    use manners_data::LoaderState;
+    use manners_data::{Loader, LoaderState};
     use manners_model::burn::module::{Module, ModuleVisitor, Param};
     use manners_model::burn::prelude::*;
     use manners_model::{BackendKind, load_model_dir, select_device};
@@ -400,8 +480,192 @@ mod tests {
             assert!(e.contains(name) && e.contains("damaged"), "{name}: {e}");
             fs::write(&path, &good).unwrap();
         }
-        // A checkpoint from before checksums loads, and says it was not checked.
+        // Without checksums.json a checkpoint is damaged...
         fs::remove_file(dir.join(CHECKSUM_FILE)).unwrap();
+        let e = read_checked(&dir).err().unwrap().to_string();
+        assert!(e.contains(CHECKSUM_FILE) && e.contains("missing"), "{e}");
+        // ... unless it is from before checksums (state version 1): it loads, and says it was
+        // not checked.
+        let old = CheckpointState {
+            version: 1,
+            ..state.clone()
+        };
+        fs::write(dir.join(STATE_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
         assert!(!read_checked(&dir).unwrap().verified);
+    }
+
+    /// Seeded fuzz over checkpoints: 400 with one file flipped, cut, removed, or given odd JSON
+    /// values, half of them with `checksums.json` updated to match (a hand-edited or
+    /// re-summed file gets past the checksum and must still be caught). Each loads, or is an
+    /// error naming the checkpoint's file; never a panic.
+    #[test]
+    fn fuzzed_checkpoints_never_panic_and_every_error_names_its_file() {
+        use std::sync::Arc;
+
+        use manners_data::{BatchConfig, Encoded, SplitMix64};
+
+        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
+        let m = load_model_dir(&fixture, &dev).unwrap();
+        let cfg = TrainConfig::default();
+        let examples: Vec<Encoded> = (0..10u32)
+            .map(|i| Encoded {
+                ids: vec![1 + i, 2, 3, 4, 5],
+                loss_mask: vec![false, false, true, true, true],
+            })
+            .collect();
+        let batching = BatchConfig {
+            batch_size: 2,
+            seq_len: 8,
+            ..BatchConfig::default()
+        };
+        let loader = Loader::new(Arc::new(examples), batching).unwrap();
+        let state = CheckpointState {
+            step: 3,
+            eval_loss: Some(2.5),
+            best_eval_loss: Some(2.5),
+            last_loss: Some(3.0),
+            ..CheckpointState::new(loader.state())
+        };
+        let run = tempfile::tempdir().unwrap();
+        let optim = build_optimizer(&cfg, &m.model);
+        let dir = save(run.path(), &m.model, &optim, &m.tokenizer, &state, 1).unwrap();
+        let names = [
+            MODEL_FILE,
+            OPTIM_FILE,
+            TOKENIZER_FILE,
+            STATE_FILE,
+            CHECKSUM_FILE,
+        ];
+        let originals: Vec<Vec<u8>> = names
+            .iter()
+            .map(|n| fs::read(dir.join(n)).unwrap())
+            .collect();
+        let odd = [
+            serde_json::json!(-1),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1u64 << 50),
+            serde_json::json!(1e300),
+            serde_json::json!(-2.5),
+            serde_json::json!(null),
+            serde_json::json!("x"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!(0),
+            serde_json::json!(7),
+        ];
+        let mut rng = SplitMix64::new(0xC0FFEE);
+        let (mut refused, mut loaded) = (0, 0);
+        let mut problems = Vec::new();
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        for case in 0..400 {
+            for (n, b) in names.iter().zip(&originals) {
+                fs::write(dir.join(n), b).unwrap();
+            }
+            let k = rng.below(names.len() as u64) as usize;
+            let (name, path) = (names[k], dir.join(names[k]));
+            let mut bytes = originals[k].clone();
+            let what = match rng.below(4) {
+                0 => {
+                    // Early bytes hit the burnpack header; later ones tensor data.
+                    let span = if rng.below(2) == 0 { 4096 } else { bytes.len() };
+                    let at = rng.below(span.min(bytes.len()) as u64) as usize;
+                    let n = 1 + rng.below(16) as usize;
+                    for b in bytes.iter_mut().skip(at).take(n) {
+                        *b = rng.next_u64() as u8;
+                    }
+                    format!("{n} random bytes at {at}")
+                }
+                1 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes.truncate(at);
+                    format!("cut to {at} bytes")
+                }
+                2 => {
+                    fs::remove_file(&path).unwrap();
+                    "removed".to_string()
+                }
+                _ => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(mut v) if v.is_object() => {
+                        let mut keys: Vec<String> =
+                            v.as_object().unwrap().keys().cloned().collect();
+                        if name == STATE_FILE {
+                            keys.extend(
+                                ["epoch", "index", "rng", "n_examples", "fingerprint"]
+                                    .map(|f| format!("loader.{f}")),
+                            );
+                        }
+                        let key = keys[rng.below(keys.len() as u64) as usize].clone();
+                        let val = odd[rng.below(odd.len() as u64) as usize].clone();
+                        let what = format!("{key} = {val}");
+                        match key.strip_prefix("loader.") {
+                            Some(f) => v["loader"][f] = val,
+                            None => v[&key] = val,
+                        }
+                        bytes = serde_json::to_vec(&v).unwrap();
+                        what
+                    }
+                    _ => {
+                        bytes.reverse();
+                        "reversed".to_string()
+                    }
+                },
+            };
+            if what != "removed" {
+                fs::write(&path, &bytes).unwrap();
+            }
+            // Half the time the checksum is brought up to date, as a hand edit might.
+            let resummed = name != CHECKSUM_FILE && what != "removed" && rng.below(2) == 0;
+            if resummed {
+                let mut sums: BTreeMap<String, String> =
+                    serde_json::from_slice(&originals[4]).unwrap();
+                sums.insert(name.to_string(), crc_hex(crc32fast::hash(&bytes)));
+                fs::write(dir.join(CHECKSUM_FILE), serde_json::to_vec(&sums).unwrap()).unwrap();
+            }
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let files = read_checked(&dir)?;
+                let fresh = load_model_dir(&fixture, &dev).unwrap().model;
+                let (_m, _o, s) = files.apply(fresh, build_optimizer(&cfg, &m.model))?;
+                restore_loader(&dir, &loader, &s)?;
+                Ok::<_, TrainError>(())
+            }));
+            let label = format!("{case} {name} {what} (re-summed: {resummed})");
+            match got {
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    problems.push(format!("{label}: PANIC {msg}"));
+                }
+                Ok(Err(e)) => {
+                    refused += 1;
+                    let e = e.to_string();
+                    if case % 29 == 0 {
+                        eprintln!("{label}: {e}");
+                    }
+                    let named = e.contains(&dir.display().to_string())
+                        && (e.contains(name) || resummed && names.iter().any(|n| e.contains(n)));
+                    if !named {
+                        problems.push(format!("{label}: unlocated: {e}"));
+                    }
+                }
+                Ok(Ok(())) => {
+                    loaded += 1;
+                    // Only a re-summed file can load, and only where nothing reads it (the
+                    // tokenizer copy) or its change is harmless.
+                    if !resummed && (what == "removed" || bytes != originals[k]) {
+                        problems.push(format!("{label}: a damaged file loaded"));
+                    }
+                }
+            }
+        }
+        std::panic::set_hook(quiet);
+        eprintln!("400 fuzzed checkpoints: {refused} refused, {loaded} loaded");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(refused > 250, "refused {refused}, loaded {loaded}");
     }
 }

@@ -914,11 +914,11 @@ fn open_run_dir(
                         "the checkpoint predates checksums: its files could not be checked".into(),
                     );
                 }
+                let dir = files.dir().to_path_buf();
                 let (m, o, s) = files.apply(model, optim)?;
                 model = m;
                 optim = o;
-                loader =
-                    Loader::restore(loader.examples().clone(), loader.config().clone(), s.loader)?;
+                loader = checkpoint::restore_loader(&dir, &loader, &s)?;
                 state = s;
                 logs_from = Some(state.step);
             }

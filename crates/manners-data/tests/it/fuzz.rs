@@ -249,3 +249,41 @@ fn gzip_and_json_arrays_of_garbage() {
         .to_string();
     assert!(e.contains("broken.json:3:"), "{e}");
 }
+
+/// Every rejection is located: 1,000 bad lines, each between two good ones, are each refused
+/// (policy `fail`) with `file:2:` and a reason, or accepted; never a panic.
+#[test]
+fn every_rejected_line_is_named_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = SEEDS[0];
+    let (mut refused, mut accepted) = (0, 0);
+    for (i, bad) in lines(1000, 4242).into_iter().enumerate() {
+        if bad.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let path = dir.path().join(format!("case-{i}.jsonl"));
+        let mut body = format!("{good}\n").into_bytes();
+        body.extend(&bad);
+        body.extend(format!("\n{good}\n").bytes());
+        std::fs::write(&path, body).unwrap();
+        match read_conversations(&path, Format::Messages, BadRecordPolicy::Fail) {
+            Ok((convs, r)) => {
+                assert_eq!((convs.len(), r.n_rejected()), (3, 0), "case {i}");
+                accepted += 1;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let at = format!("{}:2: ", path.display());
+                assert!(
+                    e.starts_with(&at) && e.len() > at.len() + 3,
+                    "case {i}: {e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 700 && accepted > 50,
+        "{refused} refused, {accepted} accepted"
+    );
+}
