@@ -131,6 +131,8 @@ def doing(run: Path) -> str:
         return f"generating samples at step {step}"
     if kind in ("step", "checkpoint", "started", "eval"):
         return f"training step {step + 1}"
+    if kind == "finished":
+        return "finishing (report)"
     return f"after event {kind!r} of step {step}"
 
 
@@ -153,9 +155,9 @@ def run_and_kill(binary: str, out: Path, name: str, phase: str, rng: random.Rand
             elif phase == "mid-step":
                 kill = time.monotonic() >= deadline
             else:  # final-export
-                kill = final_being_written(run) or (run / "final").exists()
+                kill = final_being_written(run)
             if kill:
-                if phase != "mid-step":
+                if phase not in ("mid-step", "final-export"):
                     time.sleep(rng.uniform(0.0, 0.1))
                 what = doing(run)
                 p.send_signal(signal.SIGKILL)
@@ -249,6 +251,8 @@ def main() -> int:
     ap.add_argument("--bin", default=os.path.expanduser(
         os.environ.get("CARGO_TARGET_DIR", "target") + "/release/manners"))
     ap.add_argument("--work", default="/tmp/manners-soak")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help="comma-separated moments to kill at, taken in turn")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     out = Path(a.work)
@@ -269,7 +273,8 @@ def main() -> int:
     same, unreadable, checked = 0, 0, 0
     moments: dict[str, int] = {}
     for i in range(a.trials):
-        phase = PHASES[i % len(PHASES)]
+        phases = a.phases.split(",")
+        phase = phases[i % len(phases)]
         name = f"trial-{i:02d}"
         what = run_and_kill(a.bin, out, name, phase, rng)
         kind = what.split(" at step")[0].split(" after step")[0].split(" step")[0]
