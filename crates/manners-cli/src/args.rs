@@ -240,6 +240,10 @@ pub enum DataCommand {
         mask: manners::data::MaskMode,
         #[arg(long)]
         max_len: Option<usize>,
+        /// One JSON object per example (file, line, ids, tokens, supervised, text) instead of
+        /// the rendering and statistics, for other tools.
+        #[arg(long)]
+        json: bool,
     },
     /// Check datasets (template round trip, supervised end-of-turn tokens, BOS, roles,
     /// duplicates, train/held-out overlap); exits non-zero on failure.
@@ -427,9 +431,31 @@ pub struct TrainArgs {
     /// Optimiser steps (instead of epochs).
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// AdamW weight decay on weight matrices.
+    /// AdamW weight decay on weight matrices (default 0).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// AdamW beta1 (default 0.9).
+    #[arg(long)]
+    pub beta1: Option<f64>,
+    /// AdamW beta2 (default 0.999).
+    #[arg(long)]
+    pub beta2: Option<f64>,
+    /// Floor of the learning-rate schedule, as a fraction of --lr (default 0.1).
+    #[arg(long)]
+    pub min_lr_ratio: Option<f64>,
+    /// Examples longer than --max-len: drop (counted), truncate (keep the start) or fail.
+    #[arg(long)]
+    pub truncation: Option<manners::data::LengthPolicy>,
+    /// Dataset records that cannot be used: skip (counted, first ones shown with file:line) or
+    /// fail (stop at the first).
+    #[arg(long)]
+    pub bad_records: Option<manners::data::BadRecordPolicy>,
+    /// Fraction of the training data held out when no --eval-data is given (default 0.05).
+    #[arg(long)]
+    pub eval_fraction: Option<f64>,
+    /// Checkpoints kept: the newest N, plus the one with the best held-out loss (default 2).
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
     /// Global gradient-norm clipping (0 turns it off).
     #[arg(long)]
     pub clip: Option<f64>,
@@ -482,6 +508,10 @@ pub struct TrainArgs {
     /// q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj). Default: all of them.
     #[arg(long, requires = "lora_rank", value_delimiter = ',')]
     pub lora_targets: Vec<String>,
+    /// Prepare everything (model, template, data, batches, schedule), print the resolved
+    /// config, the data report, the steps and a peak-memory estimate, and exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Plain log lines instead of the dashboard (automatic without a terminal).
     #[arg(long)]
     pub no_tui: bool,

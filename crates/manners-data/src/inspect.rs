@@ -115,7 +115,36 @@ pub struct InspectReport {
     pub encode: EncodeReport,
     /// The first `n` examples, rendered with supervised tokens highlighted.
     pub rendered: Vec<(Option<Origin>, String)>,
+    /// The same examples as encoded: ids and supervision mask.
+    pub examples: Vec<(Option<Origin>, Encoded)>,
     pub histogram: Vec<(usize, usize, usize)>,
+}
+
+impl InspectReport {
+    /// The shown examples for other tools, one JSON object each: `file`, `line`, `ids`,
+    /// `tokens` (the vocabulary's string per id), `supervised` (per token: is it a target of
+    /// the loss) and `text` (everything decoded).
+    pub fn examples_json(&self, tok: &Tokenizer) -> Result<Vec<serde_json::Value>> {
+        self.examples
+            .iter()
+            .map(|(o, e)| {
+                let tokens: Vec<String> = e
+                    .ids
+                    .iter()
+                    .map(|&id| tok.id_to_token(id).unwrap_or_default())
+                    .collect();
+                let text = tok.decode(&e.ids, false).map_err(DataError::tokenizer)?;
+                Ok(serde_json::json!({
+                    "file": o.as_ref().map_or(self.file.clone(), |o| o.file.clone()),
+                    "line": o.as_ref().map(|o| o.line),
+                    "ids": e.ids,
+                    "tokens": tokens,
+                    "supervised": e.loss_mask,
+                    "text": text,
+                }))
+            })
+            .collect()
+    }
 }
 
 impl fmt::Display for InspectReport {
@@ -243,7 +272,7 @@ pub fn inspect(
         let lengths: Vec<usize> = enc.iter().map(Encoded::len).collect();
         let rendered = shown
             .iter()
-            .zip(origins)
+            .zip(origins.iter().cloned())
             .map(|(e, o)| Ok((o, debug_render(e, tok, hl)?)))
             .collect::<Result<Vec<_>>>()?;
         return Ok(InspectReport {
@@ -252,13 +281,14 @@ pub fn inspect(
             read,
             encode: rep,
             rendered,
+            examples: origins.into_iter().zip(shown).collect(),
             histogram: length_histogram(&lengths, 10),
         });
     };
     let lengths: Vec<usize> = encoded.iter().map(Encoded::len).collect();
     let rendered = encoded
         .iter()
-        .zip(origins)
+        .zip(origins.iter().cloned())
         .take(opts.n)
         .map(|(e, o)| Ok((o, debug_render(e, tok, hl)?)))
         .collect::<Result<Vec<_>>>()?;
@@ -268,6 +298,7 @@ pub fn inspect(
         read,
         encode,
         rendered,
+        examples: origins.into_iter().zip(encoded).take(opts.n).collect(),
         histogram: length_histogram(&lengths, 10),
     })
 }

@@ -49,6 +49,22 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
+/// Bytes in binary units with 3 significant digits: `512 B`, `1.50 KiB`, `21.3 MiB`, `4.00 GiB`.
+pub fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{} {}", fmt_sig3(v), UNITS[u])
+    }
+}
+
 /// A value with 3 significant digits for axis labels and norms: `0.812`, `12.3`, `1.23e4`.
 pub fn fmt_sig3(x: f64) -> String {
     if !x.is_finite() {
@@ -106,5 +122,13 @@ mod tests {
         assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(3.0));
         assert_eq!(median([f64::INFINITY]), None);
         assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn bytes_in_binary_units() {
+        assert_eq!(super::fmt_bytes(512), "512 B");
+        assert_eq!(super::fmt_bytes(1536), "1.50 KiB");
+        assert_eq!(super::fmt_bytes(21 * 1024 * 1024 + 300 * 1024), "21.3 MiB");
+        assert_eq!(super::fmt_bytes(4 << 30), "4.00 GiB");
     }
 }

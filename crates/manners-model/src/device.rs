@@ -81,6 +81,29 @@ pub struct DeviceChoice {
     pub description: String,
 }
 
+/// The wgpu device for test suites. `None`, said on stderr, when `MANNERS_SKIP_WGPU` is set or
+/// no adapter exists; but when `MANNERS_REQUIRE_WGPU` is set (CI sets it after installing a
+/// Vulkan driver) a missing adapter panics, so a broken driver install cannot pass as a skip.
+pub fn wgpu_for_tests() -> Option<DeviceChoice> {
+    if std::env::var_os("MANNERS_SKIP_WGPU").is_some() {
+        eprintln!("note: wgpu skipped (MANNERS_SKIP_WGPU is set)");
+        return None;
+    }
+    match select_device(BackendKind::Wgpu) {
+        Ok(c) => {
+            eprintln!("note: testing {}", c.description);
+            Some(c)
+        }
+        Err(e) if std::env::var_os("MANNERS_REQUIRE_WGPU").is_some() => {
+            panic!("MANNERS_REQUIRE_WGPU is set but wgpu has no adapter: {e}")
+        }
+        Err(e) => {
+            eprintln!("note: wgpu skipped: {e}");
+            None
+        }
+    }
+}
+
 /// Builds the device for `kind`. `Auto` takes a hardware GPU adapter through wgpu when one
 /// exists and `flex` otherwise; `Wgpu` also accepts a software (CPU) Vulkan adapter and fails
 /// cleanly when there is no adapter at all.

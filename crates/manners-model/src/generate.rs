@@ -500,24 +500,40 @@ mod tests {
 
     #[test]
     fn top_p_keeps_the_nucleus() {
-        // probabilities ~ [0.0, 0.5, 0.0, 0.5] (two equal logits, two very small): top_p 0.4
-        // keeps only the first of the two top tokens in sorted order.
-        let logits = [-30.0, 5.0, -30.0, 5.0];
+        // Probabilities 0.5, 0.3, 0.15, 0.05 (as logits, shuffled). top_p 0.7: the nucleus is
+        // the two most likely (0.8 >= 0.7), renormalised to 0.625 / 0.375. Without top-p the
+        // other two would be drawn 20% of the time; with the wrong cut (one token, or three)
+        // the frequencies move far outside the tolerance (4 standard deviations, 2,000 draws).
+        let p = [0.15f32, 0.5, 0.05, 0.3];
+        let logits: Vec<f32> = p.iter().map(|x| x.ln() + 3.0).collect();
         let mut s = Sampler::new(
             Sampling::Sample {
                 temperature: 1.0,
                 top_k: None,
-                top_p: Some(0.9),
+                top_p: Some(0.7),
             },
             1,
         );
-        for _ in 0..50 {
-            let id = s.pick(&logits);
-            assert!(
-                id == 1 || id == 3,
-                "picked a token outside the nucleus: {id}"
-            );
+        let mut counts = [0usize; 4];
+        for _ in 0..2000 {
+            counts[s.pick(&logits) as usize] += 1;
         }
+        assert_eq!(counts[0] + counts[2], 0, "outside the nucleus: {counts:?}");
+        let top = counts[1] as f64 / 2000.0;
+        assert!(
+            (top - 0.625).abs() < 0.044,
+            "{top} (want 0.625): {counts:?}"
+        );
+        // top_p 0.4 keeps only the most likely token: sampling is then greedy.
+        let mut s = Sampler::new(
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.4),
+            },
+            2,
+        );
+        assert!((0..200).all(|_| s.pick(&logits) == 1));
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod tokenizer;
 pub use attention::document_mask;
 pub use cache::KvCache;
 pub use config::human_count;
-pub use device::{BackendKind, DeviceChoice, select_device};
+pub use device::{BackendKind, DeviceChoice, select_device, wgpu_for_tests};
 pub use error::{ModelError, Result};
 pub use fused::gelu_tanh;
 pub use generate::{
@@ -56,7 +56,7 @@ pub use io::{
     unused_keys, write_atomic, write_dir_atomic, write_safetensors,
 };
 pub use llama::{DecoderLayer, Llama, LlamaAttention, LlamaConfig, LlamaMlp, RopeScaling};
-pub use model::{Family, ForwardOptions, MODEL_TYPES, Model, ModelConfig, TokenParam};
+pub use model::{Family, ForwardOptions, MODEL_TYPES, Model, ModelConfig, ModelDims, TokenParam};
 pub use tokenizer::{CHAT_TEMPLATE_FILE, ENDOFTEXT, Tokenizer};
 
 /// Burn itself, re-exported so embedders use the same version.

@@ -61,6 +61,15 @@ pub enum Family {
 /// The `model_type`s of `config.json` that load.
 pub const MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "qwen3"];
 
+/// A model's shape, as far as memory and compute estimates need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDims {
+    pub layers: usize,
+    pub width: usize,
+    pub heads: usize,
+    pub mlp: usize,
+}
+
 /// A model's shape, by family.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "lowercase")]
@@ -201,6 +210,24 @@ impl ModelConfig {
         match self {
             ModelConfig::Gpt2(c) => c.vocab_size = n,
             ModelConfig::Llama(c) => c.vocab_size = n,
+        }
+    }
+
+    /// Layers, model width, attention heads and MLP width.
+    pub fn dims(&self) -> ModelDims {
+        match self {
+            ModelConfig::Gpt2(c) => ModelDims {
+                layers: c.n_layer,
+                width: c.n_embd,
+                heads: c.n_head,
+                mlp: c.n_inner.unwrap_or(4 * c.n_embd),
+            },
+            ModelConfig::Llama(c) => ModelDims {
+                layers: c.num_hidden_layers,
+                width: c.hidden_size,
+                heads: c.num_attention_heads,
+                mlp: c.intermediate_size,
+            },
         }
     }
 

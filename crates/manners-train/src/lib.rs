@@ -42,6 +42,7 @@
 mod checkpoint;
 mod clip;
 mod config;
+mod dry_run;
 mod error;
 pub mod eval;
 mod files;
@@ -54,6 +55,7 @@ mod trainer;
 pub use checkpoint::{CheckpointState, latest as latest_checkpoint, list as list_checkpoints};
 pub use clip::{clip_global_norm, global_norm};
 pub use config::{InitConfig, LoraConfig, RESUME_MAY_CHANGE, TrainConfig};
+pub use dry_run::{DryRun, MemoryEstimate, dry_run};
 pub use error::{Result, TrainError};
 pub use optim::{FusedAdamW, build_burn_optimizer, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};

@@ -189,11 +189,11 @@ impl Watchdog {
 }
 
 /// The model a run starts from.
-struct Base {
-    model: Model,
-    config: ModelConfig,
-    tokenizer: Tokenizer,
-    dtype: WeightsDtype,
+pub(crate) struct Base {
+    pub(crate) model: Model,
+    pub(crate) config: ModelConfig,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) dtype: WeightsDtype,
 }
 
 impl Run {
@@ -705,7 +705,7 @@ impl Run {
 
 /// The base model: a model folder, or (pretraining from scratch) a fresh GPT-2 of the
 /// configured shape over the configured tokenizer.
-fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
+pub(crate) fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
     match (&cfg.model, &cfg.init) {
         (Some(dir), _) => {
             let m = load_model_dir(dir, device)?;
@@ -744,7 +744,7 @@ fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
 }
 
 /// `max_len` 0 means the model's context (at most 512 positions).
-fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
+pub(crate) fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
     if cfg.max_len == 0 {
         cfg.max_len = n_pos.min(512) + 1;
     }
@@ -760,7 +760,7 @@ fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
 
 /// The chat template of an SFT run (the config's, else the model folder's, else chatml); none
 /// for pretraining.
-fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+pub(crate) fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
     if cfg.kind == RunKind::Pretrain {
         return Ok(None);
     }
@@ -776,7 +776,10 @@ fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplat
 }
 
 /// Adds the special tokens the template writes and the tokenizer lacks; returns their ids.
-fn add_template_tokens(template: Option<&ChatTemplate>, tok: &mut Tokenizer) -> Vec<u32> {
+pub(crate) fn add_template_tokens(
+    template: Option<&ChatTemplate>,
+    tok: &mut Tokenizer,
+) -> Vec<u32> {
     let Some(t) = template else {
         return Vec::new();
     };
@@ -786,7 +789,7 @@ fn add_template_tokens(template: Option<&ChatTemplate>, tok: &mut Tokenizer) -> 
 
 /// LoRA: base frozen, adapters on the target projections; the rows of tokens just added for
 /// the template train too (otherwise they never learn a meaning).
-fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Model> {
+pub(crate) fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Model> {
     let Some(l) = &cfg.lora else {
         return Ok(model);
     };
@@ -799,7 +802,7 @@ fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Mo
 }
 
 /// The training loader (which takes the training examples) and the held-out batches.
-fn batching(
+pub(crate) fn batching(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     data: &mut PreparedData,
@@ -842,7 +845,7 @@ fn batching(
 
 /// Total optimiser steps (from `max_steps`, else epochs) and the learning-rate schedule; fills
 /// the config's automatic intervals.
-fn plan_steps(cfg: &mut TrainConfig, loader: &Loader) -> (u64, Schedule) {
+pub(crate) fn plan_steps(cfg: &mut TrainConfig, loader: &Loader) -> (u64, Schedule) {
     let per_epoch = (loader.steps_per_epoch() as u64)
         .div_ceil(cfg.grad_accum as u64)
         .max(1);
@@ -1045,11 +1048,11 @@ fn default_run_name(kind: RunKind) -> String {
 
 // ---- data -----------------------------------------------------------------------------------
 
-struct PreparedData {
-    train: Vec<Encoded>,
-    eval: Vec<Encoded>,
+pub(crate) struct PreparedData {
+    pub(crate) train: Vec<Encoded>,
+    pub(crate) eval: Vec<Encoded>,
     eval_convs: Vec<Conversation>,
-    facts: Vec<(String, String)>,
+    pub(crate) facts: Vec<(String, String)>,
 }
 
 /// Reads every file with `read`, noting each file's rejected records as a warning fact.
@@ -1078,7 +1081,7 @@ fn read_all<T>(
 
 /// Training and held-out examples: conversations through the template (SFT, with raw text
 /// mixed in when configured) or raw text stream-packed into full rows (pretraining).
-fn prepare_data(
+pub(crate) fn prepare_data(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,

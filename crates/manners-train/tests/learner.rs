@@ -254,17 +254,10 @@ fn non_finite_steps_leave_the_weights_alone() {
 
 #[test]
 fn training_on_wgpu_matches_flex() {
-    if std::env::var_os("MANNERS_SKIP_WGPU").is_some() {
-        eprintln!("note: wgpu skipped (MANNERS_SKIP_WGPU is set)");
+    let Some(wgpu) = manners_model::wgpu_for_tests() else {
         return;
-    }
-    let wgpu = match select_device(BackendKind::Wgpu) {
-        Ok(c) => c.device.autodiff(),
-        Err(e) => {
-            eprintln!("note: wgpu skipped: {e}");
-            return;
-        }
     };
+    let wgpu = wgpu.device.autodiff();
     let batch = split(8, true);
     let run = |dev: Device| -> Vec<f64> {
         let m = load_model_dir(&fixture_model(), &dev).unwrap();

@@ -34,11 +34,8 @@ fn devices() -> Vec<(&'static str, Device)> {
             select_device(BackendKind::Ndarray).unwrap().device,
         ),
     ];
-    if std::env::var_os("MANNERS_SKIP_WGPU").is_none() {
-        match select_device(BackendKind::Wgpu) {
-            Ok(c) => v.push(("wgpu", c.device)),
-            Err(e) => eprintln!("note: wgpu skipped: {e}"),
-        }
+    if let Some(c) = manners_model::wgpu_for_tests() {
+        v.push(("wgpu", c.device));
     }
     v.into_iter().map(|(n, d)| (n, d.autodiff())).collect()
 }

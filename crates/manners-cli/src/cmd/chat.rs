@@ -47,6 +47,8 @@ pub fn run(a: ChatArgs) -> anyhow::Result<ExitCode> {
             a.model.display(),
             template.name()
         );
+    } else {
+        eprintln!("template: {}", template.name());
     }
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();

@@ -21,6 +21,7 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
             format,
             mask,
             max_len,
+            json,
         } => {
             let (tokenizer, template) = tokenizer_and_template(&tok)?;
             let opts = InspectOptions {
@@ -32,7 +33,13 @@ pub fn run(a: DataArgs) -> anyhow::Result<ExitCode> {
                 ..InspectOptions::default()
             };
             let report = inspect(&file, &template, tokenizer.hf(), &opts)?;
-            println!("{report}");
+            if json {
+                for v in report.examples_json(tokenizer.hf())? {
+                    println!("{v}");
+                }
+            } else {
+                println!("{report}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::Lint {

@@ -47,6 +47,15 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .any(|f| final_dir.join(f).is_file());
     if !has_weights {
+        // `--out` is the parent of run folders: pointing at it is an easy slip.
+        let runs = runs_in(&a.run);
+        if !runs.is_empty() {
+            bail!(
+                "{} holds runs, not a model: {}; pass one of them to --run",
+                a.run.display(),
+                runs.join(", ")
+            );
+        }
         bail!(
             "{} has no final model (was the run stopped early?); finish it with `manners train --resume {}`",
             a.run.display(),
@@ -241,4 +250,17 @@ fn read_messages(p: &Path) -> anyhow::Result<Vec<Message>> {
             Ok(Message::new(role, content))
         })
         .collect()
+}
+
+/// Names of the run folders (those with a `run.toml`) directly inside `dir`, sorted.
+fn runs_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("run.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

@@ -56,6 +56,13 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
         cfg.max_steps = Some(s);
     }
     set!(weight_decay);
+    set!(beta1);
+    set!(beta2);
+    set!(min_lr_ratio);
+    set!(truncation);
+    set!(bad_records);
+    set!(eval_fraction);
+    set!(keep_checkpoints);
     if let Some(c) = a.clip {
         cfg.clip_grad_norm = (c > 0.0).then_some(c);
     }
@@ -130,6 +137,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()?;
     let device = manners::select_device(cfg.backend).context("choosing the backend")?;
+    if a.dry_run {
+        println!("{}", manners::train::dry_run(cfg, &device)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let base = cfg.model.clone();
     let outcome = run_with_ui(cfg, device.clone(), a.resume.clone(), a.no_tui)?;
     print_outcome(&outcome);

@@ -20,7 +20,8 @@ pub fn reference() -> serde_json::Value {
 }
 
 /// flex and ndarray always; wgpu when an adapter exists (a GPU, or Mesa's software Vulkan
-/// driver), unless `MANNERS_SKIP_WGPU` is set. A skipped backend is reported on stderr.
+/// driver), unless `MANNERS_SKIP_WGPU` is set. A skipped backend is reported on stderr; with
+/// `MANNERS_REQUIRE_WGPU` set (CI) a missing adapter fails.
 pub fn devices() -> Vec<(&'static str, Device)> {
     let mut v = Vec::new();
     for (name, kind) in [
@@ -29,16 +30,8 @@ pub fn devices() -> Vec<(&'static str, Device)> {
     ] {
         v.push((name, select_device(kind).unwrap().device));
     }
-    if std::env::var_os("MANNERS_SKIP_WGPU").is_some() {
-        eprintln!("note: wgpu skipped (MANNERS_SKIP_WGPU is set)");
-    } else {
-        match select_device(BackendKind::Wgpu) {
-            Ok(c) => {
-                eprintln!("note: testing {}", c.description);
-                v.push(("wgpu", c.device));
-            }
-            Err(e) => eprintln!("note: wgpu skipped: {e}"),
-        }
+    if let Some(c) = manners_model::wgpu_for_tests() {
+        v.push(("wgpu", c.device));
     }
     v
 }

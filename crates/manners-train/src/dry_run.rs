@@ -1,0 +1,160 @@
+//! `manners train --dry-run`: everything a run prepares (model, template, data, batching,
+//! schedule), reported without training or writing anything.
+
+use std::fmt;
+
+use manners_events::stats::fmt_bytes;
+use manners_model::burn::module::Module;
+use manners_model::{DeviceChoice, ModelDims};
+
+use crate::config::TrainConfig;
+use crate::error::Result;
+use crate::trainer::{
+    Base, add_template_tokens, attach_lora, batching, load_base, plan_steps, prepare_data,
+    resolve_max_len, run_template,
+};
+
+/// What a run would do.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// The resolved config (max_len, warmup, intervals filled in): what run.toml would hold.
+    pub config: TrainConfig,
+    pub model: String,
+    pub params: u64,
+    pub trainable_params: u64,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    /// Tokens of the training examples and how many of them are supervised targets.
+    pub train_tokens: usize,
+    pub supervised_tokens: usize,
+    /// Data report: rejected records, truncated or dropped examples, the raw-text mix.
+    pub facts: Vec<(String, String)>,
+    pub steps_per_epoch: usize,
+    pub total_steps: u64,
+    pub memory: MemoryEstimate,
+}
+
+/// Peak memory of training, estimated from the shapes (f32 everywhere, as manners trains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub gradients: u64,
+    /// AdamW's two moments.
+    pub optimizer: u64,
+    /// What the backward pass keeps of one micro-batch.
+    pub activations: u64,
+    /// The encoded dataset (ids and masks) on the host.
+    pub data: u64,
+}
+
+impl MemoryEstimate {
+    /// Bytes of f32 values kept for the backward pass of `rows` x `seq` positions: per layer
+    /// about 8 model-width vectors (norms, q/k/v, attention output, residuals), 2 MLP-width
+    /// ones and the attention scores and probabilities (2 per head and key); then the logits,
+    /// their softmax and its gradient (3 vocabulary-width vectors).
+    pub fn activations(dims: ModelDims, vocab: usize, rows: usize, seq: usize) -> u64 {
+        let per_position =
+            dims.layers * (8 * dims.width + 2 * dims.mlp + 2 * dims.heads * seq) + 3 * vocab;
+        4 * (rows * seq * per_position) as u64
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.gradients + self.optimizer + self.activations + self.data
+    }
+}
+
+/// Prepares the run `cfg` describes as `train` would (the same steps, in order) and reports it.
+pub fn dry_run(mut cfg: TrainConfig, choice: &DeviceChoice) -> Result<DryRun> {
+    let device = choice.device.clone().autodiff();
+    let Base {
+        model,
+        config,
+        mut tokenizer,
+        ..
+    } = load_base(&cfg, &device)?;
+    resolve_max_len(&mut cfg, config.max_positions())?;
+    let template = run_template(&cfg, &tokenizer)?;
+    let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
+    let model = model.resize_token_embeddings(tokenizer.vocab_size());
+    let vocab = model.vocab_size();
+    let model = attach_lora(model, &cfg, !added_ids.is_empty())?;
+    let mut data = prepare_data(&cfg, &tokenizer, template.as_ref())?;
+    let train_tokens = data.train.iter().map(|e| e.len()).sum::<usize>();
+    let supervised_tokens = data.train.iter().map(|e| e.n_supervised()).sum::<usize>();
+    let (train_examples, eval_examples) = (data.train.len(), data.eval.len());
+    let (loader, _) = batching(&cfg, &tokenizer, &mut data)?;
+    let (total_steps, _) = plan_steps(&mut cfg, &loader);
+    let params = model.num_params() as u64;
+    let trainable = crate::lora::trainable_params(&model, added_ids.len());
+    let memory = MemoryEstimate {
+        weights: 4 * params,
+        gradients: 4 * trainable,
+        optimizer: 8 * trainable,
+        activations: MemoryEstimate::activations(
+            config.dims(),
+            vocab,
+            cfg.batch_size,
+            cfg.max_len - 1,
+        ),
+        data: 5 * train_tokens as u64,
+    };
+    Ok(DryRun {
+        model: config.describe(),
+        params,
+        trainable_params: trainable,
+        train_examples,
+        eval_examples,
+        train_tokens,
+        supervised_tokens,
+        facts: data.facts,
+        steps_per_epoch: loader.steps_per_epoch(),
+        total_steps,
+        memory,
+        config: cfg,
+    })
+}
+
+impl fmt::Display for DryRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.memory;
+        writeln!(f, "dry run: nothing was trained or written")?;
+        writeln!(
+            f,
+            "model      {} ({} trainable)",
+            self.model, self.trainable_params
+        )?;
+        writeln!(
+            f,
+            "data       {} training examples ({} tokens, {:.1}% supervised), {} held out",
+            self.train_examples,
+            self.train_tokens,
+            100.0 * self.supervised_tokens as f64 / self.train_tokens.max(1) as f64,
+            self.eval_examples
+        )?;
+        for (k, v) in &self.facts {
+            writeln!(f, "  {k}: {v}")?;
+        }
+        writeln!(
+            f,
+            "steps      {} per epoch, {} in all ({} rows x {} accumulation, max_len {})",
+            self.steps_per_epoch,
+            self.total_steps,
+            self.config.batch_size,
+            self.config.grad_accum,
+            self.config.max_len
+        )?;
+        writeln!(
+            f,
+            "memory     about {} at peak (estimate): weights {}, gradients {}, AdamW {}, \
+             activations {}, data {}",
+            fmt_bytes(m.total()),
+            fmt_bytes(m.weights),
+            fmt_bytes(m.gradients),
+            fmt_bytes(m.optimizer),
+            fmt_bytes(m.activations),
+            fmt_bytes(m.data)
+        )?;
+        writeln!(f, "config     (run.toml would hold)")?;
+        write!(f, "{}", self.config.to_toml())
+    }
+}
