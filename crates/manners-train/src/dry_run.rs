@@ -125,11 +125,8 @@ impl fmt::Display for DryRun {
         )?;
         writeln!(
             f,
-            "data       {} training examples ({} tokens, {:.1}% supervised), {} held out",
-            self.train_examples,
-            self.train_tokens,
-            100.0 * self.supervised_tokens as f64 / self.train_tokens.max(1) as f64,
-            self.eval_examples
+            "data       {} training examples ({} tokens, {} supervised targets), {} held out",
+            self.train_examples, self.train_tokens, self.supervised_tokens, self.eval_examples
         )?;
         for (k, v) in &self.facts {
             writeln!(f, "  {k}: {v}")?;
