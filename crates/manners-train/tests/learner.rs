@@ -353,3 +353,97 @@ fn fused_adamw_matches_burns_adamw_and_resumes_from_its_state() {
         }
     }
 }
+
+/// `text_loss` and `response_loss` against the mean negative log-likelihood computed here by
+/// hand from the model's logits (f64 log-sum-exp), on the tokens their definitions name.
+#[test]
+fn eval_losses_match_a_hand_computed_mean() {
+    use manners_data::{ChatTemplate, Conversation, MaskMode, Message, SpecialTokens};
+    let dev = select_device(BackendKind::Flex).unwrap().device;
+    let m = load_model_dir(&fixture_model(), &dev).unwrap();
+    let v = m.model.vocab_size();
+    // Sum over positions t of -log p(ids[t + 1] | ids[..= t]), and how many.
+    let nll = |ids: &[u32], at: &[usize]| -> (f64, usize) {
+        let input: Vec<i64> = ids[..ids.len() - 1].iter().map(|&x| i64::from(x)).collect();
+        let n = input.len();
+        let logits = m
+            .model
+            .forward(Tensor::<2, Int>::from_data(
+                TensorData::new(input, [1, n]),
+                &dev,
+            ))
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap();
+        let mut sum = 0.0;
+        for &t in at {
+            let row = &logits[t * v..(t + 1) * v];
+            let max = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            sum += lse - row[ids[t + 1] as usize] as f64;
+        }
+        (sum, at.len())
+    };
+
+    // Raw text: the documents joined by EOS, cut into rows of context + 1 tokens that share
+    // their edge token; every next token counts, the incomplete tail row does not.
+    let docs: Vec<String> = (0..6)
+        .map(|i| {
+            format!("The capital of country number {i} is a city with a long name and a river.")
+        })
+        .collect();
+    let mut stream = Vec::new();
+    for d in &docs {
+        stream.extend(m.tokenizer.encode(d).unwrap());
+        stream.extend(m.tokenizer.eos_id());
+    }
+    let seq = m.model.n_positions();
+    let (mut sum, mut n, mut start) = (0.0, 0, 0);
+    while start + seq < stream.len() {
+        let (s, c) = nll(&stream[start..=start + seq], &(0..seq).collect::<Vec<_>>());
+        sum += s;
+        n += c;
+        start += seq;
+    }
+    assert!(n >= 2 * seq, "the documents must fill two rows ({n})");
+    let want = sum / n as f64;
+    let got = manners_train::eval::text_loss(&m.model, &m.tokenizer, &docs).unwrap();
+    assert!(
+        (got - want).abs() < 1e-5 * want,
+        "text_loss {got}, by hand {want}"
+    );
+
+    // Responses: the assistant tokens of each conversation (the plain template, EOS included),
+    // pooled over all conversations (a mean per token, not per conversation).
+    let specials = SpecialTokens::from_roles(None, Some("<|endoftext|>"), None);
+    let template = ChatTemplate::builtin("plain", &specials).unwrap();
+    let convs: Vec<Conversation> = [("Hi?", "Hello there."), ("Two plus two?", "Four, I think.")]
+        .iter()
+        .map(|(q, a)| Conversation::new(vec![Message::user(*q), Message::assistant(*a)]))
+        .collect();
+    let (mut sum, mut n) = (0.0, 0);
+    for c in &convs {
+        let e = template
+            .encode(c, m.tokenizer.hf(), MaskMode::Assistant)
+            .unwrap();
+        let at: Vec<usize> = (0..e.ids.len() - 1)
+            .filter(|&t| e.loss_mask[t + 1])
+            .collect();
+        let (s, k) = nll(&e.ids, &at);
+        sum += s;
+        n += k;
+    }
+    let want = sum / n as f64;
+    let got =
+        manners_train::eval::response_loss(&m.model, &m.tokenizer, &template, &convs).unwrap();
+    assert!(
+        (got - want).abs() < 1e-5 * want,
+        "response_loss {got}, by hand {want}"
+    );
+}

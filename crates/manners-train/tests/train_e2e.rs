@@ -515,6 +515,8 @@ fn no_checkpoint_holds_weights_from_an_exploded_update() {
         "{err}"
     );
     assert!(err.to_string().contains("no good checkpoint"), "{err}");
+    // max_bad_steps = 3: the third non-finite step in a row ends the run.
+    assert!(err.to_string().contains("3 steps in a row"), "{err}");
     assert!(manners_train::list_checkpoints(&tmp.path().join("nan")).is_empty());
     assert!(
         events
@@ -574,4 +576,70 @@ fn refuses_to_overwrite_a_run_and_names_bad_config() {
     .unwrap()
     .to_string();
     assert!(err.contains("max_len"), "{err}");
+}
+
+/// Early stopping: at a learning rate too small to move an f32 weight, the held-out loss never
+/// improves on the first evaluation, so patience 2 ends the run at the third.
+#[test]
+fn early_stopping_ends_a_run_whose_heldout_loss_stops_improving() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base_config(tmp.path());
+    let cfg = TrainConfig {
+        name: Some("early".into()),
+        max_steps: Some(50),
+        lr: 1e-12,
+        eval_every: 1,
+        eval_data: base.data.clone(),
+        early_stopping_patience: Some(2),
+        ..base
+    };
+    let mut events = Vec::new();
+    let out = train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, TrainEvent::Step(_)))
+        .count();
+    assert_eq!(steps, 3);
+    assert_eq!(out.summary.reason, "early stopping");
+    assert!(out.final_dir.is_some(), "an early-stopped run is finished");
+}
+
+/// Raw text mixed into the SFT data inside the trainer: `mix_fraction` 0.5 of the training
+/// examples are raw-text pieces (8 SFT conversations + 8 pieces), reported in the run's facts.
+#[test]
+fn raw_text_is_mixed_into_the_training_examples() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("books.jsonl");
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            serde_json::json!({"text": format!("Chapter {i}. It was a quiet morning.")}).to_string()
+        })
+        .collect();
+    std::fs::write(&text, lines.join("\n")).unwrap();
+    let cfg = TrainConfig {
+        name: Some("mix".into()),
+        max_steps: Some(2),
+        mix_text: vec![text],
+        mix_fraction: 0.5,
+        ..base_config(tmp.path())
+    };
+    let mut events = Vec::new();
+    train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    let info = events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Started(i) => Some(i.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(info.train_examples, 16);
+    let mix = info
+        .facts
+        .iter()
+        .find(|(k, _)| k == "mix")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(mix.contains("mixed 8 raw-text pieces"), "{mix}");
 }
