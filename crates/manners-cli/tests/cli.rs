@@ -839,3 +839,109 @@ fn inspect_json_gives_ids_tokens_and_mask() {
         assert!(v["text"].as_str().unwrap().starts_with("User: Count to"));
     }
 }
+
+/// `eval` and `compare` report what the library measures on the same data (the library's
+/// losses are checked against a hand computation in manners-train's tests), and `--config`
+/// reproduces a run from its run.toml.
+#[test]
+fn eval_compare_and_config_report_what_the_library_measures() {
+    use manners::data::{BadRecordPolicy, Format, read_conversations, read_texts};
+    use manners::train::eval::{response_loss, text_loss};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_chats(tmp.path());
+    let books = tmp.path().join("books.jsonl");
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            serde_json::json!({"text": format!("Chapter {i}. It was a quiet morning in the valley.")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&books, lines.join("\n")).unwrap();
+    run_ok(&mut train_cmd(
+        tmp.path(),
+        &data,
+        &["--name", "e", "--max-steps", "20", "--lr", "1e-3"],
+    ));
+    let tuned = tmp.path().join("e/final");
+
+    // What the library says.
+    let dev = manners::select_device(manners::BackendKind::Flex).unwrap();
+    let (convs, _) = read_conversations(&data, Format::Auto, BadRecordPolicy::Skip).unwrap();
+    let convs = &convs[..6];
+    let (docs, _) = read_texts(&books, BadRecordPolicy::Skip).unwrap();
+    let t = manners::load_model_dir(&tuned, &dev.device).unwrap();
+    let template = manners::chat_template(&t.tokenizer, Some(&tuned), None).unwrap();
+    let t_resp = response_loss(&t.model, &t.tokenizer, &template, convs).unwrap();
+    let t_text = text_loss(&t.model, &t.tokenizer, &docs).unwrap();
+    let b = manners::load_model_dir(&fixture(), &dev.device).unwrap();
+    let b_text = text_loss(&b.model, &b.tokenizer, &docs).unwrap();
+
+    let common = |c: &mut Command| {
+        c.arg("--data").arg(&data).arg("--text").arg(&books).args([
+            "--limit",
+            "6",
+            "--max-new-tokens",
+            "8",
+            "--backend",
+            "flex",
+        ]);
+    };
+    let mut eval = bin();
+    eval.args(["eval", "--json", "--model"]).arg(&tuned);
+    common(&mut eval);
+    let out = run_ok(&mut eval);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answers"]["n"], 6);
+    assert_eq!(v["response_loss"].as_f64().unwrap(), t_resp);
+    assert_eq!(v["text_loss"].as_f64().unwrap(), t_text);
+
+    let mut compare = bin();
+    compare
+        .args(["compare", "--base"])
+        .arg(fixture())
+        .arg("--tuned")
+        .arg(&tuned);
+    common(&mut compare);
+    let out = run_ok(&mut compare);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name}")))
+            .unwrap_or_else(|| panic!("no {name} row:\n{table}"))
+            .to_string()
+    };
+    assert!(
+        row("held-out response loss").ends_with(&format!("| - | {t_resp:.3} |")),
+        "{table}"
+    );
+    assert!(
+        row("raw-text loss").ends_with(&format!("| {b_text:.3} | {t_text:.3} |")),
+        "{table}"
+    );
+
+    // --config: the run's run.toml trains the same run again under another name.
+    let mut again = bin();
+    again
+        .args(["train", "--no-tui", "--name", "e2", "--config"])
+        .arg(tmp.path().join("e/run.toml"));
+    run_ok(&mut again);
+    let strip = |p: &Path| -> String {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("name ="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip(&tmp.path().join("e/run.toml")),
+        strip(&tmp.path().join("e2/run.toml"))
+    );
+    let weights =
+        |run: &str| std::fs::read(tmp.path().join(run).join("final/model.safetensors")).unwrap();
+    assert!(
+        weights("e") == weights("e2"),
+        "the same config trained other weights"
+    );
+}
