@@ -374,7 +374,7 @@ fn eval_losses_match_a_hand_computed_mean() {
             ))
             .into_data()
             .convert::<f32>()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap();
         let mut sum = 0.0;
         for &t in at {
