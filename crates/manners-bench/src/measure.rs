@@ -147,6 +147,8 @@ pub fn synthetic_batch(shape: &BenchShape, supervised: f64) -> HostBatch {
         loss_mask,
         positions: (0..b).flat_map(|_| 0..t as u32).collect(),
         doc_ids: vec![1; n],
+        mixed: vec![false; n],
+        n_mixed: 0,
         n_tokens: n,
     }
 }

@@ -61,8 +61,12 @@ pub struct HostBatch {
     /// 0 = padding; the documents of a row are numbered 1, 2, ...; attention is allowed only
     /// between equal doc ids (and causally).
     pub doc_ids: Vec<u32>,
+    /// Targets that belong to raw text mixed into SFT data ([`Encoded::mixed`]).
+    pub mixed: Vec<bool>,
     /// Supervised targets in the batch.
     pub n_supervised: usize,
+    /// Of them, mixed raw text.
+    pub n_mixed: usize,
     /// Non-padding positions in the batch.
     pub n_tokens: usize,
 }
@@ -84,7 +88,9 @@ impl HostBatch {
             loss_mask: vec![false; size],
             positions: vec![0; size],
             doc_ids: vec![0; size],
+            mixed: vec![false; size],
             n_supervised: 0,
+            n_mixed: 0,
             n_tokens: 0,
         };
         for (r, row) in rows.iter().enumerate() {
@@ -101,6 +107,10 @@ impl HostBatch {
                     b.doc_ids[at + p] = d as u32 + 1;
                 }
                 b.n_supervised += e.n_supervised();
+                if e.mixed {
+                    b.mixed[at..at + n].fill(true);
+                    b.n_mixed += e.n_supervised();
+                }
                 b.n_tokens += n;
                 at += n;
             }
@@ -372,6 +382,7 @@ pub fn pack_stream(docs: &[Vec<u32>], sep: Option<u32>, seq_len: usize) -> Vec<E
         out.push(Encoded {
             ids: stream[start..start + seq_len + 1].to_vec(),
             loss_mask: vec![true; seq_len + 1],
+            mixed: false,
         });
         start += seq_len;
     }
@@ -421,6 +432,7 @@ mod tests {
         Encoded {
             ids: (0..n as u32).map(|i| tag * 1000 + i).collect(),
             loss_mask: (0..n).map(|i| i % 2 == 1).collect(),
+            mixed: false,
         }
     }
 

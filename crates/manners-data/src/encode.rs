@@ -198,7 +198,11 @@ pub fn encode_text(text: &str, tok: &Tokenizer, eos: Option<u32>) -> Result<Enco
     enc.text(text, &mut ids)?;
     ids.extend(eos);
     let loss_mask = vec![true; ids.len()];
-    Ok(Encoded { ids, loss_mask })
+    Ok(Encoded {
+        ids,
+        loss_mask,
+        mixed: false,
+    })
 }
 
 /// Encodes many raw-text documents in parallel (order kept).
@@ -219,6 +223,7 @@ pub fn split_long(e: &Encoded, max_len: usize) -> Vec<Encoded> {
         out.push(Encoded {
             ids: e.ids[start..end].to_vec(),
             loss_mask: e.loss_mask[start..end].to_vec(),
+            mixed: e.mixed,
         });
         start = end - 1;
     }

@@ -673,6 +673,7 @@ pub fn lint(
             let kept = Encoded {
                 ids: e.ids[..max].to_vec(),
                 loss_mask: e.loss_mask[..max].to_vec(),
+                mixed: e.mixed,
             };
             if kept.n_supervised() == 0 {
                 rep.add(

@@ -64,6 +64,9 @@ pub fn mix_texts(
     rng.shuffle(&mut pieces);
     let available = pieces.len();
     pieces.truncate(want);
+    for p in &mut pieces {
+        p.mixed = true;
+    }
     let mut report = MixReport {
         sft_examples: n,
         sft_tokens: sft.iter().map(Encoded::len).sum(),
@@ -88,17 +91,21 @@ mod tests {
             .map(|_| Encoded {
                 ids: vec![1, 2],
                 loss_mask: vec![false, true],
+                mixed: false,
             })
             .collect();
         let texts: Vec<Encoded> = (0..50)
             .map(|_| Encoded {
                 ids: vec![3; 10],
                 loss_mask: vec![true; 10],
+                mixed: false,
             })
             .collect();
         let (mixed, r) = mix_texts(sft, &texts, 0.1, 0, 100);
         assert_eq!(r.text_added, 10);
         assert_eq!(mixed.len(), 100);
         assert!((r.fraction - 0.1).abs() < 1e-9);
+        // The pieces are marked, so their loss can be reported apart.
+        assert_eq!(mixed.iter().filter(|e| e.mixed).count(), 10);
     }
 }

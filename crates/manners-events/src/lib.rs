@@ -85,8 +85,21 @@ pub struct StepStats {
     pub total_steps: u64,
     /// Fractional epoch reached.
     pub epoch: f64,
-    /// Masked mean loss of this step (over supervised tokens).
+    /// Masked mean loss of this step (over supervised tokens): the objective.
     pub loss: f64,
+    /// In runs that mix raw text into the conversations: the loss of the conversations'
+    /// (assistant) targets alone, comparable with the held-out loss, and of the raw text alone
+    /// (`None` in other runs, and for a part the step has no target of).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub sft_loss: Option<f64>,
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub mixed_loss: Option<f64>,
     /// Learning rate used for this step.
     pub lr: f64,
     /// Global gradient norm before clipping.

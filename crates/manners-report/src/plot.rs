@@ -58,10 +58,15 @@ fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A bias-corrected EMA whose span grows with the run: about 1/25 of the points, at least 1
-/// (no smoothing for very short runs) and at most 200.
+/// A bias-corrected EMA whose span grows with the run: about 1/12 of the points, between 5
+/// and 200 (none below 20 points). Packed SFT batches differ a lot in content, so a shorter
+/// span (it was 1/25) left the smoothed line following the raw one on short runs.
 pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let span = (points.len() as f64 / 25.0).clamp(1.0, 200.0);
+    let span = if points.len() < 20 {
+        1.0
+    } else {
+        (points.len() as f64 / 12.0).clamp(5.0, 200.0)
+    };
     let mut ema = Ema::new(1.0 - 2.0 / (span + 1.0));
     points
         .iter()
@@ -138,14 +143,18 @@ pub fn plot_losses(
     path: &Path,
     title: &str,
     train: &[(f64, f64)],
+    mixed: &[(f64, f64)],
     eval: &[(f64, f64)],
 ) -> Result<(), PlotError> {
     register_font()?;
     let train = finite(train);
     let eval = finite(eval);
     let smoothed = smooth(&train);
-    let r = range(&[&train, &eval], &[&smoothed, &eval]).ok_or_else(|| PlotError::Empty {
-        path: path.to_path_buf(),
+    let mixed = smooth(&finite(mixed));
+    let r = range(&[&train, &mixed, &eval], &[&smoothed, &mixed, &eval]).ok_or_else(|| {
+        PlotError::Empty {
+            path: path.to_path_buf(),
+        }
     })?;
     let root = BitMapBackend::new(path, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
@@ -196,6 +205,14 @@ pub fn plot_losses(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], train_color.stroke_width(3))
             });
+    }
+    if !mixed.is_empty() {
+        let c = PALETTE[2];
+        chart
+            .draw_series(LineSeries::new(mixed.iter().map(clip), c.stroke_width(2)))
+            .map_err(|e| draw_err(path, e))?
+            .label("raw text mixed in (smoothed)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2)));
     }
     if !eval.is_empty() {
         let c = PALETTE[1];
@@ -324,7 +341,7 @@ mod tests {
         let eval: Vec<_> = (1..=6)
             .map(|k| (k as f64 * 100.0, 0.5 + 2.0 * (-(k as f64) / 1.5).exp()))
             .collect();
-        plot_losses(&path, "demo run: loss", &train, &eval).expect("plot");
+        plot_losses(&path, "demo run: loss", &train, &[], &eval).expect("plot");
         let bytes = std::fs::read(&path).expect("read png");
         assert!(
             bytes.len() > 10_000,
@@ -358,14 +375,14 @@ mod tests {
     #[test]
     fn empty_input_is_an_error() {
         let path = tmp("empty.png");
-        let err = plot_losses(&path, "x", &[], &[(1.0, f64::NAN)]);
+        let err = plot_losses(&path, "x", &[], &[], &[(1.0, f64::NAN)]);
         assert!(matches!(err, Err(PlotError::Empty { .. })), "{err:?}");
     }
 
     #[test]
     fn single_point_plots() {
         let path = tmp("one.png");
-        plot_losses(&path, "one step", &[(1.0, 2.0)], &[]).expect("plot");
+        plot_losses(&path, "one step", &[(1.0, 2.0)], &[], &[]).expect("plot");
         assert_eq!(png_size(&std::fs::read(&path).expect("read")), PLOT_SIZE);
     }
 }

@@ -27,8 +27,11 @@ pub enum ReportError {
 /// Loss curves of a run: `(step, loss)` points.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Curves {
-    /// Training loss of every step that was applied.
+    /// Training loss of every step that was applied (in runs that mix raw text into the
+    /// conversations, the conversations' loss: comparable with the held-out loss).
     pub train: Vec<(f64, f64)>,
+    /// Loss of the mixed raw text, per step that had some.
+    pub mixed: Vec<(f64, f64)>,
     /// Held-out loss of every evaluation.
     pub eval: Vec<(f64, f64)>,
 }
@@ -38,7 +41,13 @@ impl Curves {
         let mut c = Curves::default();
         for ev in events {
             match ev {
-                TrainEvent::Step(s) if !s.skipped => c.train.push((s.step as f64, s.loss)),
+                TrainEvent::Step(s) if !s.skipped => {
+                    let x = s.step as f64;
+                    c.train.push((x, s.sft_loss.unwrap_or(s.loss)));
+                    if let Some(m) = s.mixed_loss {
+                        c.mixed.push((x, m));
+                    }
+                }
                 TrainEvent::Eval(e) => c.eval.push((e.step as f64, e.loss)),
                 _ => {}
             }
@@ -75,7 +84,7 @@ pub fn write_report(run_dir: &Path) -> Result<PathBuf, ReportError> {
     let curves = Curves::from_events(&events);
     let plot = run_dir.join("loss.png");
     let title = format!("{} — loss", info.name);
-    let plot_note = match plot_losses(&plot, &title, &curves.train, &curves.eval) {
+    let plot_note = match plot_losses(&plot, &title, &curves.train, &curves.mixed, &curves.eval) {
         Ok(()) => "![loss](loss.png)".to_string(),
         Err(e) => format!("(loss plot not drawn: {e})"),
     };

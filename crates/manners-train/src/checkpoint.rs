@@ -513,6 +513,7 @@ mod tests {
             .map(|i| Encoded {
                 ids: vec![1 + i, 2, 3, 4, 5],
                 loss_mask: vec![false, false, true, true, true],
+                mixed: false,
             })
             .collect();
         let batching = BatchConfig {

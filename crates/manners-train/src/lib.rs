@@ -59,5 +59,8 @@ pub use dry_run::{DryRun, MemoryEstimate, dry_run};
 pub use error::{Result, TrainError};
 pub use optim::{FusedAdamW, build_burn_optimizer, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};
-pub use step::{DeviceBatch, Learner, StepResult, heldout_nll, loss_for_backward, nll_sum};
+pub use step::{
+    DeviceBatch, Learner, StepLoss, StepResult, heldout_nll, loss_for_backward,
+    loss_for_backward_split, nll_sum,
+};
 pub use trainer::{TrainOutcome, resume, train};

@@ -21,7 +21,11 @@ pub struct DeviceBatch {
     pub sup_index: Tensor<1, Int>,
     /// Targets at those positions.
     pub sup_targets: Tensor<2, Int>,
+    /// 1 where a supervised target belongs to mixed raw text, else 0 (`[n, 1]`); `None` when
+    /// the batch has no mixed text.
+    pub sup_mixed: Option<Tensor<2>>,
     pub n_supervised: usize,
+    pub n_mixed: usize,
     pub n_tokens: usize,
 }
 
@@ -46,13 +50,22 @@ impl DeviceBatch {
             .map(|i| i64::from(h.targets[i]))
             .collect();
         let n = idx.len();
+        let sup_mixed = (h.n_mixed > 0).then(|| {
+            let w: Vec<f32> = (0..b * t)
+                .filter(|&i| h.loss_mask[i])
+                .map(|i| if h.mixed[i] { 1.0 } else { 0.0 })
+                .collect();
+            Tensor::from_data(TensorData::new(w, [n, 1]), device)
+        });
         DeviceBatch {
             inputs,
             positions,
             mask,
             sup_index: Tensor::from_data(TensorData::new(idx, [n]), device),
             sup_targets: Tensor::from_data(TensorData::new(tgt, [n, 1]), device),
+            sup_mixed,
             n_supervised: n,
+            n_mixed: h.n_mixed,
             n_tokens: h.n_tokens,
         }
     }
@@ -96,24 +109,38 @@ pub fn loss_for_backward(
     batch: &DeviceBatch,
     normalizer: f32,
 ) -> (Tensor<1>, Tensor<1>) {
+    let (surrogate, nll, _) = loss_for_backward_split(model, batch, normalizer);
+    (surrogate, nll)
+}
+
+/// [`loss_for_backward`], plus the summed NLL of the mixed raw-text targets when the batch has
+/// any.
+pub fn loss_for_backward_split(
+    model: &Model,
+    batch: &DeviceBatch,
+    normalizer: f32,
+) -> (Tensor<1>, Tensor<1>, Option<Tensor<1>>) {
     use manners_model::burn::tensor::activation::softmax;
     use manners_model::burn::tensor::ops::IndexingUpdateOp;
     let logits = supervised_logits(model, batch); // [n, vocab], tracked
     let targets = batch.sup_targets.clone().without_autodiff(); // [n, 1]
     let p = softmax(logits.clone().without_autodiff(), 1); // [n, vocab], untracked
-    let nll = p
+    let logp = p
         .clone()
         .gather(1, targets.clone())
         .clamp_min(f32::MIN_POSITIVE)
-        .log()
-        .sum()
-        .neg(); // [1]
+        .log(); // [n, 1]
+    let mixed = batch
+        .sup_mixed
+        .clone()
+        .map(|w| (logp.clone() * w).sum().neg());
+    let nll = logp.sum().neg(); // [1]
     let n = targets.dims()[0];
     let minus_one = Tensor::<2>::full([n, 1], -1.0, &targets.device());
     let grad = p
         .scatter(1, targets, minus_one, IndexingUpdateOp::Add)
         .div_scalar(normalizer); // [n, vocab]
-    ((logits * grad).sum(), nll)
+    ((logits * grad).sum(), nll, mixed)
 }
 
 /// Reads a one-element tensor as f64 (a device sync).
@@ -153,11 +180,26 @@ pub struct Learner {
     token_masks: Vec<(ParamId, Tensor<2>)>,
 }
 
+/// A step's loss and, when raw text was mixed in, its two parts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLoss {
+    /// Masked mean over every supervised target (what the gradient is of).
+    pub loss: f64,
+    /// Over the conversations' targets alone (`None` without mixed text, or none of these).
+    pub sft: Option<f64>,
+    /// Over the mixed raw text's targets alone.
+    pub mixed: Option<f64>,
+}
+
 /// What one optimiser step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepResult {
     /// Masked mean loss over the step's supervised targets.
     pub loss: f64,
+    /// When raw text is mixed into the step: the loss of the conversations' targets alone
+    /// and of the raw text's alone (`None` for a part the step has no target of).
+    pub sft_loss: Option<f64>,
+    pub mixed_loss: Option<f64>,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     /// False when the loss or gradient was non-finite and the weights were left unchanged.
@@ -230,6 +272,14 @@ impl Learner {
         &self,
         micro: &[HostBatch],
     ) -> Option<(manners_model::burn::optim::GradientsParams, f64)> {
+        self.gradients_split(micro).map(|(g, l)| (g, l.loss))
+    }
+
+    /// [`Learner::gradients`] with the loss split into conversations and mixed raw text.
+    pub fn gradients_split(
+        &self,
+        micro: &[HostBatch],
+    ) -> Option<(manners_model::burn::optim::GradientsParams, StepLoss)> {
         use manners_model::burn::optim::{GradientsAccumulator, GradientsParams};
         let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
         if n_sup == 0 {
@@ -238,30 +288,49 @@ impl Learner {
         let model = self.model();
         let mut acc = GradientsAccumulator::<Model>::new();
         let mut sums = Vec::with_capacity(micro.len());
+        let mut mixed_sums = Vec::new();
         for hb in micro.iter().filter(|b| b.n_supervised > 0) {
             let db = DeviceBatch::from_host(hb, &self.device);
-            let (surrogate, sum) = loss_for_backward(model, &db, n_sup as f32);
+            let (surrogate, sum, mixed) = loss_for_backward_split(model, &db, n_sup as f32);
+            mixed_sums.extend(mixed);
             acc.accumulate(
                 model,
                 GradientsParams::from_grads(surrogate.backward(), model),
             );
             sums.push(sum);
         }
-        let loss = scalar(Tensor::cat(sums, 0).sum()) / n_sup as f64;
+        let n_mixed: usize = micro.iter().map(|b| b.n_mixed).sum();
+        let total = scalar(Tensor::cat(sums, 0).sum());
+        let loss = total / n_sup as f64;
+        let split = if mixed_sums.is_empty() {
+            StepLoss {
+                loss,
+                sft: None,
+                mixed: None,
+            }
+        } else {
+            let mixed = scalar(Tensor::cat(mixed_sums, 0).sum());
+            StepLoss {
+                loss,
+                sft: (n_sup > n_mixed).then(|| (total - mixed) / (n_sup - n_mixed) as f64),
+                mixed: Some(mixed / n_mixed as f64),
+            }
+        };
         let mut grads = acc.grads();
         for (id, mask) in &self.token_masks {
             if let Some(g) = grads.remove::<2>(*id) {
                 grads.register::<2>(*id, g * mask.clone());
             }
         }
-        Some((grads, loss))
+        Some((grads, split))
     }
 
     /// Forward, backward, clip and AdamW update over the micro-batches of one step. `None` when
     /// the step has no supervised target. A non-finite loss or gradient leaves the weights and
     /// the optimiser state unchanged.
     pub fn step(&mut self, micro: &[HostBatch], lr: f64) -> Option<StepResult> {
-        let (grads, loss) = self.gradients(micro)?;
+        let (grads, split) = self.gradients_split(micro)?;
+        let loss = split.loss;
         let model = self.model();
         let (grads, norm) = match self.clip {
             Some(max) => crate::clip::clip_global_norm(model, grads, max),
@@ -277,6 +346,8 @@ impl Learner {
         }
         Some(StepResult {
             loss,
+            sft_loss: split.sft,
+            mixed_loss: split.mixed,
             grad_norm: norm,
             applied,
         })

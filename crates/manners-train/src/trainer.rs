@@ -126,6 +126,10 @@ struct Run {
     /// The first micro-batch of the latest step: a checkpoint is written only when the
     /// weights give it a finite loss.
     probe: Option<HostBatch>,
+    /// Raw text is mixed into the conversations: steps report the two losses apart.
+    mixes_text: bool,
+    /// The conversations' loss of the last applied step (runs that mix raw text).
+    last_sft_loss: Option<f64>,
 }
 
 /// Stops a run whose loss explodes but stays finite (non-finite steps are skipped and counted
@@ -251,6 +255,10 @@ impl Run {
         }
         Ok(Run {
             watchdog: Watchdog::new(&cfg),
+            mixes_text: cfg.kind == RunKind::Sft
+                && !cfg.mix_text.is_empty()
+                && cfg.mix_fraction > 0.0,
+            last_sft_loss: None,
             cfg,
             run_dir: start.run_dir,
             learner,
@@ -365,6 +373,12 @@ impl Run {
                 Some(r) => (r.loss, r.grad_norm, !r.applied),
                 None => (f64::NAN, f64::NAN, true),
             };
+            // Runs that mix raw text report the conversations' loss apart from it (a step
+            // without raw text is all conversation).
+            let (sft_loss, mixed_loss) = match outcome {
+                Some(r) if self.mixes_text => (r.sft_loss.or(Some(r.loss)), r.mixed_loss),
+                _ => (None, None),
+            };
             if skipped {
                 self.bad_streak += 1;
                 let ev = TrainEvent::Warning {
@@ -390,6 +404,7 @@ impl Run {
             } else {
                 self.bad_streak = 0;
                 self.state.last_loss = Some(loss);
+                self.last_sft_loss = sft_loss;
             }
             let exploded = if skipped {
                 None
@@ -401,6 +416,8 @@ impl Run {
                 total_steps: self.total_steps,
                 epoch: self.loader.epoch(),
                 loss,
+                sft_loss,
+                mixed_loss,
                 lr,
                 grad_norm: gnorm,
                 tokens: n_tok as u64,
@@ -454,7 +471,8 @@ impl Run {
         };
         let summary = RunSummary {
             steps: self.state.step,
-            final_loss: self.state.last_loss,
+            // The conversations' loss where raw text is mixed in (comparable with held-out).
+            final_loss: self.last_sft_loss.or(self.state.last_loss),
             final_eval_loss: self.files.last_eval_loss(),
             elapsed_secs: self.state.elapsed_secs,
             run_dir: self.run_dir.display().to_string(),

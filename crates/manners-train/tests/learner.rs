@@ -58,6 +58,8 @@ fn host_batch(inputs: &[Vec<f64>], targets: &[Vec<f64>], mask: &[Vec<f64>]) -> H
         loss_mask,
         positions: (0..b).flat_map(|_| 0..t as u32).collect(),
         doc_ids: vec![1; b * t],
+        mixed: vec![false; b * t],
+        n_mixed: 0,
         n_tokens: b * t,
     }
 }
@@ -121,7 +123,11 @@ fn examples() -> Vec<Encoded> {
         let ids: Vec<u32> = (0..n).map(|_| 1 + next() % 499).collect();
         let start = 1 + i % 4;
         let loss_mask: Vec<bool> = (0..n).map(|j| j >= start && (j + i) % 5 != 0).collect();
-        out.push(Encoded { ids, loss_mask });
+        out.push(Encoded {
+            ids,
+            loss_mask,
+            mixed: false,
+        });
     }
     out
 }
@@ -446,4 +452,46 @@ fn eval_losses_match_a_hand_computed_mean() {
         (got - want).abs() < 1e-5 * want,
         "response_loss {got}, by hand {want}"
     );
+}
+
+/// With raw text mixed in, a step reports the conversations' loss and the raw text's apart,
+/// each equal to the mean loss of those examples alone, packed together or not; the objective
+/// stays the mean over all targets.
+#[test]
+fn a_step_splits_the_loss_of_conversations_and_mixed_text() {
+    let l = learner(None, 0.0);
+    let mut all = examples();
+    for e in all.iter_mut().skip(5) {
+        e.mixed = true;
+        e.loss_mask = vec![true; e.ids.len()];
+    }
+    let (sft, mixed): (Vec<Encoded>, Vec<Encoded>) = all.iter().cloned().partition(|e| !e.mixed);
+    let m = l.model().valid();
+    let want_sft = manners_train::eval::mean_loss(&m, &sft, 8).unwrap();
+    let want_mixed = manners_train::eval::mean_loss(&m, &mixed, 8).unwrap();
+    let want_all = manners_train::eval::mean_loss(&m, &all, 8).unwrap();
+    for pack in [false, true] {
+        let cfg = BatchConfig {
+            batch_size: 3,
+            seq_len: 24,
+            pack,
+            shuffle: false,
+            ..Default::default()
+        };
+        let micro = batches(&all, &cfg).unwrap();
+        assert!(micro.iter().map(|b| b.n_mixed).sum::<usize>() > 0);
+        let (_, got) = l.gradients_split(&micro).unwrap();
+        assert!(rel(got.loss, want_all) < 1e-5, "{got:?} vs {want_all}");
+        assert!(
+            rel(got.sft.unwrap(), want_sft) < 1e-5,
+            "{got:?} vs {want_sft}"
+        );
+        assert!(
+            rel(got.mixed.unwrap(), want_mixed) < 1e-5,
+            "{got:?} vs {want_mixed}"
+        );
+    }
+    // Without mixed text there is nothing to split.
+    let (_, plain) = l.gradients_split(&split(8, false)).unwrap();
+    assert_eq!((plain.sft, plain.mixed), (None, None));
 }

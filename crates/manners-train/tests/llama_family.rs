@@ -67,6 +67,8 @@ fn host_batch(r: &serde_json::Value) -> HostBatch {
         loss_mask,
         positions: (0..b).flat_map(|_| 0..t as u32).collect(),
         doc_ids: vec![1; b * t],
+        mixed: vec![false; b * t],
+        n_mixed: 0,
         n_tokens: b * t,
     }
 }

@@ -41,6 +41,8 @@ fn batch() -> HostBatch {
         loss_mask: (0..n).map(|i| i % 3 != 0).collect(),
         positions: (0..b).flat_map(|_| 0..t as u32).collect(),
         doc_ids: vec![1; n],
+        mixed: vec![false; n],
+        n_mixed: 0,
         n_supervised: (0..n).filter(|i| i % 3 != 0).count(),
         n_tokens: n,
     }

@@ -642,4 +642,14 @@ fn raw_text_is_mixed_into_the_training_examples() {
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     assert!(mix.contains("mixed 8 raw-text pieces"), "{mix}");
+    // Every step reports the conversations' loss; steps with raw text also report its loss.
+    let steps: Vec<&manners_events::StepStats> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(steps.iter().all(|s| s.sft_loss.is_some()));
+    assert!(steps.iter().any(|s| s.mixed_loss.is_some()));
 }

@@ -118,6 +118,7 @@ fn fake_train(
                 * (1.0 + 0.05 * (x * 0.4).sin()),
             elapsed_secs: t0.elapsed().as_secs_f64(),
             skipped: false,
+            ..Default::default()
         }));
         if step == 137 {
             sink.send(TrainEvent::Warning {
@@ -187,7 +188,7 @@ fn main() -> std::io::Result<()> {
         worker.join().unwrap_or_default()
     };
     let path = std::env::temp_dir().join("manners-demo-loss.png");
-    match plot_losses(&path, "demo: loss", &losses, &[]) {
+    match plot_losses(&path, "demo: loss", &losses, &[], &[]) {
         Ok(()) => eprintln!("wrote {}", path.display()),
         Err(e) => eprintln!("no plot: {e}"),
     }

@@ -302,14 +302,17 @@ impl Dashboard {
         if s.skipped || !s.loss.is_finite() {
             self.skipped += 1;
         } else {
+            // Runs that mix raw text plot the conversations' loss (comparable with the
+            // held-out loss); the objective includes the raw text's, several times higher.
             let x = s.step as f64;
-            self.train.push(x, s.loss);
-            self.ema_value = self.ema.push(s.loss);
+            let loss = s.sft_loss.unwrap_or(s.loss);
+            self.train.push(x, loss);
+            self.ema_value = self.ema.push(loss);
             if let Some(m) = self.ema_value {
                 self.train_ema.push(x, m);
                 push_bounded(&mut self.recent_ema, (x, m), RECENT_STEPS);
             }
-            push_bounded(&mut self.recent, (x, s.loss), RECENT_STEPS);
+            push_bounded(&mut self.recent, (x, loss), RECENT_STEPS);
         }
         if s.tokens_per_sec.is_finite() && s.tokens_per_sec >= 0.0 {
             push_bounded(&mut self.tps, s.tokens_per_sec.round() as u64, RECENT_STEPS);

@@ -20,8 +20,11 @@ pub struct StepLine {
     pub step: u64,
     /// Total steps (0 when unknown: then `step N` alone).
     pub total: u64,
-    /// Mean training loss over the interval (`None` when every step was skipped).
+    /// Mean training loss over the interval (`None` when every step was skipped); in runs that
+    /// mix raw text, the conversations' loss.
     pub loss: Option<f64>,
+    /// Mean loss of the mixed raw text over the interval (runs that mix it).
+    pub mixed_loss: Option<f64>,
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_per_sec: f64,
@@ -44,6 +47,9 @@ impl fmt::Display for StepLine {
             Some(l) => write!(f, " | loss {}", fmt_loss(l))?,
             None => write!(f, " | loss --")?,
         }
+        if let Some(l) = self.mixed_loss {
+            write!(f, " | raw text {}", fmt_loss(l))?;
+        }
         write!(f, " | lr {}", fmt_lr(self.lr))?;
         write!(f, " | gnorm {}", fmt_gnorm(self.grad_norm))?;
         write!(f, " | {} tok/s", fmt_rate(self.tokens_per_sec))?;
@@ -65,6 +71,8 @@ impl fmt::Display for StepLine {
 struct Window {
     loss_sum: f64,
     loss_n: u64,
+    mixed_sum: f64,
+    mixed_n: u64,
     skipped: u64,
     tokens: u64,
     supervised: u64,
@@ -258,8 +266,12 @@ impl<W: Write + Send> LogPrinter<W> {
         if s.skipped || !s.loss.is_finite() {
             w.skipped += 1;
         } else {
-            w.loss_sum += s.loss;
+            w.loss_sum += s.sft_loss.unwrap_or(s.loss);
             w.loss_n += 1;
+            if let Some(m) = s.mixed_loss {
+                w.mixed_sum += m;
+                w.mixed_n += 1;
+            }
         }
         w.tokens += s.tokens;
         w.supervised += s.supervised_tokens;
@@ -269,8 +281,10 @@ impl<W: Write + Send> LogPrinter<W> {
             let eta_msg = eta
                 .map(|e| format!(" · eta {}", fmt_duration(e)))
                 .unwrap_or_default();
-            self.bar
-                .set_message(format!("loss {}{eta_msg}", fmt_loss(s.loss)));
+            self.bar.set_message(format!(
+                "loss {}{eta_msg}",
+                fmt_loss(s.sft_loss.unwrap_or(s.loss))
+            ));
         }
         let last = self.total > 0 && s.step >= self.total;
         if !(first || last || s.step.is_multiple_of(self.log_every)) {
@@ -286,6 +300,7 @@ impl<W: Write + Send> LogPrinter<W> {
             step: s.step,
             total: self.total,
             loss: (w.loss_n > 0).then(|| w.loss_sum / w.loss_n as f64),
+            mixed_loss: (w.mixed_n > 0).then(|| w.mixed_sum / w.mixed_n as f64),
             lr: s.lr,
             grad_norm: s.grad_norm,
             tokens_per_sec: tps,
@@ -369,6 +384,7 @@ mod tests {
             step: 120,
             total: 800,
             loss: Some(1.23449),
+            mixed_loss: None,
             lr: 3e-4,
             grad_norm: 0.8123,
             tokens_per_sec: 4120.4,
@@ -392,6 +408,15 @@ mod tests {
             early.to_string(),
             "step   5/800 | loss -- | lr 3.00e-4 | gnorm 0.81 | 4,120 tok/s | skipped 2"
         );
+        let mixing = StepLine {
+            loss: Some(0.9),
+            mixed_loss: Some(4.61),
+            ..line
+        };
+        assert_eq!(
+            mixing.to_string(),
+            "step 120/800 | loss 0.9000 | raw text 4.6100 | lr 3.00e-4 | gnorm 0.81 | 4,120 tok/s | sup 38% | eta 2m10s"
+        );
     }
 
     fn step(step: u64, loss: f64) -> TrainEvent {
@@ -407,6 +432,7 @@ mod tests {
             tokens_per_sec: 2000.0,
             elapsed_secs: step as f64 * 0.5,
             skipped: false,
+            ..Default::default()
         })
     }
 

@@ -422,7 +422,7 @@ impl Dashboard {
 
     fn stat_pairs(&self) -> Vec<[(&'static str, String); 2]> {
         let last = self.last.as_ref();
-        let loss = last.map_or("--".to_string(), |s| fmt_loss(s.loss));
+        let loss = last.map_or("--".to_string(), |s| fmt_loss(s.sft_loss.unwrap_or(s.loss)));
         let ema = self.ema_value.map_or("--".to_string(), fmt_loss);
         let (eval, ppl) = match &self.last_eval {
             Some(e) => (fmt_loss(e.loss), format!("{:.2}", e.perplexity)),

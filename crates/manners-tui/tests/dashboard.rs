@@ -63,6 +63,7 @@ fn step_event(step: u64) -> TrainEvent {
         tokens_per_sec: 4_100.0 + 300.0 * ((step as f64) * 0.4).sin(),
         elapsed_secs: step as f64 * 1.9,
         skipped,
+        ..Default::default()
     })
 }
 

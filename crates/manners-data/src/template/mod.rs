@@ -112,6 +112,10 @@ impl FromStr for MaskMode {
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub loss_mask: Vec<bool>,
+    /// A raw-text piece mixed into SFT data ([`crate::mix_texts`]): its loss is reported apart
+    /// from the conversations' loss.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed: bool,
 }
 
 impl Encoded {

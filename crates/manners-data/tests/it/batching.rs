@@ -17,7 +17,11 @@ fn examples(lens_masks: &[(usize, u64)]) -> Vec<Encoded> {
             let ids: Vec<u32> = (0..n as u32).map(|p| k as u32 * 1000 + p).collect();
             let mut loss_mask: Vec<bool> = (0..n).map(|p| (bits >> (p % 64)) & 1 == 1).collect();
             loss_mask[n - 1] = true; // at least one target
-            Encoded { ids, loss_mask }
+            Encoded {
+                ids,
+                loss_mask,
+                mixed: false,
+            }
         })
         .collect()
 }
@@ -203,10 +207,12 @@ fn pad_id_equal_to_eos_is_never_supervised() {
         Encoded {
             ids: vec![1, 2, 50256],
             loss_mask: vec![false, true, true],
+            mixed: false,
         },
         Encoded {
             ids: vec![3, 50256],
             loss_mask: vec![false, true],
+            mixed: false,
         },
     ];
     let cfg = BatchConfig {
