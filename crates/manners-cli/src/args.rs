@@ -453,6 +453,21 @@ pub struct TrainArgs {
     /// Fraction of the training data held out when no --eval-data is given (default 0.05).
     #[arg(long)]
     pub eval_fraction: Option<f64>,
+    /// Drop exact duplicate conversations (after Unicode, case and whitespace folding).
+    #[arg(long)]
+    pub dedup: bool,
+    /// Quality filter: drop conversations whose answer has fewer tokens.
+    #[arg(long)]
+    pub min_response_tokens: Option<usize>,
+    /// Quality filter: drop conversations whose answer has more tokens.
+    #[arg(long)]
+    pub max_response_tokens: Option<usize>,
+    /// Quality filter: drop conversations with more prompt tokens per answer token.
+    #[arg(long)]
+    pub max_prompt_ratio: Option<f64>,
+    /// Quality filter: drop answers whose share of distinct tokens is lower (repetition).
+    #[arg(long)]
+    pub min_distinct_ratio: Option<f64>,
     /// Checkpoints kept: the newest N, plus the one with the best held-out loss (default 2).
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,

@@ -73,6 +73,16 @@ pub struct TrainConfig {
     pub max_eval_examples: usize,
     /// Bad records: `skip` (counted in the report) or `fail` (stop at the first).
     pub bad_records: BadRecordPolicy,
+    /// Drop exact duplicates among the training conversations (same roles and contents after
+    /// Unicode NFKC, lower case and whitespace folding), keeping the first.
+    pub dedup: bool,
+    /// Quality filter on the training conversations' last assistant turn (0 turns a threshold
+    /// off): fewest and most response tokens, most prompt tokens per response token, least
+    /// share of distinct tokens in the response.
+    pub min_response_tokens: usize,
+    pub max_response_tokens: usize,
+    pub max_prompt_ratio: f64,
+    pub min_distinct_ratio: f64,
     /// Chat template: chatml, plain, llama2, a Jinja file, or a tokenizer_config.json. Empty:
     /// the template saved with the model, else the tokenizer's `chat_template`, else chatml.
     pub template: Option<String>,
@@ -166,6 +176,11 @@ impl Default for TrainConfig {
             eval_fraction: 0.05,
             max_eval_examples: 256,
             bad_records: BadRecordPolicy::Skip,
+            dedup: false,
+            min_response_tokens: 0,
+            max_response_tokens: 0,
+            max_prompt_ratio: 0.0,
+            min_distinct_ratio: 0.0,
             template: None,
             mask: MaskMode::Assistant,
             pack: true,
@@ -289,6 +304,18 @@ impl TrainConfig {
         }
         if self.batch_size == 0 || self.grad_accum == 0 {
             return bad("batch_size and grad_accum must be at least 1".into());
+        }
+        if !(self.max_prompt_ratio >= 0.0 && self.max_prompt_ratio.is_finite()) {
+            return bad(format!(
+                "max_prompt_ratio must be >= 0 (0: off), got {}",
+                self.max_prompt_ratio
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_distinct_ratio) {
+            return bad(format!(
+                "min_distinct_ratio must be in [0, 1], got {}",
+                self.min_distinct_ratio
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be positive, got {}", self.lr));

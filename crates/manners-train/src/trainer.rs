@@ -829,7 +829,7 @@ pub(crate) fn batching(
         let why: Vec<&str> = data
             .facts
             .iter()
-            .filter(|(k, _)| k.starts_with("warning"))
+            .filter(|(k, _)| k.starts_with("warning") || k.starts_with("filter"))
             .map(|(_, v)| v.as_str())
             .collect();
         let files: Vec<String> = cfg.data.iter().map(|p| p.display().to_string()).collect();
@@ -1141,7 +1141,7 @@ pub(crate) fn prepare_data(
     let convs_of = |paths: &[PathBuf], facts: &mut Vec<(String, String)>| {
         read_all(paths, facts, |p| read_conversations(p, cfg.format, policy))
     };
-    let convs = convs_of(&cfg.data, &mut facts)?;
+    let convs = filter_conversations(cfg, convs_of(&cfg.data, &mut facts)?, tok, &mut facts)?;
     let (train_convs, mut eval_convs) = if cfg.eval_data.is_empty() {
         split_heldout(&convs, cfg.eval_fraction, cfg.seed)
     } else {
@@ -1187,6 +1187,50 @@ pub(crate) fn prepare_data(
         eval_convs,
         facts,
     })
+}
+
+/// The training files' conversations after `dedup` and the quality filter (before the
+/// held-out split, so held-out examples never duplicate training ones), each removal counted
+/// in the run's facts with the first few named by file:line.
+fn filter_conversations(
+    cfg: &TrainConfig,
+    convs: Vec<Conversation>,
+    tok: &Tokenizer,
+    facts: &mut Vec<(String, String)>,
+) -> Result<Vec<Conversation>> {
+    let mut convs = convs;
+    let mut note = |what: &str, report: &manners_data::FilterReport| {
+        let removed = report.examples - report.kept;
+        if removed > 0 {
+            let lines: Vec<String> = report
+                .to_string()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect();
+            facts.push((format!("filter: {what}"), lines.join("; ")));
+        }
+    };
+    if cfg.dedup {
+        let (kept, report) = manners_data::dedup(convs);
+        note("duplicates", &report);
+        convs = kept;
+    }
+    let off = |x: f64| if x > 0.0 { x } else { f64::INFINITY };
+    let filter = manners_data::QualityFilter {
+        min_response_tokens: cfg.min_response_tokens.max(1),
+        max_response_tokens: match cfg.max_response_tokens {
+            0 => usize::MAX,
+            n => n,
+        },
+        max_ratio: off(cfg.max_prompt_ratio),
+        min_distinct_ratio: cfg.min_distinct_ratio.max(0.0),
+    };
+    if filter != manners_data::QualityFilter::default() {
+        let (kept, report) = manners_data::filter_quality(convs, tok.hf(), &filter)?;
+        note("quality", &report);
+        convs = kept;
+    }
+    Ok(convs)
 }
 
 /// The prompts sampled during training: the configured ones (user messages; raw text when

@@ -653,3 +653,89 @@ fn raw_text_is_mixed_into_the_training_examples() {
     assert!(steps.iter().all(|s| s.sft_loss.is_some()));
     assert!(steps.iter().any(|s| s.mixed_loss.is_some()));
 }
+
+/// `dedup` drops conversations equal up to case, Unicode form and whitespace (keeping the
+/// first, naming it); the quality filter drops answers outside its bounds; both are counted in
+/// the run's facts, and a filter that leaves nothing is an error that says so.
+#[test]
+fn dedup_and_quality_filter_drop_and_report_conversations() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    // (base_config rewrites data.jsonl: the copies go to their own file.)
+    let mut text = std::fs::read_to_string(write_data(tmp.path())).unwrap();
+    let data = tmp.path().join("with-copies.jsonl");
+    // Two copies of line 1 ("What is the capital of Peru?" / "Lima."), re-cased and re-spaced.
+    for copy in [
+        r#"{"messages": [{"role": "user", "content": "what is the  capital of PERU?"}, {"role": "assistant", "content": "Lima."}]}"#,
+        r#"{"messages": [{"role": "user", "content": " What is the capital of Peru? "}, {"role": "assistant", "content": "lima."}]}"#,
+    ] {
+        text.push('\n');
+        text.push_str(copy);
+    }
+    std::fs::write(&data, text).unwrap();
+    let started = |cfg: TrainConfig| {
+        let mut events = Vec::new();
+        let r = train(cfg, &flex(), &mut events, &Control::new());
+        let info = events.iter().find_map(|e| match e {
+            TrainEvent::Started(i) => Some(i.clone()),
+            _ => None,
+        });
+        (r, info)
+    };
+    let base = TrainConfig {
+        data: vec![data.clone()],
+        max_steps: Some(1),
+        ..base_config(tmp.path())
+    };
+    let (r, info) = started(TrainConfig {
+        name: Some("all".into()),
+        ..base.clone()
+    });
+    r.unwrap();
+    let info = info.unwrap();
+    assert_eq!(info.train_examples, 10, "{:?}", info.facts);
+    let (r, info) = started(TrainConfig {
+        name: Some("dedup".into()),
+        dedup: true,
+        ..base.clone()
+    });
+    r.unwrap();
+    let info = info.unwrap();
+    assert_eq!(info.train_examples, 8);
+    let fact = info
+        .facts
+        .iter()
+        .find(|(k, _)| k == "filter: duplicates")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    assert!(
+        fact.contains("removed (duplicate): 2")
+            && fact.contains("duplicate of ")
+            && fact.contains("with-copies.jsonl:1"),
+        "{fact}"
+    );
+    // Answers of at least 4 tokens: "Blue.", "Au.", "Lima." (x3) are shorter in this tokenizer.
+    let (r, info) = started(TrainConfig {
+        name: Some("quality".into()),
+        min_response_tokens: 4,
+        ..base.clone()
+    });
+    r.unwrap();
+    let info = info.unwrap();
+    assert!(info.train_examples < 10, "{}", info.train_examples);
+    assert!(
+        info.facts
+            .iter()
+            .any(|(k, v)| k == "filter: quality" && v.contains("response too short")),
+        "{:?}",
+        info.facts
+    );
+    // Nothing left: the error says why.
+    let (r, _) = started(TrainConfig {
+        name: Some("none".into()),
+        min_response_tokens: 1000,
+        ..base
+    });
+    let err = r.err().unwrap().to_string();
+    assert!(err.contains("response too short"), "{err}");
+}

@@ -63,6 +63,13 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
     set!(bad_records);
     set!(eval_fraction);
     set!(keep_checkpoints);
+    if a.dedup {
+        cfg.dedup = true;
+    }
+    set!(min_response_tokens);
+    set!(max_response_tokens);
+    set!(max_prompt_ratio);
+    set!(min_distinct_ratio);
     if let Some(c) = a.clip {
         cfg.clip_grad_norm = (c > 0.0).then_some(c);
     }
