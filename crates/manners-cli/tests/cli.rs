@@ -945,3 +945,69 @@ fn eval_compare_and_config_report_what_the_library_measures() {
         "the same config trained other weights"
     );
 }
+
+/// `pretrain` at a tiny size: a BPE tokenizer of the asked size trained on the shipped corpus,
+/// a model of the asked shape, and a first loss of ln(vocab) (a fresh model with small weights
+/// predicts nearly uniformly), then a folder the other commands load.
+#[test]
+fn pretrain_builds_a_tokenizer_and_model_of_the_asked_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_ok(
+        bin()
+            .args([
+                "pretrain",
+                "--vocab-size",
+                "300",
+                "--n-layer",
+                "1",
+                "--n-head",
+                "2",
+            ])
+            .args(["--n-embd", "16", "--n-positions", "32", "--max-steps", "2"])
+            .args([
+                "--focus-steps",
+                "0",
+                "--fact-repeats",
+                "1",
+                "--focus-qa-repeats",
+                "0",
+            ])
+            .args([
+                "--batch-size",
+                "2",
+                "--no-tui",
+                "--backend",
+                "flex",
+                "--name",
+                "p",
+            ])
+            .arg("--out")
+            .arg(tmp.path()),
+    );
+    let fin = tmp.path().join("p/final");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fin.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &cfg["vocab_size"],
+            &cfg["n_layer"],
+            &cfg["n_embd"],
+            &cfg["n_positions"]
+        ),
+        (&300.into(), &1.into(), &16.into(), &32.into())
+    );
+    let metrics = std::fs::read_to_string(tmp.path().join("p/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "step")
+        .unwrap();
+    let loss = first["loss"].as_f64().unwrap();
+    assert!(
+        (loss - 300f64.ln()).abs() < 0.05,
+        "first loss {loss}, ln 300 = {}",
+        300f64.ln()
+    );
+    let out = run_ok(bin().args(["info", "--model"]).arg(&fin));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1L/16d/2h"));
+}
