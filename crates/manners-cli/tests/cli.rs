@@ -1011,3 +1011,58 @@ fn pretrain_builds_a_tokenizer_and_model_of_the_asked_size() {
     let out = run_ok(bin().args(["info", "--model"]).arg(&fin));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1L/16d/2h"));
 }
+
+/// `experiment lr` (two steps per run): three runs at rates a decade apart, and a write-up
+/// whose table is read from those runs (each final train loss is the run's own), with its plot.
+#[test]
+fn experiment_writes_its_table_from_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    run_ok(
+        bin()
+            .args([
+                "experiment",
+                "lr",
+                "--epochs",
+                "0.02",
+                "--no-tui",
+                "--backend",
+                "flex",
+            ])
+            .arg("--out")
+            .arg(&runs)
+            .arg("--docs")
+            .arg(&docs),
+    );
+    let md = std::fs::read_to_string(docs.join("experiments/lr.md")).unwrap();
+    assert!(docs.join("experiments/lr.png").is_file());
+    // The raw text it mixes in is written under --out, not under the working directory.
+    assert!(runs.join("data/default-mix-text.jsonl").is_file());
+    let rows: Vec<Vec<String>> = md
+        .lines()
+        .filter(|l| l.starts_with("| lr "))
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(names, ["lr 3e-5", "lr 3e-4", "lr 3e-3"], "{md}");
+    let folders: Vec<PathBuf> = md
+        .lines()
+        .find(|l| l.starts_with("Run folders"))
+        .unwrap()
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(folders.len(), 3, "{md}");
+    for (row, dir) in rows.iter().zip(&folders) {
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let fin: serde_json::Value = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["event"] == "finished")
+            .unwrap();
+        let want = format!("{:.3}", fin["final_loss"].as_f64().unwrap());
+        assert_eq!(row[row.len() - 2], want, "{}: {row:?}", dir.display());
+    }
+}

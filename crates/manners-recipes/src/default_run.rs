@@ -69,6 +69,17 @@ pub fn mix_source(assets: &Path) -> Result<Vec<String>> {
     Ok(c.train.into_iter().take(600).collect())
 }
 
+/// Puts the default mix file under `cfg.out_dir` (the default config names it under the
+/// default `runs/`): a run or experiment given another parent folder writes nothing outside it.
+pub fn place_default_mix(cfg: &mut TrainConfig) {
+    let default = default_mix_path(&TrainConfig::default().out_dir);
+    for p in &mut cfg.mix_text {
+        if *p == default {
+            *p = default_mix_path(&cfg.out_dir);
+        }
+    }
+}
+
 /// Writes the raw-text files of `cfg` that are the default mix and do not exist yet.
 /// Deterministic, so a rerun reads the same text.
 pub fn write_default_mix(assets: &Path, cfg: &TrainConfig) -> Result<()> {

@@ -423,6 +423,8 @@ pub fn run_experiment(
     if let Some(e) = plan.epochs {
         base_cfg.epochs = e;
     }
+    base_cfg.out_dir = plan.out.clone();
+    crate::default_run::place_default_mix(&mut base_cfg);
     write_default_mix(assets, &base_cfg)?;
     let mut ctx = Ctx {
         root: plan.out.join(format!("exp-{name}")),

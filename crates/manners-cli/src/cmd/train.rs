@@ -137,6 +137,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     apply_flags(&a, &mut cfg);
     if let Some(assets) = &assets {
+        default_run::place_default_mix(&mut cfg);
         default_run::write_default_mix(assets, &cfg)?;
     }
     if cfg.model.is_none() && cfg.init.is_none() {
