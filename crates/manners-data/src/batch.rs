@@ -393,6 +393,17 @@ pub fn pack_stream(docs: &[Vec<u32>], sep: Option<u32>, seq_len: usize) -> Vec<E
 /// `frac > 0` and there are two or more items, never all of them when `frac < 1`). Both
 /// parts keep the input order.
 pub fn split_heldout<T: Clone>(items: &[T], frac: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+    split_heldout_at_most(items, frac, seed, usize::MAX)
+}
+
+/// [`split_heldout`] holding out no more than `max` items (the first `max` of the same seeded
+/// choice): the rest stay in training.
+pub fn split_heldout_at_most<T: Clone>(
+    items: &[T],
+    frac: f64,
+    seed: u64,
+    max: usize,
+) -> (Vec<T>, Vec<T>) {
     let n = items.len();
     let frac = if frac.is_finite() {
         frac.clamp(0.0, 1.0)
@@ -406,6 +417,7 @@ pub fn split_heldout<T: Clone>(items: &[T], frac: f64, seed: u64) -> (Vec<T>, Ve
     if frac < 1.0 && n >= 1 {
         k = k.min(n - 1);
     }
+    k = k.min(max);
     let mut idx: Vec<usize> = (0..n).collect();
     SplitMix64::new(mix(seed ^ 0x0004_E1D0_u64)).shuffle(&mut idx);
     let mut held = vec![false; n];
@@ -498,10 +510,17 @@ mod tests {
         assert_eq!((a.len(), b.len()), (90, 10));
         assert_eq!(split_heldout(&items, 0.1, 3), (a.clone(), b.clone()));
         assert_ne!(split_heldout(&items, 0.1, 4).1, b);
-        let mut all = [a, b].concat();
+        let mut all = [a, b.clone()].concat();
         all.sort_unstable();
         assert_eq!(all, items);
         assert_eq!(split_heldout(&items[..3], 0.01, 0).1.len(), 1);
+        // Capped: 4 held out, the other 96 train; the 4 are among the uncapped 10.
+        let (train, held) = split_heldout_at_most(&items, 0.1, 3, 4);
+        assert_eq!((train.len(), held.len()), (96, 4));
+        assert!(held.iter().all(|x| b.contains(x)));
+        let mut all = [train, held].concat();
+        all.sort_unstable();
+        assert_eq!(all, items);
     }
 
     #[test]

@@ -60,7 +60,7 @@ mod time;
 
 pub use batch::{
     BatchConfig, HostBatch, Loader, LoaderState, batches, best_fit_decreasing, pack_stream,
-    split_heldout,
+    split_heldout, split_heldout_at_most,
 };
 pub use conversation::{Conversation, Message, Origin, Role, last_user};
 pub use encode::{

@@ -69,7 +69,8 @@ pub struct TrainConfig {
     /// Held-out files; when empty, `eval_fraction` of the training data is held out.
     pub eval_data: Vec<PathBuf>,
     pub eval_fraction: f64,
-    /// Most held-out examples used for the held-out loss.
+    /// Most held-out examples used for the held-out loss; with `eval_fraction`, no more than
+    /// this many are taken out of the training data.
     pub max_eval_examples: usize,
     /// Bad records: `skip` (counted in the report) or `fail` (stop at the first).
     pub bad_records: BadRecordPolicy,
