@@ -855,17 +855,10 @@ impl Llama {
                 &device,
             )
         };
+        // A bias is a one-column matrix to interleave.
         let permuted1 = |t: Tensor<1>, heads: usize| -> Tensor<1> {
             let [rows] = t.dims();
-            let v = t
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            Tensor::from_data(
-                TensorData::new(interleave_heads(v, heads, rows, 1), [rows]),
-                &device,
-            )
+            permuted(t.reshape([rows, 1]), heads).reshape([rows])
         };
         let mut out = vec![GgufSource::matrix(
             "token_embd.weight",

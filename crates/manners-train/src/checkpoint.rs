@@ -376,6 +376,15 @@ mod tests {
     use crate::config::TrainConfig;
     use crate::optim::build_optimizer;
 
+    /// The flex autodiff device, the tiny GPT-2 fixture's folder and the model loaded from it.
+    fn tiny_model() -> (Device, PathBuf, manners_model::ModelDir) {
+        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
+        let m = load_model_dir(&fixture, &dev).unwrap();
+        (dev, fixture, m)
+    }
+
     struct Values(Vec<f32>);
     impl ModuleVisitor for Values {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -386,10 +395,7 @@ mod tests {
 
     #[test]
     fn a_loaded_checkpoint_no_longer_needs_its_files() {
-        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
-        let m = load_model_dir(&fixture, &dev).unwrap();
+        let (dev, fixture, m) = tiny_model();
         let cfg = TrainConfig::default();
         let state = CheckpointState {
             step: 7,
@@ -422,10 +428,7 @@ mod tests {
     /// whose loss rose kept only checkpoints written after its best).
     #[test]
     fn pruning_keeps_the_best_checkpoint() {
-        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
-        let m = load_model_dir(&fixture, &dev).unwrap();
+        let (_, _, m) = tiny_model();
         let optim = build_optimizer(&TrainConfig::default(), &m.model);
         let run = tempfile::tempdir().unwrap();
         let losses = [Some(3.0), Some(1.0), Some(2.0), None, Some(2.5)];
@@ -452,10 +455,7 @@ mod tests {
     /// checksums, 100 flipped bytes in model.bpk resumed silently and trained a damaged model).
     #[test]
     fn a_damaged_file_is_an_error_naming_it() {
-        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
-        let m = load_model_dir(&fixture, &dev).unwrap();
+        let (_, _, m) = tiny_model();
         let cfg = TrainConfig::default();
         let state = CheckpointState::new(LoaderState {
             epoch: 0,
@@ -504,10 +504,7 @@ mod tests {
 
         use manners_data::{BatchConfig, Encoded, SplitMix64};
 
-        let dev = select_device(BackendKind::Flex).unwrap().device.autodiff();
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../manners-model/tests/fixtures/tiny-gpt2");
-        let m = load_model_dir(&fixture, &dev).unwrap();
+        let (dev, fixture, m) = tiny_model();
         let cfg = TrainConfig::default();
         let examples: Vec<Encoded> = (0..10u32)
             .map(|i| Encoded {

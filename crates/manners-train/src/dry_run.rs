@@ -9,10 +9,7 @@ use manners_model::{DeviceChoice, ModelDims};
 
 use crate::config::TrainConfig;
 use crate::error::Result;
-use crate::trainer::{
-    Base, add_template_tokens, attach_lora, batching, load_base, plan_steps, prepare_data,
-    resolve_max_len, run_template,
-};
+use crate::trainer::plan;
 
 /// What a run would do.
 #[derive(Debug, Clone)]
@@ -66,50 +63,35 @@ impl MemoryEstimate {
 /// Prepares the run `cfg` describes as `train` would (the same steps, in order) and reports it.
 pub fn dry_run(mut cfg: TrainConfig, choice: &DeviceChoice) -> Result<DryRun> {
     let device = choice.device.clone().autodiff();
-    let Base {
-        model,
-        config,
-        mut tokenizer,
-        ..
-    } = load_base(&cfg, &device)?;
-    resolve_max_len(&mut cfg, config.max_positions())?;
-    let template = run_template(&cfg, &tokenizer)?;
-    let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
-    let model = model.resize_token_embeddings(tokenizer.vocab_size());
-    let vocab = model.vocab_size();
-    let model = attach_lora(model, &cfg, !added_ids.is_empty())?;
-    let mut data = prepare_data(&cfg, &tokenizer, template.as_ref())?;
-    let train_tokens = data.train.iter().map(|e| e.len()).sum::<usize>();
-    let supervised_tokens = data.train.iter().map(|e| e.n_supervised()).sum::<usize>();
-    let (train_examples, eval_examples) = (data.train.len(), data.eval.len());
-    let (loader, _) = batching(&cfg, &tokenizer, &mut data)?;
-    let (total_steps, _) = plan_steps(&mut cfg, &loader);
-    let params = model.num_params() as u64;
-    let trainable = crate::lora::trainable_params(&model, added_ids.len());
+    let p = plan(&mut cfg, &device)?;
+    let train = p.loader.examples();
+    let train_tokens = train.iter().map(|e| e.len()).sum::<usize>();
+    let params = p.model.num_params() as u64;
+    let trainable = crate::lora::trainable_params(&p.model, p.added_ids.len());
     let memory = MemoryEstimate {
         weights: 4 * params,
         gradients: 4 * trainable,
         optimizer: 8 * trainable,
         activations: MemoryEstimate::activations(
-            config.dims(),
-            vocab,
+            p.config.dims(),
+            p.model.vocab_size(),
             cfg.batch_size,
             cfg.max_len - 1,
         ),
         data: 5 * train_tokens as u64,
     };
     Ok(DryRun {
-        model: config.describe(),
+        model: p.config.describe(),
         params,
         trainable_params: trainable,
-        train_examples,
-        eval_examples,
+        train_examples: train.len(),
+        eval_examples: p.data.eval.len(),
         train_tokens,
-        supervised_tokens,
-        facts: data.facts,
-        steps_per_epoch: loader.steps_per_epoch(),
-        total_steps,
+        supervised_tokens: train.iter().map(|e| e.n_supervised()).sum(),
+        steps_per_epoch: p.loader.steps_per_epoch(),
+        total_steps: p.total_steps,
         memory,
+        facts: p.data.facts,
         config: cfg,
     })
 }

@@ -193,11 +193,62 @@ impl Watchdog {
 }
 
 /// The model a run starts from.
-pub(crate) struct Base {
+struct Base {
+    model: Model,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    dtype: WeightsDtype,
+}
+
+/// Everything a run prepares before it touches its folder: the model (dropout, template
+/// tokens, LoRA), the data, the batches and the schedule. `train` and `train --dry-run` both
+/// take these steps, in this order.
+pub(crate) struct Plan {
     pub(crate) model: Model,
     pub(crate) config: ModelConfig,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) dtype: WeightsDtype,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) added_ids: Vec<u32>,
+    pub(crate) data: PreparedData,
+    pub(crate) loader: Loader,
+    pub(crate) eval_batches: Vec<HostBatch>,
+    pub(crate) total_steps: u64,
+    pub(crate) schedule: Schedule,
+}
+
+/// The named preparation steps; fills `cfg`'s automatic values (max_len, intervals, warmup).
+pub(crate) fn plan(cfg: &mut TrainConfig, device: &Device) -> Result<Plan> {
+    let Base {
+        model,
+        mut config,
+        mut tokenizer,
+        dtype,
+    } = load_base(cfg, device)?;
+    resolve_max_len(cfg, config.max_positions())?;
+    // Dropout for training is the run's choice; the model config keeps its own for export.
+    let model = model.with_dropout(cfg.dropout);
+    let template = run_template(cfg, &tokenizer)?;
+    let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
+    let model = model.resize_token_embeddings(tokenizer.vocab_size());
+    config.set_vocab_size(model.vocab_size());
+    let model = attach_lora(model, cfg, !added_ids.is_empty())?;
+    let mut data = prepare_data(cfg, &tokenizer, template.as_ref())?;
+    let (loader, eval_batches) = batching(cfg, &tokenizer, &mut data)?;
+    let (total_steps, schedule) = plan_steps(cfg, &loader);
+    Ok(Plan {
+        model,
+        config,
+        tokenizer,
+        dtype,
+        template,
+        added_ids,
+        data,
+        loader,
+        eval_batches,
+        total_steps,
+        schedule,
+    })
 }
 
 impl Run {
@@ -208,28 +259,23 @@ impl Run {
     ) -> Result<Self> {
         let device = choice.device.clone().autodiff();
         device.seed(cfg.seed);
-        let Base {
+        let Plan {
             model,
-            mut config,
-            mut tokenizer,
+            config,
+            tokenizer,
             dtype,
-        } = load_base(&cfg, &device)?;
-        resolve_max_len(&mut cfg, config.max_positions())?;
-        // Dropout for training is the run's choice; the model config keeps its own for export.
-        let model = model.with_dropout(cfg.dropout);
-        let template = run_template(&cfg, &tokenizer)?;
-        let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
-        let model = model.resize_token_embeddings(tokenizer.vocab_size());
-        config.set_vocab_size(model.vocab_size());
-        let model = attach_lora(model, &cfg, !added_ids.is_empty())?;
+            template,
+            added_ids,
+            data,
+            loader,
+            eval_batches,
+            total_steps,
+            schedule,
+        } = plan(&mut cfg, &device)?;
         let stops = match &template {
             Some(t) => (t.stop_token_ids(tokenizer.hf()), t.stop_strings()),
             None => (tokenizer.eos_id().into_iter().collect(), Vec::new()),
         };
-
-        let mut data = prepare_data(&cfg, &tokenizer, template.as_ref())?;
-        let (loader, eval_batches) = batching(&cfg, &tokenizer, &mut data)?;
-        let (total_steps, schedule) = plan_steps(&mut cfg, &loader);
         let samples = sample_prompts(&cfg, &data.eval_convs, template.as_ref(), &tokenizer)?;
 
         let optim = build_optimizer(&cfg, &model);
@@ -723,7 +769,7 @@ impl Run {
 
 /// The base model: a model folder, or (pretraining from scratch) a fresh GPT-2 of the
 /// configured shape over the configured tokenizer.
-pub(crate) fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
+fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
     match (&cfg.model, &cfg.init) {
         (Some(dir), _) => {
             let m = load_model_dir(dir, device)?;
@@ -762,7 +808,7 @@ pub(crate) fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
 }
 
 /// `max_len` 0 means the model's context (at most 512 positions).
-pub(crate) fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
+fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()> {
     if cfg.max_len == 0 {
         cfg.max_len = n_pos.min(512) + 1;
     }
@@ -778,7 +824,7 @@ pub(crate) fn resolve_max_len(cfg: &mut TrainConfig, n_pos: usize) -> Result<()>
 
 /// The chat template of an SFT run (the config's, else the model folder's, else chatml); none
 /// for pretraining.
-pub(crate) fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
     if cfg.kind == RunKind::Pretrain {
         return Ok(None);
     }
@@ -794,10 +840,7 @@ pub(crate) fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<
 }
 
 /// Adds the special tokens the template writes and the tokenizer lacks; returns their ids.
-pub(crate) fn add_template_tokens(
-    template: Option<&ChatTemplate>,
-    tok: &mut Tokenizer,
-) -> Vec<u32> {
+fn add_template_tokens(template: Option<&ChatTemplate>, tok: &mut Tokenizer) -> Vec<u32> {
     let Some(t) = template else {
         return Vec::new();
     };
@@ -807,7 +850,7 @@ pub(crate) fn add_template_tokens(
 
 /// LoRA: base frozen, adapters on the target projections; the rows of tokens just added for
 /// the template train too (otherwise they never learn a meaning).
-pub(crate) fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Model> {
+fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -> Result<Model> {
     let Some(l) = &cfg.lora else {
         return Ok(model);
     };
@@ -820,7 +863,7 @@ pub(crate) fn attach_lora(model: Model, cfg: &TrainConfig, added_tokens: bool) -
 }
 
 /// The training loader (which takes the training examples) and the held-out batches.
-pub(crate) fn batching(
+fn batching(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     data: &mut PreparedData,
@@ -863,7 +906,7 @@ pub(crate) fn batching(
 
 /// Total optimiser steps (from `max_steps`, else epochs) and the learning-rate schedule; fills
 /// the config's automatic intervals.
-pub(crate) fn plan_steps(cfg: &mut TrainConfig, loader: &Loader) -> (u64, Schedule) {
+fn plan_steps(cfg: &mut TrainConfig, loader: &Loader) -> (u64, Schedule) {
     let per_epoch = (loader.steps_per_epoch() as u64)
         .div_ceil(cfg.grad_accum as u64)
         .max(1);
@@ -1067,7 +1110,7 @@ fn default_run_name(kind: RunKind) -> String {
 // ---- data -----------------------------------------------------------------------------------
 
 pub(crate) struct PreparedData {
-    pub(crate) train: Vec<Encoded>,
+    train: Vec<Encoded>,
     pub(crate) eval: Vec<Encoded>,
     eval_convs: Vec<Conversation>,
     pub(crate) facts: Vec<(String, String)>,
@@ -1099,7 +1142,7 @@ fn read_all<T>(
 
 /// Training and held-out examples: conversations through the template (SFT, with raw text
 /// mixed in when configured) or raw text stream-packed into full rows (pretraining).
-pub(crate) fn prepare_data(
+fn prepare_data(
     cfg: &TrainConfig,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
