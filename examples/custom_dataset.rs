@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..BatchConfig::default()
         },
     )?;
-    let b = loader.next_batch();
+    let b = loader.next_batch()?;
     println!(
         "batch: {} rows x {} positions, {} supervised of {} tokens",
         b.batch, b.seq_len, b.n_supervised, b.n_tokens

@@ -349,7 +349,7 @@ pub fn epoch_padded(
     let (mut tokens, mut padded) = (0, 0);
     let t = Instant::now();
     for _ in 0..n {
-        let hb = loader.next_batch();
+        let hb = loader.next_batch().expect("in-memory batch");
         tokens += hb.n_tokens;
         padded += hb.batch * hb.seq_len;
         let (b, s) = (hb.batch, hb.seq_len);

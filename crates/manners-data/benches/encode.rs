@@ -270,7 +270,7 @@ fn main() {
         let mut l = Loader::new(kept.clone(), cfg.clone()).expect("loader");
         let mut n = 0;
         for _ in 0..l.steps_per_epoch() {
-            n += l.next_batch().n_tokens;
+            n += l.next_batch().expect("batch").n_tokens;
         }
         assert_eq!(n, total);
         times.push(start.elapsed().as_secs_f64());

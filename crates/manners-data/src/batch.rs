@@ -7,12 +7,12 @@
 //! never by token id.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::rng::{SplitMix64, mix};
+use crate::store::Examples;
 use crate::template::Encoded;
 
 /// How examples become batches.
@@ -79,6 +79,22 @@ impl HostBatch {
         seq_len: usize,
         pad_id: u32,
     ) -> Self {
+        let got: Result<Self> = Self::assemble(
+            |i| Ok(std::borrow::Cow::Borrowed(&examples[i])),
+            rows,
+            seq_len,
+            pad_id,
+        );
+        got.unwrap_or_default()
+    }
+
+    /// [`from_rows`](Self::from_rows) over any source of examples (a store read can fail).
+    fn assemble<'a>(
+        get: impl Fn(usize) -> Result<std::borrow::Cow<'a, Encoded>>,
+        rows: &[Vec<usize>],
+        seq_len: usize,
+        pad_id: u32,
+    ) -> Result<Self> {
         let size = rows.len() * seq_len;
         let mut b = HostBatch {
             batch: rows.len(),
@@ -96,7 +112,7 @@ impl HostBatch {
         for (r, row) in rows.iter().enumerate() {
             let mut at = r * seq_len;
             for (d, &i) in row.iter().enumerate() {
-                let e = &examples[i];
+                let e = get(i)?;
                 let n = e.n_positions();
                 debug_assert!(at + n <= (r + 1) * seq_len, "row overflows seq_len");
                 b.inputs[at..at + n].copy_from_slice(&e.ids[..n]);
@@ -115,7 +131,7 @@ impl HostBatch {
                 at += n;
             }
         }
-        b
+        Ok(b)
     }
 }
 
@@ -167,7 +183,7 @@ pub struct LoaderState {
 /// Yields batches epoch after epoch, deterministically from the seed.
 #[derive(Debug, Clone)]
 pub struct Loader {
-    examples: Arc<Vec<Encoded>>,
+    examples: Examples,
     cfg: BatchConfig,
     epoch: u64,
     index: usize,
@@ -179,21 +195,10 @@ fn epoch_rng(seed: u64, epoch: u64) -> u64 {
     mix(seed ^ mix(epoch.wrapping_add(0x5EED)))
 }
 
-fn fingerprint(examples: &[Encoded]) -> u64 {
-    let mut h = 0x9E37_79B9_7F4A_7C15u64;
-    for e in examples {
-        h = mix(h ^ e.ids.len() as u64);
-        for (&id, &m) in e.ids.iter().zip(&e.loss_mask) {
-            h = mix(h ^ (u64::from(id) << 1 | u64::from(m)));
-        }
-    }
-    h
-}
-
 impl Loader {
     /// Checks the configuration against the examples: every example needs a supervised
     /// target and (when packing) at most `seq_len + 1` tokens.
-    pub fn new(examples: impl Into<Arc<Vec<Encoded>>>, cfg: BatchConfig) -> Result<Self> {
+    pub fn new(examples: impl Into<Examples>, cfg: BatchConfig) -> Result<Self> {
         let examples = examples.into();
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch_size must be at least 1".into()));
@@ -204,27 +209,32 @@ impl Loader {
         if examples.is_empty() {
             return Err(DataError::Config("no examples to batch".into()));
         }
-        for (i, e) in examples.iter().enumerate() {
-            if e.ids.len() != e.loss_mask.len() {
-                return Err(DataError::Config(format!(
-                    "example {i}: ids and loss_mask differ in length"
-                )));
+        if let Examples::Memory(v) = &examples {
+            for (i, e) in v.iter().enumerate() {
+                if e.ids.len() != e.loss_mask.len() {
+                    return Err(DataError::Config(format!(
+                        "example {i}: ids and loss_mask differ in length"
+                    )));
+                }
             }
-            if e.n_positions() == 0 {
+        }
+        for i in 0..examples.len() {
+            let n = examples.n_positions(i);
+            if n == 0 {
                 return Err(DataError::Config(format!(
                     "example {i} has fewer than 2 tokens"
                 )));
             }
-            if cfg.pack && e.n_positions() > cfg.seq_len {
+            if cfg.pack && n > cfg.seq_len {
                 return Err(DataError::Config(format!(
                     "example {i} has {} tokens, more than seq_len + 1 = {}; encode with \
                      max_len = seq_len + 1",
-                    e.len(),
+                    n + 1,
                     cfg.seq_len + 1
                 )));
             }
         }
-        let fingerprint = fingerprint(&examples);
+        let fingerprint = examples.fingerprint();
         let plan = plan_epoch(&examples, &cfg, 0);
         Ok(Loader {
             examples,
@@ -237,7 +247,7 @@ impl Loader {
     }
 
     /// The next batch; a new epoch (freshly shuffled and packed) starts after the last.
-    pub fn next_batch(&mut self) -> HostBatch {
+    pub fn next_batch(&mut self) -> Result<HostBatch> {
         if self.index >= self.plan.len() {
             self.epoch += 1;
             self.index = 0;
@@ -249,11 +259,11 @@ impl Loader {
             self.cfg.seq_len
         } else {
             rows.iter()
-                .map(|r| r.iter().map(|&i| self.examples[i].n_positions()).sum())
+                .map(|r| r.iter().map(|&i| self.examples.n_positions(i)).sum())
                 .max()
                 .unwrap_or(0)
         };
-        HostBatch::from_rows(&self.examples, rows, seq_len, self.cfg.pad_id)
+        HostBatch::assemble(|i| self.examples.get(i), rows, seq_len, self.cfg.pad_id)
     }
 
     pub fn state(&self) -> LoaderState {
@@ -268,7 +278,7 @@ impl Loader {
 
     /// A loader that yields exactly the batches the saved one would have yielded next.
     pub fn restore(
-        examples: impl Into<Arc<Vec<Encoded>>>,
+        examples: impl Into<Examples>,
         cfg: BatchConfig,
         state: LoaderState,
     ) -> Result<Self> {
@@ -315,20 +325,22 @@ impl Loader {
         &self.cfg
     }
 
-    pub fn examples(&self) -> &Arc<Vec<Encoded>> {
+    pub fn examples(&self) -> &Examples {
         &self.examples
     }
 }
 
 /// One epoch's batches, each a list of rows of example indices.
-fn plan_epoch(examples: &[Encoded], cfg: &BatchConfig, epoch: u64) -> Vec<Vec<Vec<usize>>> {
+fn plan_epoch(examples: &Examples, cfg: &BatchConfig, epoch: u64) -> Vec<Vec<Vec<usize>>> {
     let mut rng = SplitMix64::new(epoch_rng(cfg.seed, epoch));
     let mut order: Vec<usize> = (0..examples.len()).collect();
     if cfg.shuffle {
         rng.shuffle(&mut order);
     }
     let mut rows: Vec<Vec<usize>> = if cfg.pack {
-        let sizes: Vec<usize> = examples.iter().map(Encoded::n_positions).collect();
+        let sizes: Vec<usize> = (0..examples.len())
+            .map(|i| examples.n_positions(i))
+            .collect();
         best_fit_decreasing(&sizes, &order, cfg.seq_len)
     } else {
         order.into_iter().map(|i| vec![i]).collect()
@@ -355,7 +367,7 @@ pub fn batches(examples: &[Encoded], cfg: &BatchConfig) -> Result<Vec<HostBatch>
         ..cfg.clone()
     };
     let mut l = Loader::new(examples.to_vec(), cfg)?;
-    Ok((0..l.steps_per_epoch()).map(|_| l.next_batch()).collect())
+    (0..l.steps_per_epoch()).map(|_| l.next_batch()).collect()
 }
 
 /// Stream packing for pretraining: concatenates documents (with `sep`, e.g. EOS, after each)
@@ -404,7 +416,22 @@ pub fn split_heldout_at_most<T: Clone>(
     seed: u64,
     max: usize,
 ) -> (Vec<T>, Vec<T>) {
-    let n = items.len();
+    let held = heldout_indices(items.len(), frac, seed, max);
+    let mut train = Vec::with_capacity(items.len() - held.len());
+    let mut heldout = Vec::with_capacity(held.len());
+    for (i, item) in items.iter().enumerate() {
+        if held.binary_search(&i).is_ok() {
+            heldout.push(item.clone());
+        } else {
+            train.push(item.clone());
+        }
+    }
+    (train, heldout)
+}
+
+/// The indices (sorted) that [`split_heldout_at_most`] holds out of `n` items: for datasets
+/// read as a stream, where only the count is known up front.
+pub fn heldout_indices(n: usize, frac: f64, seed: u64, max: usize) -> Vec<usize> {
     let frac = if frac.is_finite() {
         frac.clamp(0.0, 1.0)
     } else {
@@ -418,22 +445,14 @@ pub fn split_heldout_at_most<T: Clone>(
         k = k.min(n - 1);
     }
     k = k.min(max);
+    if k == 0 {
+        return Vec::new();
+    }
     let mut idx: Vec<usize> = (0..n).collect();
     SplitMix64::new(mix(seed ^ 0x0004_E1D0_u64)).shuffle(&mut idx);
-    let mut held = vec![false; n];
-    for &i in &idx[..k] {
-        held[i] = true;
-    }
-    let mut train = Vec::with_capacity(n - k);
-    let mut heldout = Vec::with_capacity(k);
-    for (item, h) in items.iter().zip(held) {
-        if h {
-            heldout.push(item.clone());
-        } else {
-            train.push(item.clone());
-        }
-    }
-    (train, heldout)
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
 }
 
 #[cfg(test)]
@@ -489,7 +508,7 @@ mod tests {
             ..BatchConfig::default()
         };
         let mut l = Loader::new(examples, cfg).unwrap();
-        let b = l.next_batch();
+        let b = l.next_batch().unwrap();
         assert_eq!((b.batch, b.seq_len), (3, 5));
         assert_eq!(b.n_tokens, 2 + 5 + 1);
     }

@@ -69,6 +69,25 @@ impl EncodeReport {
         self.dropped_too_long + self.dropped_no_supervised
     }
 
+    /// Adds the report of another part of the same dataset (encoded with the same `max_len`).
+    pub fn merge(&mut self, other: EncodeReport) {
+        self.examples += other.examples;
+        self.kept += other.kept;
+        self.max_len = self.max_len.max(other.max_len);
+        self.truncated += other.truncated;
+        self.tokens_lost += other.tokens_lost;
+        self.dropped_too_long += other.dropped_too_long;
+        self.dropped_no_supervised += other.dropped_no_supervised;
+        self.tokens += other.tokens;
+        self.supervised += other.supervised;
+        self.longest = self.longest.max(other.longest);
+        for d in other.first_drops {
+            if self.first_drops.len() < REPORT_DROPS {
+                self.first_drops.push(d);
+            }
+        }
+    }
+
     fn drop(&mut self, origin: &Option<Origin>, why: String) {
         if self.first_drops.len() < REPORT_DROPS {
             self.first_drops.push((origin.clone(), why));

@@ -717,8 +717,9 @@ pub fn lint(
             pad_id,
             ..BatchConfig::default()
         };
-        if let Ok(mut l) = Loader::new(sample, cfg) {
-            let b = l.next_batch();
+        if let Ok(mut l) = Loader::new(sample, cfg)
+            && let Ok(b) = l.next_batch()
+        {
             let pad_trained = (0..b.inputs.len())
                 .filter(|&i| b.doc_ids[i] == 0 && b.loss_mask[i])
                 .count();

@@ -7,6 +7,11 @@
 //!      ──encode_dataset (max_len + LengthPolicy)──▶ Vec<Encoded> ──Loader (pack / pad)──▶ HostBatch
 //! ```
 //!
+//! Datasets larger than memory take the same steps as a stream: [`encode_files`] reads the
+//! files record by record (dedup, quality filter, held-out split, encoding in chunks) into a
+//! [`TokenStore`] on disk, and the [`Loader`] reads each batch's examples back from it
+//! ([`Examples::Store`]); memory holds an index of 9 bytes per example.
+//!
 //! ```no_run
 //! use std::path::Path;
 //! use manners_data::*;
@@ -19,7 +24,7 @@
 //! let (examples, enc) = encode_dataset(&convs, &template, &tok, MaskMode::Assistant, 513, LengthPolicy::Truncate)?;
 //! println!("{enc}");
 //! let mut loader = Loader::new(examples, BatchConfig { batch_size: 8, seq_len: 512, ..BatchConfig::default() })?;
-//! let batch: HostBatch = loader.next_batch();   // inputs, targets, loss_mask, positions, doc_ids
+//! let batch: HostBatch = loader.next_batch()?;  // inputs, targets, loss_mask, positions, doc_ids
 //! let cursor = loader.state();                   // serde: save with the checkpoint
 //! # Ok(()) }
 //! ```
@@ -55,12 +60,14 @@ mod quality;
 mod read;
 mod reference;
 mod rng;
+mod store;
+mod stream;
 mod template;
 mod time;
 
 pub use batch::{
-    BatchConfig, HostBatch, Loader, LoaderState, batches, best_fit_decreasing, pack_stream,
-    split_heldout, split_heldout_at_most,
+    BatchConfig, HostBatch, Loader, LoaderState, batches, best_fit_decreasing, heldout_indices,
+    pack_stream, split_heldout, split_heldout_at_most,
 };
 pub use conversation::{Conversation, Message, Origin, Role, last_user};
 pub use encode::{
@@ -72,17 +79,19 @@ pub use inspect::{
     Severity, debug_render, inspect, length_histogram, lint,
 };
 pub use jsonl::{conversation_json, write_conversations, write_json_lines, write_texts};
-pub use mix::{MixReport, mix_texts};
+pub use mix::{MixReport, mix_pieces, mix_texts};
 pub use quality::{
-    FilterReport, QualityFilter, QualityScores, dedup, dedup_key, filter_quality, normalize_text,
-    quality_scores,
+    Deduper, FilterReport, QualityFilter, QualityGate, QualityScores, dedup, dedup_key,
+    filter_quality, normalize_text, quality_scores,
 };
 pub use read::{
     BadRecordPolicy, Format, ReadReport, Rejection, parse_conversation, read_bytes,
-    read_conversations, read_texts,
+    read_conversations, read_texts, stream_conversations,
 };
 pub use reference::{Reference, contains_word};
 pub use rng::{SplitMix64, mix};
+pub use store::{Examples, TokenStore, TokenStoreWriter};
+pub use stream::{StreamOptions, Streamed, encode_files};
 pub use template::{
     ChatTemplate, Encoded, MaskMode, SpecialTokens, TEMPLATE_FILE, TemplateSpec, choose_template,
     saved_template, strip_generation_tags,

@@ -48,12 +48,29 @@ pub fn mix_texts(
     seed: u64,
     max_len: usize,
 ) -> (Vec<Encoded>, MixReport) {
+    let sft_tokens = sft.iter().map(Encoded::len).sum();
+    let (pieces, report) = mix_pieces(sft.len(), sft_tokens, texts, fraction, seed, max_len);
+    let mut out = sft;
+    out.extend(pieces);
+    (out, report)
+}
+
+/// The raw-text pieces [`mix_texts`] would append to `n_sft` SFT examples of `sft_tokens`
+/// tokens (for examples that are not in memory, e.g. in a [`TokenStore`](crate::TokenStore)).
+pub fn mix_pieces(
+    n_sft: usize,
+    sft_tokens: usize,
+    texts: &[Encoded],
+    fraction: f64,
+    seed: u64,
+    max_len: usize,
+) -> (Vec<Encoded>, MixReport) {
     let mut pieces: Vec<Encoded> = texts
         .iter()
         .flat_map(|t| split_long(t, max_len))
         .filter(|e| e.len() >= 2)
         .collect();
-    let n = sft.len();
+    let n = n_sft;
     let f = if fraction.is_finite() {
         fraction.clamp(0.0, 0.99)
     } else {
@@ -69,16 +86,14 @@ pub fn mix_texts(
     }
     let mut report = MixReport {
         sft_examples: n,
-        sft_tokens: sft.iter().map(Encoded::len).sum(),
+        sft_tokens,
         text_available: available,
         text_added: pieces.len(),
         text_tokens: pieces.iter().map(Encoded::len).sum(),
         fraction: 0.0,
     };
     report.fraction = pieces.len() as f64 / (n + pieces.len()).max(1) as f64;
-    let mut out = sft;
-    out.extend(pieces);
-    (out, report)
+    (pieces, report)
 }
 
 #[cfg(test)]

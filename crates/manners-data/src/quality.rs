@@ -130,21 +130,51 @@ pub fn filter_quality(
     tok: &Tokenizer,
     filter: &QualityFilter,
 ) -> Result<(Vec<Conversation>, FilterReport)> {
-    let mut enc = TokEncoder::new(tok);
-    let mut report = FilterReport {
-        examples: convs.len(),
-        ..FilterReport::default()
-    };
+    let mut gate = QualityGate::new(*filter, tok);
     let mut out = Vec::with_capacity(convs.len());
     for c in convs {
-        let s = scores_with(&c, &mut enc)?;
-        match filter.check(&s) {
-            Some(why) => report.remove(&c.origin, why, format!("{why} ({s:?})")),
-            None => out.push(c),
+        if gate.keep(&c)? {
+            out.push(c);
         }
     }
-    report.kept = out.len();
-    Ok((out, report))
+    Ok((out, gate.into_report()))
+}
+
+/// [`filter_quality`] one conversation at a time (for datasets read as a stream).
+pub struct QualityGate<'t> {
+    filter: QualityFilter,
+    enc: TokEncoder<'t>,
+    report: FilterReport,
+}
+
+impl<'t> QualityGate<'t> {
+    pub fn new(filter: QualityFilter, tok: &'t Tokenizer) -> Self {
+        QualityGate {
+            filter,
+            enc: TokEncoder::new(tok),
+            report: FilterReport::default(),
+        }
+    }
+
+    /// Whether `c` passes; a failure is counted (and the first few named) in the report.
+    pub fn keep(&mut self, c: &Conversation) -> Result<bool> {
+        self.report.examples += 1;
+        let s = scores_with(c, &mut self.enc)?;
+        match self.filter.check(&s) {
+            Some(why) => {
+                self.report.remove(&c.origin, why, format!("{why} ({s:?})"));
+                Ok(false)
+            }
+            None => {
+                self.report.kept += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn into_report(self) -> FilterReport {
+        self.report
+    }
 }
 
 /// Normalised text for exact de-duplication: Unicode NFKC, lower case, whitespace runs
@@ -174,29 +204,70 @@ pub fn dedup_key(conv: &Conversation) -> String {
 
 /// Removes exact duplicates (same [`dedup_key`]), keeping the first occurrence.
 pub fn dedup(convs: Vec<Conversation>) -> (Vec<Conversation>, FilterReport) {
-    let mut report = FilterReport {
-        examples: convs.len(),
-        ..FilterReport::default()
-    };
-    let mut first: HashMap<String, Option<Origin>> = HashMap::new();
-    let mut out = Vec::with_capacity(convs.len());
-    for c in convs {
-        let key = dedup_key(&c);
-        match first.get(&key) {
-            Some(orig) => {
-                let of = orig
-                    .as_ref()
-                    .map_or_else(|| "an earlier example".to_string(), |o| o.to_string());
-                report.remove(&c.origin, "duplicate", format!("duplicate of {of}"));
-            }
-            None => {
-                first.insert(key, c.origin.clone());
-                out.push(c);
-            }
+    let mut d = Deduper::default();
+    let out: Vec<Conversation> = convs.into_iter().filter(|c| d.keep(c)).collect();
+    (out, d.into_report())
+}
+
+/// [`dedup`] one conversation at a time. It remembers a 128-bit hash of each key and where the
+/// key was first seen (24 bytes and a map slot per distinct conversation), never the text, so a
+/// million conversations cost tens of megabytes.
+#[derive(Debug, Default)]
+pub struct Deduper {
+    /// Key hash -> (file number + 1, or 0 for no origin; line).
+    seen: HashMap<u128, (u32, u32)>,
+    files: Vec<std::path::PathBuf>,
+    report: FilterReport,
+}
+
+impl Deduper {
+    /// Whether `c` is the first with its key; a duplicate is counted (and the first few named,
+    /// with the example they repeat) in the report.
+    pub fn keep(&mut self, c: &Conversation) -> bool {
+        use std::hash::{Hash, Hasher};
+        self.report.examples += 1;
+        let key = dedup_key(c);
+        let half = |salt: u8| {
+            let mut h = std::hash::DefaultHasher::new();
+            salt.hash(&mut h);
+            key.hash(&mut h);
+            h.finish()
+        };
+        let hash = u128::from(half(0x51)) << 64 | u128::from(half(0xA7));
+        if let Some(&(file, line)) = self.seen.get(&hash) {
+            let of = match file.checked_sub(1) {
+                Some(f) => Origin {
+                    file: self.files[f as usize].clone(),
+                    line: line as usize,
+                }
+                .to_string(),
+                None => "an earlier example".to_string(),
+            };
+            self.report
+                .remove(&c.origin, "duplicate", format!("duplicate of {of}"));
+            return false;
         }
+        let at = match &c.origin {
+            Some(o) => {
+                let f = match self.files.iter().position(|p| *p == o.file) {
+                    Some(f) => f,
+                    None => {
+                        self.files.push(o.file.clone());
+                        self.files.len() - 1
+                    }
+                };
+                (f as u32 + 1, o.line.min(u32::MAX as usize) as u32)
+            }
+            None => (0, 0),
+        };
+        self.seen.insert(hash, at);
+        self.report.kept += 1;
+        true
     }
-    report.kept = out.len();
-    (out, report)
+
+    pub fn into_report(self) -> FilterReport {
+        self.report
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -222,18 +222,33 @@ pub fn read_conversations(
     format: Format,
     policy: BadRecordPolicy,
 ) -> Result<(Vec<Conversation>, ReadReport)> {
+    let mut out = Vec::new();
+    let report = stream_conversations(path, format, policy, |c| {
+        out.push(c);
+        Ok(())
+    })?;
+    Ok((out, report))
+}
+
+/// [`read_conversations`] one conversation at a time: JSONL (the format for large datasets) is
+/// read line by line, so memory is bounded by the longest line, not the file; a JSON array or
+/// a single pretty-printed record is read whole. `f` may stop the read with an error.
+pub fn stream_conversations(
+    path: &Path,
+    format: Format,
+    policy: BadRecordPolicy,
+    mut f: impl FnMut(Conversation) -> Result<()>,
+) -> Result<ReadReport> {
     if format == Format::Text {
         return Err(DataError::Config(
             "format `text` holds raw text, not conversations: read it with read_texts".into(),
         ));
     }
-    let bytes = read_bytes(path)?;
     let mut report = ReadReport {
         files: vec![path.to_path_buf()],
         ..ReadReport::default()
     };
-    let mut out = Vec::new();
-    for_each_record(path, &bytes, |line, rec| {
+    stream_records(path, |line, rec| {
         report.records += 1;
         let origin = Origin {
             file: path.to_path_buf(),
@@ -248,16 +263,15 @@ pub fn read_conversations(
             Ok((messages, fmt)) => {
                 report.accepted += 1;
                 *report.formats.entry(fmt.name().to_string()).or_default() += 1;
-                out.push(Conversation {
+                f(Conversation {
                     messages,
                     origin: Some(origin),
-                });
-                Ok(())
+                })
             }
             Err((field, reason)) => reject(&mut report, policy, origin, field, reason),
         }
     })?;
-    Ok((out, report))
+    Ok(report)
 }
 
 /// Reads raw-text documents (for mixing into SFT data and for pretraining).
@@ -267,7 +281,6 @@ pub fn read_conversations(
 ///   line is the block's first line. A file without blank lines is a single document.
 /// - anything else: JSONL/JSON records `{"text": "..."}` (a bare JSON string is accepted too).
 pub fn read_texts(path: &Path, policy: BadRecordPolicy) -> Result<(Vec<String>, ReadReport)> {
-    let bytes = read_bytes(path)?;
     let mut report = ReadReport {
         files: vec![path.to_path_buf()],
         ..ReadReport::default()
@@ -276,6 +289,7 @@ pub fn read_texts(path: &Path, policy: BadRecordPolicy) -> Result<(Vec<String>, 
     let name = path.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".txt") {
+        let bytes = read_bytes(path)?;
         for (line, para) in paragraphs(strip_bom(&bytes)) {
             report.records += 1;
             let origin = Origin {
@@ -308,7 +322,7 @@ pub fn read_texts(path: &Path, policy: BadRecordPolicy) -> Result<(Vec<String>, 
         *report.formats.entry("text".into()).or_default() += report.accepted;
         return Ok((out, report));
     }
-    for_each_record(path, &bytes, |line, rec| {
+    stream_records(path, |line, rec| {
         report.records += 1;
         let origin = Origin {
             file: path.to_path_buf(),
@@ -728,7 +742,17 @@ pub const MAX_LINE_BYTES: usize = 256 << 20;
 /// (`/dev/zero` and `/dev/urandom` never end), as are lines longer than [`MAX_LINE_BYTES`] and
 /// contents larger than half the available memory: each a clear error naming the file.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    use std::io::BufRead;
+    read_bounded(open_data(path)?, path, memory_limit(), 1, Vec::new())
+}
+
+/// Half the available memory: the most a data file read whole may take.
+fn memory_limit() -> u64 {
+    manners_events::host::available_memory().map_or(u64::MAX, |m| m / 2)
+}
+
+/// Opens a data file for buffered reading, decompressing gzip (detected by its magic bytes).
+/// Directories, devices and sockets are refused with an error naming the file.
+fn open_data(path: &Path) -> Result<Box<dyn BufRead>> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.is_dir() {
         return Err(DataError::NotAFile {
@@ -748,23 +772,122 @@ pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         }
     }
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let gz = reader
         .fill_buf()
         .map_err(|e| DataError::io(path, e))?
         .starts_with(&[0x1f, 0x8b]);
-    let limit = manners_events::host::available_memory().map_or(u64::MAX, |m| m / 2);
-    if gz {
-        read_bounded(flate2::read::MultiGzDecoder::new(reader), path, limit)
+    Ok(if gz {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            flate2::bufread::MultiGzDecoder::new(reader),
+        ))
     } else {
-        read_bounded(reader, path, limit)
+        Box::new(reader)
+    })
+}
+
+/// Reads one line (with its `\n`) into `buf`, refusing lines longer than [`MAX_LINE_BYTES`].
+/// Returns the bytes read, 0 at the end of the file.
+fn read_line_bounded(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    path: &Path,
+    line: usize,
+) -> Result<usize> {
+    read_line_at_most(r, buf, path, line, MAX_LINE_BYTES)
+}
+
+fn read_line_at_most(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    path: &Path,
+    line: usize,
+    max: usize,
+) -> Result<usize> {
+    let n = r
+        .take(max as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| DataError::io(path, e))?;
+    if n > max && buf.last() != Some(&b'\n') {
+        return Err(DataError::Record {
+            file: path.to_path_buf(),
+            line,
+            field: None,
+            reason: RejectReason::LineTooLong { max },
+        });
+    }
+    Ok(n)
+}
+
+/// [`for_each_record`] without reading a JSONL file whole: records are read line by line. A
+/// file whose first non-blank line opens a JSON array, or a single object spread over several
+/// lines, is read whole (up to half the available memory) and handed to `for_each_record`.
+fn stream_records(
+    path: &Path,
+    mut f: impl FnMut(usize, std::result::Result<&str, Rej>) -> Result<()>,
+) -> Result<()> {
+    let mut r = open_data(path)?;
+    let mut head = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        if read_line_bounded(&mut r, &mut buf, path, line + 1)? == 0 {
+            return for_each_record(path, &head, f);
+        }
+        line += 1;
+        head.extend_from_slice(&buf);
+        let content = if line == 1 { strip_bom(&buf) } else { &buf[..] };
+        let Some(start) = content.iter().position(|b| !b.is_ascii_whitespace()) else {
+            continue;
+        };
+        let whole = match content[start] {
+            b'[' => true,
+            b'{' => serde_json::from_slice::<serde::de::IgnoredAny>(&content[start..]).is_err(),
+            _ => false,
+        };
+        if whole {
+            let bytes = read_bounded(r, path, memory_limit(), line + 1, head)?;
+            return for_each_record(path, &bytes, f);
+        }
+        break;
+    }
+    // `buf` holds the first non-blank line (number `line`); the rest follows one at a time.
+    loop {
+        let raw = if line == 1 { strip_bom(&buf) } else { &buf[..] };
+        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if !raw.iter().all(u8::is_ascii_whitespace) {
+            let rec = std::str::from_utf8(raw).map_err(|e| {
+                (
+                    None,
+                    RejectReason::InvalidUtf8 {
+                        byte: e.valid_up_to(),
+                    },
+                )
+            });
+            f(line, rec)?;
+        }
+        buf.clear();
+        if read_line_bounded(&mut r, &mut buf, path, line + 1)? == 0 {
+            return Ok(());
+        }
+        line += 1;
     }
 }
 
-fn read_bounded(mut r: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// Reads the rest of `r` after `out` (the lines before `line`), refusing a line longer than
+/// [`MAX_LINE_BYTES`] or more than `limit` bytes in all.
+fn read_bounded(
+    mut r: impl Read,
+    path: &Path,
+    limit: u64,
+    line: usize,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 1 << 20];
-    let (mut line, mut since_newline) = (1usize, 0usize);
+    let (mut line, mut since_newline) = (line, 0usize);
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(out),
@@ -951,11 +1074,11 @@ mod tests {
         // Ten short lines, then one without an end: the error names the line.
         let mut text = "{}\n".repeat(10).into_bytes();
         text.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES / 64));
-        let e = read_bounded(&text[..], Path::new("big.jsonl"), u64::MAX).unwrap();
+        let e = read_bounded(&text[..], Path::new("big.jsonl"), u64::MAX, 1, Vec::new()).unwrap();
         assert_eq!(e.len(), text.len());
         let long =
             std::io::Read::chain(&text[..], std::io::repeat(b'x').take(MAX_LINE_BYTES as u64));
-        let e = read_bounded(long, Path::new("big.jsonl"), u64::MAX)
+        let e = read_bounded(long, Path::new("big.jsonl"), u64::MAX, 1, Vec::new())
             .unwrap_err()
             .to_string();
         assert!(
@@ -963,13 +1086,24 @@ mod tests {
             "{e}"
         );
         // Contents beyond the memory limit.
-        let e = read_bounded(&text[..], Path::new("x.jsonl"), 100)
+        let e = read_bounded(&text[..], Path::new("x.jsonl"), 100, 1, Vec::new())
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("x.jsonl") && e.contains("available memory"),
             "{e}"
         );
+        // The streaming reader's line bound: a line of exactly `max` bytes (plus its newline)
+        // passes, one more byte without a newline is refused, naming the line.
+        let mut r: &[u8] = b"12345\n123456";
+        let mut buf = Vec::new();
+        let p = Path::new("s.jsonl");
+        assert_eq!(read_line_at_most(&mut r, &mut buf, p, 1, 5).unwrap(), 6);
+        buf.clear();
+        let e = read_line_at_most(&mut r, &mut buf, p, 2, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("s.jsonl:2:"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use manners_data::Examples;
 use manners_events::stats::fmt_bytes;
 use manners_model::burn::module::Module;
 use manners_model::{DeviceChoice, ModelDims};
@@ -65,7 +66,8 @@ pub fn dry_run(mut cfg: TrainConfig, choice: &DeviceChoice) -> Result<DryRun> {
     let device = choice.device.clone().autodiff();
     let p = plan(&mut cfg, &device)?;
     let train = p.loader.examples();
-    let train_tokens = train.iter().map(|e| e.len()).sum::<usize>();
+    let (train_tokens, supervised_tokens) = train.totals();
+    let train_tokens = train_tokens as usize;
     let params = p.model.num_params() as u64;
     let trainable = crate::lora::trainable_params(&p.model, p.added_ids.len());
     let memory = MemoryEstimate {
@@ -78,7 +80,12 @@ pub fn dry_run(mut cfg: TrainConfig, choice: &DeviceChoice) -> Result<DryRun> {
             cfg.batch_size,
             cfg.max_len - 1,
         ),
-        data: 5 * train_tokens as u64,
+        // Examples in memory take 5 bytes a token; in a token store (conversations) only the
+        // index stays in memory, 9 bytes an example.
+        data: match train {
+            Examples::Memory(_) => 5 * train_tokens as u64,
+            Examples::Store(_) => 9 * train.len() as u64,
+        },
     };
     Ok(DryRun {
         model: p.config.describe(),
@@ -87,7 +94,7 @@ pub fn dry_run(mut cfg: TrainConfig, choice: &DeviceChoice) -> Result<DryRun> {
         train_examples: train.len(),
         eval_examples: p.data.eval.len(),
         train_tokens,
-        supervised_tokens: train.iter().map(|e| e.n_supervised()).sum(),
+        supervised_tokens: supervised_tokens as usize,
         steps_per_epoch: p.loader.steps_per_epoch(),
         total_steps: p.total_steps,
         memory,

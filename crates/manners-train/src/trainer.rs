@@ -4,13 +4,13 @@
 //! intervals; at the end export `final/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manners_data::{
-    BatchConfig, ChatTemplate, Conversation, Encoded, HostBatch, Loader, Message, ReadReport, Role,
-    SpecialTokens, TEMPLATE_FILE, choose_template, encode_dataset, encode_texts, format_utc,
-    last_user, mix_texts, now_secs, pack_stream, read_conversations, read_texts, split_heldout,
+    BatchConfig, ChatTemplate, Conversation, Encoded, Examples, HostBatch, Loader, Message,
+    ReadReport, Role, SpecialTokens, StreamOptions, TEMPLATE_FILE, choose_template, encode_dataset,
+    encode_texts, format_utc, last_user, mix_pieces, now_secs, pack_stream, read_conversations,
+    read_texts, split_heldout,
 };
 use manners_events::{
     CheckpointInfo, Control, EvalStats, EventSink, RunInfo, RunKind, RunSummary, SampleOut,
@@ -403,7 +403,7 @@ impl Run {
             let lr = self.schedule.lr_at(step);
             let micro: Vec<HostBatch> = (0..self.cfg.grad_accum)
                 .map(|_| self.loader.next_batch())
-                .collect();
+                .collect::<manners_data::Result<_>>()?;
             let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
             // Dropout draws from the device RNG: seeding it from (seed, step) makes every step's
@@ -900,7 +900,7 @@ fn batching(
     } else {
         manners_data::batches(&data.eval, &batch_cfg)?
     };
-    let loader = Loader::new(Arc::new(std::mem::take(&mut data.train)), batch_cfg)?;
+    let loader = Loader::new(data.train.clone(), batch_cfg)?;
     Ok((loader, eval))
 }
 
@@ -1110,7 +1110,8 @@ fn default_run_name(kind: RunKind) -> String {
 // ---- data -----------------------------------------------------------------------------------
 
 pub(crate) struct PreparedData {
-    train: Vec<Encoded>,
+    /// Conversations are in a token store on disk; pretraining text in memory.
+    pub(crate) train: Examples,
     pub(crate) eval: Vec<Encoded>,
     eval_convs: Vec<Conversation>,
     pub(crate) facts: Vec<(String, String)>,
@@ -1125,16 +1126,7 @@ fn read_all<T>(
     let mut out = Vec::new();
     for p in paths {
         let (items, report) = read(p)?;
-        if report.n_rejected() > 0 {
-            facts.push((
-                "warning: data".into(),
-                format!(
-                    "{} records rejected and skipped: {}",
-                    report.n_rejected(),
-                    report.to_string().trim()
-                ),
-            ));
-        }
+        note_rejections(&report, facts);
         out.extend(items);
     }
     Ok(out)
@@ -1175,7 +1167,7 @@ fn prepare_data(
             format!("{} train, {} held out", train_txt.len(), eval_txt.len()),
         ));
         return Ok(PreparedData {
-            train,
+            train: train.into(),
             eval,
             eval_convs: Vec::new(),
             facts,
@@ -1184,24 +1176,45 @@ fn prepare_data(
     let convs_of = |paths: &[PathBuf], facts: &mut Vec<(String, String)>| {
         read_all(paths, facts, |p| read_conversations(p, cfg.format, policy))
     };
-    let convs = filter_conversations(cfg, convs_of(&cfg.data, &mut facts)?, tok, &mut facts)?;
-    let (train_convs, mut eval_convs) = if cfg.eval_data.is_empty() {
-        // No more held out than the held-out loss uses: 5% of a million conversations would
-        // otherwise drop 50,000 from training to evaluate on 256.
-        manners_data::split_heldout_at_most(
-            &convs,
-            cfg.eval_fraction,
-            cfg.seed,
-            cfg.max_eval_examples,
-        )
+    // The training files are read as a stream into a token store on disk (next to the runs):
+    // memory holds an index of the examples, not the dataset.
+    let split = cfg.eval_data.is_empty();
+    let streamed = manners_data::encode_files(
+        &cfg.data,
+        &StreamOptions {
+            format: cfg.format,
+            policy,
+            // No more held out than the held-out loss uses: 5% of a million conversations
+            // would otherwise drop 50,000 from training to evaluate on 256.
+            heldout_fraction: if split { cfg.eval_fraction } else { 0.0 },
+            max_heldout: cfg.max_eval_examples,
+            seed: cfg.seed,
+            dedup: cfg.dedup,
+            quality: quality_filter(cfg),
+            template,
+            tokenizer: tok.hf(),
+            mask: cfg.mask,
+            max_len: cfg.max_len,
+            truncation: cfg.truncation,
+            store_dir: &cfg.out_dir,
+        },
+    )?;
+    for (_, report) in &streamed.read {
+        note_rejections(report, &mut facts);
+    }
+    if let Some(r) = &streamed.dedup {
+        note_filter(&mut facts, "duplicates", r);
+    }
+    if let Some(r) = &streamed.quality {
+        note_filter(&mut facts, "quality", r);
+    }
+    let mut eval_convs = if split {
+        streamed.heldout
     } else {
-        (convs, convs_of(&cfg.eval_data, &mut facts)?)
+        convs_of(&cfg.eval_data, &mut facts)?
     };
     eval_convs.truncate(cfg.max_eval_examples);
-    let encode = |c: &[Conversation]| {
-        encode_dataset(c, template, tok.hf(), cfg.mask, cfg.max_len, cfg.truncation)
-    };
-    let (mut train, report) = encode(&train_convs)?;
+    let report = streamed.encode;
     if report.truncated > 0 || report.dropped() > 0 {
         facts.push((
             "warning: length".into(),
@@ -1214,57 +1227,77 @@ fn prepare_data(
             ),
         ));
     }
-    let (eval, _) = encode(&eval_convs)?;
+    let (eval, _) = encode_dataset(
+        &eval_convs,
+        template,
+        tok.hf(),
+        cfg.mask,
+        cfg.max_len,
+        cfg.truncation,
+    )?;
+    let mut train = streamed.train;
     if !cfg.mix_text.is_empty() && cfg.mix_fraction > 0.0 {
         let raw = encode_texts(&texts(&cfg.mix_text, &mut facts)?, tok.hf(), eos)?;
-        let (mixed, mix_report) = mix_texts(train, &raw, cfg.mix_fraction, cfg.seed, cfg.max_len);
+        let (pieces, mix_report) = mix_pieces(
+            train.len(),
+            report.tokens,
+            &raw,
+            cfg.mix_fraction,
+            cfg.seed,
+            cfg.max_len,
+        );
+        for p in &pieces {
+            train.push(p)?;
+        }
         facts.push(("mix".into(), mix_report.to_string().trim().to_string()));
-        train = mixed;
     }
-    let sup: usize = train.iter().map(Encoded::n_supervised).sum();
-    let toks: usize = train.iter().map(|e| e.len().saturating_sub(1)).sum();
+    let train = train.finish()?;
+    let toks = train.tokens() - train.len() as u64;
     facts.push((
         "supervised".into(),
         format!(
             "{:.1}% of {} training positions",
-            100.0 * sup as f64 / toks.max(1) as f64,
+            100.0 * train.supervised() as f64 / toks.max(1) as f64,
             toks
         ),
     ));
     Ok(PreparedData {
-        train,
+        train: train.into(),
         eval,
         eval_convs,
         facts,
     })
 }
 
-/// The training files' conversations after `dedup` and the quality filter (before the
-/// held-out split, so held-out examples never duplicate training ones), each removal counted
-/// in the run's facts with the first few named by file:line.
-fn filter_conversations(
-    cfg: &TrainConfig,
-    convs: Vec<Conversation>,
-    tok: &Tokenizer,
-    facts: &mut Vec<(String, String)>,
-) -> Result<Vec<Conversation>> {
-    let mut convs = convs;
-    let mut note = |what: &str, report: &manners_data::FilterReport| {
-        let removed = report.examples - report.kept;
-        if removed > 0 {
-            let lines: Vec<String> = report
-                .to_string()
-                .lines()
-                .map(|l| l.trim().to_string())
-                .collect();
-            facts.push((format!("filter: {what}"), lines.join("; ")));
-        }
-    };
-    if cfg.dedup {
-        let (kept, report) = manners_data::dedup(convs);
-        note("duplicates", &report);
-        convs = kept;
+/// Notes a file's rejected records as a warning fact.
+fn note_rejections(report: &ReadReport, facts: &mut Vec<(String, String)>) {
+    if report.n_rejected() > 0 {
+        facts.push((
+            "warning: data".into(),
+            format!(
+                "{} records rejected and skipped: {}",
+                report.n_rejected(),
+                report.to_string().trim()
+            ),
+        ));
     }
+}
+
+/// Notes what `dedup` or the quality filter removed, the first few named by file:line.
+fn note_filter(facts: &mut Vec<(String, String)>, what: &str, report: &manners_data::FilterReport) {
+    if report.examples > report.kept {
+        let lines: Vec<String> = report
+            .to_string()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        facts.push((format!("filter: {what}"), lines.join("; ")));
+    }
+}
+
+/// The quality filter the config asks for, if any (applied after `dedup`, before the
+/// held-out split's parts are encoded).
+fn quality_filter(cfg: &TrainConfig) -> Option<manners_data::QualityFilter> {
     let off = |x: f64| if x > 0.0 { x } else { f64::INFINITY };
     let filter = manners_data::QualityFilter {
         min_response_tokens: cfg.min_response_tokens.max(1),
@@ -1275,12 +1308,7 @@ fn filter_conversations(
         max_ratio: off(cfg.max_prompt_ratio),
         min_distinct_ratio: cfg.min_distinct_ratio.max(0.0),
     };
-    if filter != manners_data::QualityFilter::default() {
-        let (kept, report) = manners_data::filter_quality(convs, tok.hf(), &filter)?;
-        note("quality", &report);
-        convs = kept;
-    }
-    Ok(convs)
+    (filter != manners_data::QualityFilter::default()).then_some(filter)
 }
 
 /// The prompts sampled during training: the configured ones (user messages; raw text when

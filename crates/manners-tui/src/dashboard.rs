@@ -120,6 +120,10 @@ pub struct Dashboard {
     pub(crate) train: LossHistory,
     pub(crate) ema: Ema,
     pub(crate) ema_value: Option<f64>,
+    /// Loss of the raw text mixed into SFT data (runs that mix it): last value and smoothed.
+    pub(crate) mixed_last: Option<f64>,
+    pub(crate) mixed_ema: Ema,
+    pub(crate) mixed_ema_value: Option<f64>,
     pub(crate) train_ema: LossHistory,
     pub(crate) eval: LossHistory,
     pub(crate) recent: VecDeque<(f64, f64)>,
@@ -168,6 +172,9 @@ impl Dashboard {
             train: LossHistory::new(cap),
             ema: Ema::new(0.9),
             ema_value: None,
+            mixed_last: None,
+            mixed_ema: Ema::new(0.9),
+            mixed_ema_value: None,
             train_ema: LossHistory::new(cap),
             eval: LossHistory::new(cap),
             recent: VecDeque::with_capacity(RECENT_STEPS),
@@ -313,6 +320,12 @@ impl Dashboard {
                 push_bounded(&mut self.recent_ema, (x, m), RECENT_STEPS);
             }
             push_bounded(&mut self.recent, (x, loss), RECENT_STEPS);
+            // The raw text's own loss, several times higher, gets its own stats row rather
+            // than a series that would flatten the conversations' curve.
+            if let Some(m) = s.mixed_loss.filter(|m| m.is_finite()) {
+                self.mixed_last = Some(m);
+                self.mixed_ema_value = self.mixed_ema.push(m);
+            }
         }
         if s.tokens_per_sec.is_finite() && s.tokens_per_sec >= 0.0 {
             push_bounded(&mut self.tps, s.tokens_per_sec.round() as u64, RECENT_STEPS);

@@ -106,9 +106,10 @@ impl Dashboard {
         let [chart, right] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Length(side)]).areas(main);
         self.render_chart(frame, chart);
-        // Stats need 7 lines plus borders; the run facts get the rest.
+        // Stats need 7 lines (8 with raw text mixed in) plus borders; the facts get the rest.
+        let stats_h = 9 + u16::from(self.mixed_last.is_some());
         let facts_h = (self.fact_lines(side.saturating_sub(4) as usize).len() as u16 + 2)
-            .min(right.height.saturating_sub(9));
+            .min(right.height.saturating_sub(stats_h));
         let [facts, stats] =
             Layout::vertical([Constraint::Length(facts_h), Constraint::Fill(1)]).areas(right);
         self.render_facts(frame, facts);
@@ -440,8 +441,12 @@ impl Dashboard {
             .last_checkpoint
             .as_ref()
             .map_or("--".to_string(), |c| format!("@{}", c.step));
-        vec![
-            [("loss", loss), ("ema", ema)],
+        let mut pairs = vec![[("loss", loss), ("ema", ema)]];
+        if let Some(last) = self.mixed_last {
+            let ema = self.mixed_ema_value.map_or("--".to_string(), fmt_loss);
+            pairs.push([("raw txt", fmt_loss(last)), ("ema", ema)]);
+        }
+        pairs.extend([
             [("eval", eval), ("best", best)],
             [("ppl", ppl), ("ckpt", ckpt)],
             [("lr", lr), ("gnorm", gnorm)],
@@ -451,7 +456,8 @@ impl Dashboard {
                 ("warn", fmt_count(self.warnings)),
             ],
             [("step", step_time), ("epoch", epoch)],
-        ]
+        ]);
+        pairs
     }
 
     fn render_stats(&self, frame: &mut Frame, area: Rect) {
@@ -473,7 +479,7 @@ impl Dashboard {
                 if *l1 == "eval" && self.best_eval.is_some() {
                     spans[1] = spans[1].clone().fg(EVAL);
                 }
-                if *l1 == "loss" {
+                if *l1 == "loss" || *l1 == "raw txt" {
                     spans[3] = spans[3].clone().fg(EMA);
                 }
                 if *l2 == "warn" && self.warnings > 0 {
@@ -644,10 +650,14 @@ impl Dashboard {
         let last = self.last.as_ref();
         let mut l1 = vec![
             label(" loss "),
-            value(last.map_or("--".into(), |s| fmt_loss(s.loss))),
+            value(last.map_or("--".into(), |s| fmt_loss(s.sft_loss.unwrap_or(s.loss)))),
             label("  ema "),
             value(self.ema_value.map_or("--".into(), fmt_loss)).fg(EMA),
         ];
+        if let Some(m) = self.mixed_ema_value.or(self.mixed_last) {
+            l1.push(label("  raw txt "));
+            l1.push(value(fmt_loss(m)));
+        }
         if let Some(e) = &self.last_eval {
             l1.push(label("  eval "));
             l1.push(value(fmt_loss(e.loss)).fg(EVAL));

@@ -256,3 +256,26 @@ fn trainer_died_narrow() {
     assert!(d.status().is_over());
     insta::assert_snapshot!(draw(&d, 80, 24));
 }
+
+/// A run that mixes raw text into its SFT data: the chart and the loss row show the
+/// conversations' loss, and a row of its own shows the raw text's (last and smoothed).
+#[test]
+fn mixing_raw_text_wide_and_narrow() {
+    let mut d = Dashboard::new();
+    for ev in events(300) {
+        let ev = match ev {
+            TrainEvent::Step(s) if !s.skipped => TrainEvent::Step(StepStats {
+                sft_loss: Some(s.loss),
+                mixed_loss: Some(4.2 + 0.5 * (-(s.step as f64) / 200.0).exp()),
+                loss: 0.8 * s.loss + 0.2 * 4.4,
+                ..s
+            }),
+            other => other,
+        };
+        d.update(&ev);
+    }
+    let wide = draw(&d, 120, 40).to_string();
+    assert!(wide.contains("raw txt"), "{wide}");
+    insta::assert_snapshot!("mixing_raw_text_wide", draw(&d, 120, 40));
+    insta::assert_snapshot!("mixing_raw_text_narrow", draw(&d, 80, 24));
+}

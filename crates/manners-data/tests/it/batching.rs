@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use manners_data::{
-    BatchConfig, Encoded, HostBatch, Loader, LoaderState, batches, pack_stream, split_heldout,
+    BatchConfig, Encoded, Examples, HostBatch, Loader, LoaderState, TokenStore, batches,
+    pack_stream, split_heldout,
 };
 use proptest::prelude::*;
 
@@ -112,7 +113,7 @@ proptest! {
             let steps = l.steps_per_epoch();
             let mut got = Vec::new();
             for _ in 0..steps {
-                got.extend(check_batch(&l.next_batch(), &cfg));
+                got.extend(check_batch(&l.next_batch().unwrap(), &cfg));
             }
             got.sort_unstable();
             prop_assert_eq!(&got, &want);
@@ -137,14 +138,48 @@ proptest! {
         let cfg = BatchConfig { batch_size, seq_len: 32, pack, shuffle: true, seed, drop_last: true, pad_id: 0 };
         let mut a = Loader::new(ex.clone(), cfg.clone()).unwrap();
         for _ in 0..stop_at {
-            a.next_batch();
+            a.next_batch().unwrap();
         }
         let json = serde_json::to_string(&a.state()).unwrap();
         let state: LoaderState = serde_json::from_str(&json).unwrap();
         let mut b = Loader::restore(ex.clone(), cfg.clone(), state).unwrap();
         prop_assert_eq!(a.epoch(), b.epoch());
         for _ in 0..25 {
-            prop_assert_eq!(a.next_batch(), b.next_batch());
+            prop_assert_eq!(a.next_batch().unwrap(), b.next_batch().unwrap());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Examples written to a token store (disk) batch exactly as the same examples in memory,
+    /// and a cursor saved by one loader restores the other.
+    #[test]
+    fn a_store_batches_like_memory(
+        lens in prop::collection::vec((2usize..=33, any::<u64>()), 1..40),
+        batch_size in 1usize..5,
+        pack in any::<bool>(),
+        stop_at in 0usize..30,
+        seed in any::<u64>(),
+    ) {
+        let ex = examples(&lens);
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TokenStore::create_in(dir.path()).unwrap();
+        for e in &ex {
+            w.push(e).unwrap();
+        }
+        let store = Examples::from(w.finish().unwrap());
+        let cfg = BatchConfig { batch_size, seq_len: 32, pack, shuffle: true, seed, drop_last: false, pad_id: 7 };
+        let mut mem = Loader::new(ex.clone(), cfg.clone()).unwrap();
+        let mut disk = Loader::new(store.clone(), cfg.clone()).unwrap();
+        prop_assert_eq!(mem.steps_per_epoch(), disk.steps_per_epoch());
+        for _ in 0..stop_at {
+            prop_assert_eq!(mem.next_batch().unwrap(), disk.next_batch().unwrap());
+        }
+        let mut restored = Loader::restore(store, cfg, mem.state()).unwrap();
+        for _ in 0..10 {
+            prop_assert_eq!(mem.next_batch().unwrap(), restored.next_batch().unwrap());
         }
     }
 }
@@ -159,14 +194,20 @@ fn shuffle_is_seeded_and_differs_between_epochs() {
     };
     let mut a = Loader::new(ex.clone(), cfg.clone()).unwrap();
     let mut b = Loader::new(ex.clone(), cfg.clone()).unwrap();
-    let first: Vec<HostBatch> = (0..a.steps_per_epoch()).map(|_| a.next_batch()).collect();
-    let again: Vec<HostBatch> = (0..b.steps_per_epoch()).map(|_| b.next_batch()).collect();
+    let first: Vec<HostBatch> = (0..a.steps_per_epoch())
+        .map(|_| a.next_batch().unwrap())
+        .collect();
+    let again: Vec<HostBatch> = (0..b.steps_per_epoch())
+        .map(|_| b.next_batch().unwrap())
+        .collect();
     assert_eq!(first, again);
     assert!((a.epoch() - 1.0).abs() < 1e-9);
-    let second: Vec<HostBatch> = (0..a.steps_per_epoch()).map(|_| a.next_batch()).collect();
+    let second: Vec<HostBatch> = (0..a.steps_per_epoch())
+        .map(|_| a.next_batch().unwrap())
+        .collect();
     assert_ne!(first, second);
     let mut c = Loader::new(ex, BatchConfig { seed: 1, ..cfg }).unwrap();
-    assert_ne!(c.next_batch(), first[0]);
+    assert_ne!(c.next_batch().unwrap(), first[0]);
 }
 
 #[test]

@@ -7,5 +7,6 @@ mod fuzz;
 mod golden;
 mod properties;
 mod reading;
+mod streaming;
 mod templates;
 mod tools;
