@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peak memory against dataset size: files of 10k / 100k / 1M conversations (the shipped
-# instruction set's lines, repeated), each through `train --dry-run` (read, dedup-free filter,
-# split, encode, batch: everything before the first step) and through a 3-step training run
+# instruction set's lines, repeated), each through `train --dry-run` (read, split, encode,
+# batch: everything before the first step) and through a 3-step training run
 # of the shipped base model. Prints a Markdown table. Usage: scripts/bench/data_memory.sh
 # (after `cargo build --release`); SIZES="10000 100000" to choose the sizes.
 set -euo pipefail
@@ -17,6 +17,7 @@ echo "| conversations | file | dry run: peak RSS | time | 3 training steps: peak
 echo "|---|---|---|---|---|---|"
 for n in $SIZES; do
   f="$work/$n.jsonl"
+  touch "$f"
   while [ "$(wc -l < "$f" 2>/dev/null || echo 0)" -lt "$n" ]; do
     cat assets/sft/train.jsonl >> "$f"
   done
@@ -34,5 +35,5 @@ for n in $SIZES; do
   run=$(measure "$BIN" train --model assets/base --data "$f" --max-steps 3 --no-tui \
     --eval-every 0 --sample-every 0 --out "$work/runs")
   rm -rf "$work/runs"
-  echo "| $(printf "%'d" "$n") | ${size} MB | $dry | $run |"
+  echo "| $n | ${size} MB | $dry | $run |"
 done
