@@ -596,6 +596,16 @@ pub fn lint(
             }
             match template.encode_prompt(&c.messages[..i], tok) {
                 Ok(p) if e.ids.starts_with(&p) => {}
+                // With {% generation %} markers training follows the marked spans (as
+                // transformers does), so a template that renders earlier turns differently once
+                // a later one exists (reasoning dropped from history) still trains; the model
+                // just sees other prompts at inference. Without markers the spans cannot be found.
+                Ok(_) if template.marks_generation() => rep.add(
+                    Severity::Warning,
+                    "prompt prefix",
+                    o.clone(),
+                    format!("the inference prompt before messages[{i}] is not a token prefix of the training render (the template renders earlier turns differently once a later turn exists); training follows its {{% generation %}} spans"),
+                ),
                 Ok(_) => rep.add(
                     Severity::Error,
                     "prompt prefix",

@@ -16,7 +16,8 @@
 
 use std::borrow::Cow;
 
-use minijinja::{Environment, Error, ErrorKind};
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -85,6 +86,20 @@ impl JinjaTemplate {
         );
         env.add_function("strftime_now", |fmt: String| -> String {
             strftime_now(&fmt)
+        });
+        // What transformers' Jinja2 environment gives templates, where minijinja differs:
+        // `tojson` as Python's `json.dumps` (", " and ": " separators, no HTML escaping, its
+        // keyword arguments), and the `iterable`/`sequence` tests of Python, for which none is
+        // neither (templates guard `tools is iterable and tools|length > 0` with tools none).
+        env.add_filter("tojson", tojson);
+        env.add_test("iterable", |v: Value| {
+            v.is_undefined() || (!v.is_none() && v.try_iter().is_ok())
+        });
+        env.add_test("sequence", |v: Value| {
+            matches!(
+                v.kind(),
+                ValueKind::Seq | ValueKind::String | ValueKind::Map | ValueKind::Bytes
+            )
         });
         env.add_template_owned("chat", processed).map_err(jerr)?;
         let mut special_strings: Vec<String> = Vec::new();
@@ -193,35 +208,42 @@ impl JinjaTemplate {
         let mut cuts: Vec<usize> = vec![0, text.len()];
         let mut ranges: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, train)
 
-        if self.has_generation && gen_ranges.len() != asst.len() {
-            return Err(DataError::template(
-                NAME,
-                format!(
-                    "cannot find the assistant spans: {} {{% generation %}} blocks for {} \
-                     assistant turns",
-                    gen_ranges.len(),
-                    asst.len()
-                ),
-            ));
-        }
-        for (k, &i) in asst.iter().enumerate() {
+        // Where each reply starts as inference renders it (messages[..i] with
+        // add_generation_prompt), when that render is a prefix of the conversation's.
+        let mut prompt_ends: Vec<Option<usize>> = Vec::with_capacity(asst.len());
+        for &i in &asst {
             let p = self.render_plain(&msgs[..i], true)?;
-            if !text.starts_with(p.as_str()) {
-                return Err(DataError::template(
-                    NAME,
-                    format!(
-                        "cannot find the assistant spans: the prompt for turn {i} \
-                         (messages[..{i}] with add_generation_prompt) is not a prefix of the \
-                         conversation's render, so inference would not see what training saw"
-                    ),
-                ));
+            prompt_ends.push(text.starts_with(p.as_str()).then_some(p.len()));
+        }
+        cuts.extend(prompt_ends.iter().flatten());
+
+        if self.has_generation {
+            // As transformers does: the supervised spans are the full render's
+            // {% generation %} blocks, whatever the prefixes render (templates that drop
+            // earlier turns' reasoning render them differently once a later turn exists;
+            // `lint` reports that), one block or several per assistant turn.
+            let trains_of = self.generation_owners(&gen_ranges, &asst, &prompt_ends, msgs, mode)?;
+            for (&(s, e), t) in gen_ranges.iter().zip(trains_of) {
+                cuts.push(s);
+                cuts.push(e);
+                ranges.push((s, e, t));
             }
-            cuts.push(p.len());
-            let (s, e) = if self.has_generation {
-                gen_ranges[k]
-            } else {
+        } else {
+            for (k, &i) in asst.iter().enumerate() {
+                let Some(p) = prompt_ends[k] else {
+                    return Err(DataError::template(
+                        NAME,
+                        format!(
+                            "cannot find the assistant spans: the prompt for turn {i} \
+                             (messages[..{i}] with add_generation_prompt) is not a prefix of the \
+                             conversation's render, so inference would not see what training \
+                             saw; a template with {{% generation %}} markers is trained on its \
+                             marked spans instead"
+                        ),
+                    ));
+                };
                 let f = self.render_plain(&msgs[..=i], false)?;
-                if !text.starts_with(f.as_str()) || f.len() <= p.len() {
+                if !text.starts_with(f.as_str()) || f.len() <= p {
                     return Err(DataError::template(
                         NAME,
                         format!(
@@ -231,11 +253,11 @@ impl JinjaTemplate {
                         ),
                     ));
                 }
-                (p.len(), self.supervised_end(&text, p.len(), f.len()))
-            };
-            cuts.push(s);
-            cuts.push(e);
-            ranges.push((s, e, trains(mode, msgs, i)));
+                let (s, e) = (p, self.supervised_end(&text, p, f.len()));
+                cuts.push(s);
+                cuts.push(e);
+                ranges.push((s, e, trains(mode, msgs, i)));
+            }
         }
         let frame_train = mode == MaskMode::All && !prompt;
         for (i, m) in msgs.iter().enumerate() {
@@ -290,6 +312,63 @@ impl JinjaTemplate {
             ));
         }
         Ok(segs)
+    }
+
+    /// Whether each {% generation %} block is trained: the flag of the assistant turn it
+    /// belongs to. One block per turn pairs them in order; several per turn (reasoning and
+    /// answer marked apart) go to the last turn whose prompt ends at or before the block. When
+    /// the prompts are not prefixes of the render either, the blocks can be assigned only if
+    /// every assistant turn has the same flag.
+    fn generation_owners(
+        &self,
+        gen_ranges: &[(usize, usize)],
+        asst: &[usize],
+        prompt_ends: &[Option<usize>],
+        msgs: &[Message],
+        mode: MaskMode,
+    ) -> Result<Vec<bool>> {
+        let flags: Vec<bool> = asst.iter().map(|&i| trains(mode, msgs, i)).collect();
+        if gen_ranges.len() == asst.len() {
+            return Ok(flags);
+        }
+        if asst.is_empty() {
+            // A prompt (no assistant turn yet) whose frame opens a block: nothing to train.
+            return Ok(vec![false; gen_ranges.len()]);
+        }
+        if prompt_ends.iter().all(Option::is_some) {
+            return gen_ranges
+                .iter()
+                .map(|&(s, _)| {
+                    let owner = prompt_ends.iter().rposition(|p| p.is_some_and(|p| p <= s));
+                    owner.map(|k| flags[k]).ok_or_else(|| {
+                        DataError::template(
+                            NAME,
+                            format!(
+                                "a {{% generation %}} block starts at character {s}, before the \
+                                 first assistant turn's reply"
+                            ),
+                        )
+                    })
+                })
+                .collect();
+        }
+        if flags.iter().all(|&f| f == flags[0]) {
+            return Ok(vec![flags[0]; gen_ranges.len()]);
+        }
+        Err(DataError::template(
+            NAME,
+            format!(
+                "cannot tell which assistant turn each of the {} {{% generation %}} blocks belongs \
+                 to ({} assistant turns; the template renders earlier turns differently once a \
+                 later turn exists), and the turns' train flags differ",
+                gen_ranges.len(),
+                asst.len()
+            ),
+        ))
+    }
+
+    pub(crate) fn has_generation(&self) -> bool {
+        self.has_generation
     }
 
     /// End of the supervised part of a turn `text[start..end]`: just after the last
@@ -495,6 +574,177 @@ pub(crate) fn chat_template_from_config(v: &Json) -> Option<String> {
     }
 }
 
+/// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
+/// sort_keys=False)`, marked safe.
+fn tojson(v: Value, kw: Kwargs) -> std::result::Result<Value, Error> {
+    let ensure_ascii: Option<bool> = kw.get("ensure_ascii")?;
+    let indent: Option<Value> = kw.get("indent")?;
+    let separators: Option<Vec<String>> = kw.get("separators")?;
+    let sort_keys: Option<bool> = kw.get("sort_keys")?;
+    kw.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(i) if i.is_none() => None,
+        Some(i) => match i.kind() {
+            ValueKind::String => Some(i.as_str().unwrap_or_default().to_string()),
+            _ => Some(" ".repeat(usize::try_from(i).unwrap_or(0))),
+        },
+    };
+    let (item, key) = match separators.as_deref() {
+        Some([a, b]) => (a.clone(), b.clone()),
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators must be a pair (item separator, key separator)",
+            ));
+        }
+        None if indent.is_some() => (",".to_string(), ": ".to_string()),
+        None => (", ".to_string(), ": ".to_string()),
+    };
+    let opts = PyJson {
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        indent,
+        item,
+        key,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
+    let mut out = String::new();
+    opts.write(&v, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+struct PyJson {
+    ensure_ascii: bool,
+    indent: Option<String>,
+    item: String,
+    key: String,
+    sort_keys: bool,
+}
+
+impl PyJson {
+    fn newline(&self, level: usize, out: &mut String) {
+        if let Some(ind) = &self.indent {
+            out.push('\n');
+            for _ in 0..level {
+                out.push_str(ind);
+            }
+        }
+    }
+
+    fn write(&self, v: &Value, level: usize, out: &mut String) -> std::result::Result<(), Error> {
+        match v.kind() {
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Number => {
+                if let Ok(i) = i64::try_from(v.clone()) {
+                    out.push_str(&i.to_string());
+                } else {
+                    let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
+                    out.push_str(&py_float(f));
+                }
+            }
+            ValueKind::String => self.string(v.as_str().unwrap_or_default(), out),
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = v.try_iter()?.collect();
+                if items.is_empty() {
+                    out.push_str("[]");
+                    return Ok(());
+                }
+                out.push('[');
+                for (n, x) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str(&self.item);
+                    }
+                    self.newline(level + 1, out);
+                    self.write(x, level + 1, out)?;
+                }
+                self.newline(level, out);
+                out.push(']');
+            }
+            ValueKind::Map => {
+                let mut keys: Vec<Value> = v.try_iter()?.collect();
+                if self.sort_keys {
+                    keys.sort_by_key(|a| a.to_string());
+                }
+                if keys.is_empty() {
+                    out.push_str("{}");
+                    return Ok(());
+                }
+                out.push('{');
+                for (n, k) in keys.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str(&self.item);
+                    }
+                    self.newline(level + 1, out);
+                    match k.as_str() {
+                        Some(s) => self.string(s, out),
+                        None => self.string(&k.to_string(), out),
+                    }
+                    out.push_str(&self.key);
+                    self.write(&v.get_item(k)?, level + 1, out)?;
+                }
+                self.newline(level, out);
+                out.push('}');
+            }
+            _ => self.string(&v.to_string(), out),
+        }
+        Ok(())
+    }
+
+    fn string(&self, s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 || (self.ensure_ascii && !c.is_ascii()) => {
+                    let mut buf = [0u16; 2];
+                    for unit in c.encode_utf16(&mut buf) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+}
+
+/// Python's `repr` of a float, as `json.dumps` writes it.
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let s = format!("{f:?}");
+    // Rust's shortest round-trip digits, as Python's repr, with Python's exponent form.
+    if let Some((m, e)) = s.split_once('e') {
+        let e: i32 = e.parse().unwrap_or(0);
+        let m = if m.contains('.') {
+            m.to_string()
+        } else {
+            format!("{m}.0")
+        };
+        let m = m.trim_end_matches(".0").to_string();
+        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
+        let s = format!("{f:e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let e: i32 = e.parse().unwrap_or(0);
+        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    }
+    s
+}
+
 /// `strftime_now` of chat templates (UTC).
 fn strftime_now(fmt: &str) -> String {
     crate::time::format_utc(crate::time::now_secs(), fmt)
@@ -502,6 +752,55 @@ fn strftime_now(fmt: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// `tojson` writes what Python's `json.dumps` writes (separators, no HTML escaping,
+    /// ensure_ascii, indent, separators, sort_keys), as transformers' filter does: golden
+    /// strings from `tests/golden/make_jinja_golden.py`.
+    #[test]
+    fn tojson_matches_python_json_dumps() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/jinja_golden.json"
+        );
+        let golden: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = golden["tojson"].as_array().unwrap();
+        assert_eq!(cases.len(), 5);
+        for c in cases {
+            let kwargs = c["kwargs"].as_object().unwrap();
+            let kw = Kwargs::from_iter(
+                kwargs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), Value::from_serialize(v))),
+            );
+            let got = tojson(Value::from_serialize(&c["value"]), kw).unwrap();
+            assert_eq!(
+                got.as_str().unwrap(),
+                c["json"].as_str().unwrap(),
+                "{kwargs:?}"
+            );
+        }
+        // An unknown keyword is an error, not ignored.
+        let kw = Kwargs::from_iter([("indnet", Value::from(2))]);
+        assert!(tojson(Value::from(1), kw).is_err());
+        assert_eq!(py_float(1e20), "1e+20");
+        assert_eq!(py_float(0.0001), "0.0001");
+        assert_eq!(py_float(1.5e-5), "1.5e-05");
+        assert_eq!(py_float(-2.0), "-2.0");
+    }
+
+    /// none is neither iterable nor a sequence (Python's tests), so guards like
+    /// `tools is iterable and tools | length > 0` hold with no tools.
+    #[test]
+    fn python_iterable_and_sequence_tests() {
+        let t = JinjaTemplate::new(
+            "{{ tools is iterable }} {{ tools is sequence }} {{ 'ab' is sequence }} \
+             {{ x is iterable }} {% for m in messages %}{{ m.content }}{% endfor %}",
+            &SpecialTokens::gpt2(),
+        )
+        .unwrap();
+        let out = t.render_plain(&[Message::user("hi")], false).unwrap();
+        assert_eq!(out, "False False True True hi");
+    }
     use super::*;
 
     #[test]

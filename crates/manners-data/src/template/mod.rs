@@ -409,6 +409,13 @@ impl ChatTemplate {
             .map_err(|e| e.with_origin(&conv.origin))
     }
 
+    /// Whether the supervised spans come from `{% generation %}` markers (a Jinja template
+    /// that has them): training follows them even where a turn's inference prompt is not a
+    /// prefix of the conversation's render.
+    pub fn marks_generation(&self) -> bool {
+        matches!(&self.inner, Inner::Jinja(j) if j.has_generation())
+    }
+
     /// Inference render: the prompt the model continues, ending where the assistant's content
     /// starts. `messages` must end with a user turn. It is token for token a prefix of
     /// [`encode`](Self::encode) of the same turns followed by an assistant reply.

@@ -89,3 +89,60 @@ fn golden_spot_check_by_hand() {
         .collect();
     assert_eq!(supervised, vec![40313, 13, 50258]);
 }
+
+/// Jinja templates with the features of real training templates that manners used to refuse
+/// (two `{% generation %}` blocks per turn, reasoning dropped from earlier turns, a
+/// `tools is iterable` guard): the render and the supervised characters equal transformers'
+/// (`tests/golden/make_jinja_golden.py`, `render_jinja_template` with
+/// `return_assistant_tokens_mask`).
+#[test]
+fn jinja_templates_match_transformers_generation_spans() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/jinja_golden.json"
+    );
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("jinja_golden.json");
+    let tok = gpt2_chat();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let name = case["template"].as_str().unwrap();
+        let template =
+            ChatTemplate::from_jinja(case["source"].as_str().unwrap(), &SpecialTokens::gpt2())
+                .unwrap();
+        let conv = Conversation::new(
+            case["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    Message::new(
+                        m["role"].as_str().unwrap().parse().unwrap(),
+                        m["content"].as_str().unwrap(),
+                    )
+                })
+                .collect(),
+        );
+        let e = template
+            .encode(&conv, &tok, MaskMode::Assistant)
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let mut text = String::new();
+        let mut supervised = Vec::new();
+        for (&id, &m) in e.ids.iter().zip(&e.loss_mask) {
+            let piece = tok.decode(&[id], false).unwrap();
+            supervised.extend(std::iter::repeat_n(m, piece.chars().count()));
+            text.push_str(&piece);
+        }
+        assert_eq!(text, case["text"].as_str().unwrap(), "{name}: render");
+        let mut want = vec![false; text.chars().count()];
+        for span in case["spans"].as_array().unwrap() {
+            let (s, e) = (span[0].as_u64().unwrap(), span[1].as_u64().unwrap());
+            want[s as usize..e as usize].fill(true);
+        }
+        assert_eq!(
+            supervised, want,
+            "{name}: supervised characters of {text:?}"
+        );
+    }
+}

@@ -181,6 +181,27 @@ fn lint_catches_a_template_that_drops_the_end_of_turn() {
 }
 
 #[test]
+fn lint_warns_when_a_marked_template_rewrites_earlier_turns() {
+    // Reasoning dropped from earlier assistant turns (DeepSeek-R1 style) with
+    // {% generation %} markers: training follows the marked spans, lint says that the
+    // inference prompt differs from the training render (a warning, not a failure).
+    let src = "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m.role == 'assistant' %}{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for m in messages %}{% set c = m.content %}{% if m.role == 'assistant' and loop.index0 != ns.last and '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{% generation %}{{ c }}<|im_end|>{% endgeneration %}\n{% else %}{{ c }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "r.jsonl",
+        &[
+            r#"{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>sum</think>4"}, {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "<think>sum</think>6"}]}"#,
+        ],
+    );
+    let t = ChatTemplate::from_jinja(src, &SpecialTokens::gpt2()).unwrap();
+    assert!(t.marks_generation());
+    let r = lint(&[p], &t, &gpt2_chat(), &LintOptions::default()).unwrap();
+    assert!(r.passed(), "{r}");
+    assert_eq!(r.counts.get("prompt prefix"), Some(&(0, 1)), "{r}");
+}
+
+#[test]
 fn quality_dedup_noise_and_mixing() {
     let dir = tempfile::tempdir().unwrap();
     let tok = gpt2_chat();
