@@ -3,7 +3,9 @@
 //! Spans and segments are found by rendering, never by parsing the template:
 //! - `{% generation %}`/`{% endgeneration %}` (HF's assistant-mask markers; minijinja has no
 //!   custom tags) are rewritten to emit reserved marker characters, so the render says where
-//!   the supervised spans are.
+//!   the supervised spans are. As in transformers, the marked blocks of the full render are
+//!   the spans, one or several per assistant turn, even when a turn's inference prompt is not
+//!   a prefix of the render (templates that drop earlier turns' reasoning); `lint` warns then.
 //! - Without markers, turn `i` is found by rendering the prefix `messages[..i]` with
 //!   `add_generation_prompt=true` (where the reply starts) and `messages[..=i]` without it
 //!   (where the turn ends); both must be prefixes of the full render. The supervised span runs
