@@ -159,11 +159,6 @@ impl TokenStore {
             mixed: self.mixed[i],
         })
     }
-
-    /// Bytes of memory the index takes (what a store costs per example, besides the batch).
-    pub fn index_bytes(&self) -> usize {
-        self.offsets.capacity() * 8 + self.mixed.capacity()
-    }
 }
 
 impl Drop for TokenStore {
@@ -303,14 +298,6 @@ impl Examples {
                 v.iter().map(|e| e.n_supervised() as u64).sum(),
             ),
             Examples::Store(s) => (s.tokens(), s.supervised()),
-        }
-    }
-
-    /// Examples that are mixed raw text.
-    pub fn n_mixed(&self) -> usize {
-        match self {
-            Examples::Memory(v) => v.iter().filter(|e| e.mixed).count(),
-            Examples::Store(s) => (0..s.len()).filter(|&i| s.is_mixed(i)).count(),
         }
     }
 

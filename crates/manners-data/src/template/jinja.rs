@@ -648,48 +648,51 @@ impl PyJson {
             ValueKind::String => self.string(v.as_str().unwrap_or_default(), out),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = v.try_iter()?.collect();
-                if items.is_empty() {
-                    out.push_str("[]");
-                    return Ok(());
-                }
-                out.push('[');
-                for (n, x) in items.iter().enumerate() {
-                    if n > 0 {
-                        out.push_str(&self.item);
-                    }
-                    self.newline(level + 1, out);
-                    self.write(x, level + 1, out)?;
-                }
-                self.newline(level, out);
-                out.push(']');
+                self.container(('[', ']'), &items, level, out, |x, out| {
+                    self.write(x, level + 1, out)
+                })?;
             }
             ValueKind::Map => {
                 let mut keys: Vec<Value> = v.try_iter()?.collect();
                 if self.sort_keys {
                     keys.sort_by_key(|a| a.to_string());
                 }
-                if keys.is_empty() {
-                    out.push_str("{}");
-                    return Ok(());
-                }
-                out.push('{');
-                for (n, k) in keys.iter().enumerate() {
-                    if n > 0 {
-                        out.push_str(&self.item);
-                    }
-                    self.newline(level + 1, out);
+                self.container(('{', '}'), &keys, level, out, |k, out| {
                     match k.as_str() {
                         Some(s) => self.string(s, out),
                         None => self.string(&k.to_string(), out),
                     }
                     out.push_str(&self.key);
-                    self.write(&v.get_item(k)?, level + 1, out)?;
-                }
-                self.newline(level, out);
-                out.push('}');
+                    self.write(&v.get_item(k)?, level + 1, out)
+                })?;
             }
             _ => self.string(&v.to_string(), out),
         }
+        Ok(())
+    }
+
+    /// `open` items `close`, each written by `each` after the item separator and (with an
+    /// indent) a new line; empty as `[]` / `{}` as Python writes them.
+    fn container(
+        &self,
+        (open, close): (char, char),
+        items: &[Value],
+        level: usize,
+        out: &mut String,
+        mut each: impl FnMut(&Value, &mut String) -> std::result::Result<(), Error>,
+    ) -> std::result::Result<(), Error> {
+        out.push(open);
+        if !items.is_empty() {
+            for (n, x) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(&self.item);
+                }
+                self.newline(level + 1, out);
+                each(x, out)?;
+            }
+            self.newline(level, out);
+        }
+        out.push(close);
         Ok(())
     }
 
@@ -717,7 +720,9 @@ impl PyJson {
     }
 }
 
-/// Python's `repr` of a float, as `json.dumps` writes it.
+/// Python's `repr` of a float, as `json.dumps` writes it: Rust's `{:?}` has the same shortest
+/// round-trip digits and the same switch to exponents (below 1e-4, from 1e16); only the
+/// exponent is written differently (`1e20` / `1e+20`, `1.5e-5` / `1.5e-05`).
 fn py_float(f: f64) -> String {
     if f.is_nan() {
         return "NaN".into();
@@ -726,25 +731,13 @@ fn py_float(f: f64) -> String {
         return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
     let s = format!("{f:?}");
-    // Rust's shortest round-trip digits, as Python's repr, with Python's exponent form.
-    if let Some((m, e)) = s.split_once('e') {
-        let e: i32 = e.parse().unwrap_or(0);
-        let m = if m.contains('.') {
-            m.to_string()
-        } else {
-            format!("{m}.0")
-        };
-        let m = m.trim_end_matches(".0").to_string();
-        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let e: i32 = e.parse().unwrap_or(0);
+            format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+        }
+        None => s,
     }
-    let abs = f.abs();
-    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
-        let s = format!("{f:e}");
-        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let e: i32 = e.parse().unwrap_or(0);
-        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
-    }
-    s
 }
 
 /// `strftime_now` of chat templates (UTC).
@@ -788,6 +781,9 @@ mod tests {
         assert_eq!(py_float(0.0001), "0.0001");
         assert_eq!(py_float(1.5e-5), "1.5e-05");
         assert_eq!(py_float(-2.0), "-2.0");
+        assert_eq!(py_float(1e16), "1e+16");
+        assert_eq!(py_float(9999999999999998.0), "9999999999999998.0");
+        assert_eq!(py_float(0.00009), "9e-05");
     }
 
     /// none is neither iterable nor a sequence (Python's tests), so guards like
