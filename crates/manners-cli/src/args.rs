@@ -401,6 +401,9 @@ pub struct TrainArgs {
     /// Supervised tokens: assistant (every assistant turn), last, all.
     #[arg(long)]
     pub mask: Option<manners::data::MaskMode>,
+    /// Keep assistant reasoning traces in the context but out of the loss.
+    #[arg(long)]
+    pub mask_reasoning: bool,
     /// Pack several conversations per row (default on).
     #[arg(long, overrides_with = "no_pack")]
     pub pack: bool,
@@ -607,6 +610,10 @@ pub struct ChatArgs {
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
+    /// Functions the model may call: a JSON file holding a list of OpenAI tool schemas. The
+    /// model's calls are printed as calls; answer one with `/tool RESULT`.
+    #[arg(long)]
+    pub tools: Option<PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]

@@ -33,6 +33,9 @@ pub enum RejectReason {
     ReservedChar(char),
     /// More bytes than any record has without a newline.
     LineTooLong { max: usize },
+    /// A malformed tool call or tool result (arguments that are not a JSON object, a result
+    /// that answers no call, a call never answered).
+    BadToolCall(String),
 }
 
 impl RejectReason {
@@ -51,6 +54,7 @@ impl RejectReason {
             RejectReason::UnknownFormat(_) => "unknown format",
             RejectReason::ReservedChar(_) => "reserved character",
             RejectReason::LineTooLong { .. } => "line too long",
+            RejectReason::BadToolCall(_) => "bad tool call",
         }
     }
 }
@@ -71,6 +75,7 @@ impl fmt::Display for RejectReason {
             RejectReason::ReservedChar(c) => {
                 write!(f, "contains reserved character U+{:04X}", *c as u32)
             }
+            RejectReason::BadToolCall(m) => write!(f, "{m}"),
             RejectReason::LineTooLong { max } => write!(
                 f,
                 "more than {} MB without a newline: not a JSONL or text dataset",

@@ -359,8 +359,9 @@ impl Default for LintOptions {
 }
 
 /// The checks `lint` runs, in order.
-pub const LINT_CHECKS: [&str; 10] = [
+pub const LINT_CHECKS: [&str; 11] = [
     "records",
+    "tools",
     "special tokens",
     "round trip",
     "prompt prefix",
@@ -494,7 +495,14 @@ pub fn lint(
                 Some(fl) => format!("field `{fl}`: {}", r.reason),
                 None => r.reason.to_string(),
             };
-            rep.add(Severity::Error, "records", Some(r.origin.clone()), msg);
+            // Malformed tool calls (arguments that are not JSON, a result answering no call)
+            // are the tools check's.
+            let check = if matches!(r.reason, crate::error::RejectReason::BadToolCall(_)) {
+                "tools"
+            } else {
+                "records"
+            };
+            rep.add(Severity::Error, check, Some(r.origin.clone()), msg);
         }
         // Rejections past the reader's first few are counted, not listed.
         rep.counts.entry("records").or_default().0 += n_rej - read.first_rejections.len();
@@ -534,10 +542,10 @@ pub fn lint(
     let jinja_twin = if template.name() == "jinja" {
         None
     } else {
-        Some(ChatTemplate::from_jinja(
-            &template.to_jinja(),
-            template.specials(),
-        )?)
+        Some(
+            ChatTemplate::from_jinja(&template.to_jinja(), template.specials())?
+                .with_mask_reasoning(template.masks_reasoning()),
+        )
     };
     let stops = template.stop_token_ids(tok);
     let bos = template
@@ -561,8 +569,22 @@ pub fn lint(
                 continue;
             }
         };
+        // tools: a tool result is context, never a target
+        for (i, m) in c.messages.iter().enumerate() {
+            if m.role == Role::Tool && crate::template::trains(opts.mask, &c.messages, i) {
+                rep.add(
+                    Severity::Error,
+                    "tools",
+                    o.clone(),
+                    format!(
+                        "messages[{i}] (a tool result) is supervised: the model would learn to \
+                         write tool outputs (drop its `train: true`, or use --mask assistant)"
+                    ),
+                );
+            }
+        }
         // round trip
-        let text = template.render(&c.messages, false)?;
+        let text = template.render_with_tools(&c.messages, &c.tools, false)?;
         let decoded = tok.decode(&e.ids, false).map_err(DataError::tokenizer)?;
         if decoded != text {
             rep.add(
@@ -594,7 +616,7 @@ pub fn lint(
             if m.role != Role::Assistant {
                 continue;
             }
-            match template.encode_prompt(&c.messages[..i], tok) {
+            match template.encode_prompt_with_tools(&c.messages[..i], &c.tools, tok) {
                 Ok(p) if e.ids.starts_with(&p) => {}
                 // With {% generation %} markers training follows the marked spans (as
                 // transformers does), so a template that renders earlier turns differently once
@@ -644,6 +666,14 @@ pub fn lint(
                 .messages
                 .iter()
                 .any(|m| m.role != Role::Assistant && m.train == Some(true));
+            // With reasoning masked inside a turn (a Jinja template's `<think>` tag stays
+            // supervised), a turn has a span before its reasoning too: count the spans that
+            // end a turn.
+            let (runs, bad_runs) = if template.masks_reasoning() {
+                (runs - bad_runs, 0)
+            } else {
+                (runs, bad_runs)
+            };
             if !user_trained && (bad_runs > 0 || runs != trained) {
                 rep.add(
                     Severity::Error,

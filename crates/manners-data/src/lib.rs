@@ -69,7 +69,7 @@ pub use batch::{
     BatchConfig, HostBatch, Loader, LoaderState, batches, best_fit_decreasing, heldout_indices,
     pack_stream, split_heldout, split_heldout_at_most,
 };
-pub use conversation::{Conversation, Message, Origin, Role, last_user};
+pub use conversation::{Conversation, JsonText, Message, Origin, Reply, Role, ToolCall, last_user};
 pub use encode::{
     EncodeReport, LengthPolicy, encode_dataset, encode_text, encode_texts, split_long,
 };
@@ -85,7 +85,7 @@ pub use quality::{
     filter_quality, normalize_text, quality_scores,
 };
 pub use read::{
-    BadRecordPolicy, Format, ReadReport, Rejection, parse_conversation, read_bytes,
+    BadRecordPolicy, Format, ReadReport, Rejection, parse_conversation, parse_record, read_bytes,
     read_conversations, read_texts, stream_conversations,
 };
 pub use reference::{Reference, contains_word};
@@ -94,7 +94,7 @@ pub use store::{Examples, TokenStore, TokenStoreWriter};
 pub use stream::{StreamOptions, Streamed, encode_files};
 pub use template::{
     ChatTemplate, Encoded, MaskMode, SpecialTokens, TEMPLATE_FILE, TemplateSpec, choose_template,
-    saved_template, strip_generation_tags,
+    saved_template, strip_generation_tags, tool_call_json,
 };
 pub use time::{format_utc, now_secs};
 

@@ -13,7 +13,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::conversation::{Conversation, Message, Origin, Role, validate_messages};
+use crate::conversation::{
+    Conversation, JsonText, Message, Origin, Role, ToolCall, validate_messages,
+};
 use crate::error::{DataError, RejectReason, Result};
 
 /// How many rejections a report keeps verbatim (all are counted).
@@ -254,19 +256,13 @@ pub fn stream_conversations(
             file: path.to_path_buf(),
             line,
         };
-        let parsed = rec.and_then(|text| {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|e| (None, RejectReason::InvalidJson(e.to_string())))?;
-            parse_conversation(&value, format)
-        });
+        let parsed = rec.and_then(|text| parse_record(text, format));
         match parsed {
-            Ok((messages, fmt)) => {
+            Ok((mut conv, fmt)) => {
                 report.accepted += 1;
                 *report.formats.entry(fmt.name().to_string()).or_default() += 1;
-                f(Conversation {
-                    messages,
-                    origin: Some(origin),
-                })
+                conv.origin = Some(origin);
+                f(conv)
             }
             Err((field, reason)) => reject(&mut report, policy, origin, field, reason),
         }
@@ -351,12 +347,76 @@ pub fn read_texts(path: &Path, policy: BadRecordPolicy) -> Result<(Vec<String>, 
     Ok((out, report))
 }
 
-/// Parses one JSON record into messages (validated), with the format it was read as.
-/// Public so callers (and the fuzz test) can check a single record.
+/// Parses one JSON record's text into a conversation (validated, no origin), with the
+/// format it was read as. Tool schemas and call arguments keep the key order they were
+/// written in (the record is parsed a second time, in order, when it has any).
+pub fn parse_record(
+    text: &str,
+    format: Format,
+) -> std::result::Result<(Conversation, Format), (Option<String>, RejectReason)> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| (None, RejectReason::InvalidJson(e.to_string())))?;
+    let ordered = needs_order(&value)
+        .then(|| serde_json::from_str::<minijinja::Value>(text).ok())
+        .flatten();
+    parse_with(&value, ordered.as_ref(), format)
+}
+
+/// Parses one JSON record into a conversation (validated, no origin), with the format it was
+/// read as. Public so callers (and the fuzz test) can check a single record. Object keys of
+/// tool schemas and arguments come out sorted (a `serde_json::Value` keeps no order): read
+/// text with [`parse_record`] to keep them as written.
 pub fn parse_conversation(
     value: &Value,
     format: Format,
-) -> std::result::Result<(Vec<Message>, Format), (Option<String>, RejectReason)> {
+) -> std::result::Result<(Conversation, Format), (Option<String>, RejectReason)> {
+    parse_with(value, None, format)
+}
+
+/// Whether a record holds JSON objects whose key order reaches the render: tool schemas or
+/// object-valued call arguments.
+fn needs_order(v: &Value) -> bool {
+    let Value::Object(o) = v else { return false };
+    if matches!(o.get("tools"), Some(Value::Array(_))) {
+        return true;
+    }
+    ["messages", "prompt", "completion"].iter().any(|k| {
+        matches!(o.get(*k), Some(Value::Array(ms)) if ms.iter().any(|m| m.get("tool_calls").is_some()))
+    })
+}
+
+/// The ordered twin of the record at a path of keys and indices.
+#[derive(Clone, Copy)]
+struct Ordered<'a>(Option<&'a minijinja::Value>);
+
+#[derive(Clone, Copy)]
+enum Key<'k> {
+    Name(&'k str),
+    Index(usize),
+}
+
+impl Ordered<'_> {
+    fn json_at(&self, path: &[Key<'_>]) -> Option<JsonText> {
+        let mut v = self.0?.clone();
+        for k in path {
+            v = match k {
+                Key::Name(n) => v.get_attr(n).ok()?,
+                Key::Index(i) => v.get_item(&minijinja::Value::from(*i)).ok()?,
+            };
+            if v.is_undefined() {
+                return None;
+            }
+        }
+        Some(JsonText::from_value(&v))
+    }
+}
+
+fn parse_with(
+    value: &Value,
+    ordered: Option<&minijinja::Value>,
+    format: Format,
+) -> std::result::Result<(Conversation, Format), (Option<String>, RejectReason)> {
+    let ordered = Ordered(ordered);
     let Value::Object(obj) = value else {
         return Err((None, RejectReason::WrongType { expected: "object" }));
     };
@@ -365,10 +425,10 @@ pub fn parse_conversation(
         f => f,
     };
     let messages = match format {
-        Format::Messages => messages_list(obj, "messages", &mut Vec::new())?,
+        Format::Messages => messages_list(obj, "messages", &mut Vec::new(), ordered)?,
         Format::ShareGpt => sharegpt(obj)?,
         Format::Alpaca => alpaca(obj)?,
-        Format::PromptCompletion => prompt_completion(obj)?,
+        Format::PromptCompletion => prompt_completion(obj, ordered)?,
         Format::Plain => plain(obj)?,
         Format::Text | Format::Auto => {
             return Err((
@@ -379,8 +439,10 @@ pub fn parse_conversation(
             ));
         }
     };
+    let tools = tools(obj, ordered)?;
     for (i, m) in messages.iter().enumerate() {
-        if let Some(c) = reserved_char(&m.content) {
+        let texts = [Some(&m.content), m.reasoning.as_ref()];
+        if let Some(c) = texts.iter().flatten().find_map(|t| reserved_char(t)) {
             return Err((
                 Some(format!("messages[{i}].content")),
                 RejectReason::ReservedChar(c),
@@ -390,11 +452,159 @@ pub fn parse_conversation(
     validate_messages(&messages, true).map_err(|(i, reason)| {
         let field = match &reason {
             RejectReason::EmptyAssistant => format!("messages[{i}].content"),
+            RejectReason::BadToolCall(_) if messages[i].role == Role::Tool => {
+                format!("messages[{i}].tool_call_id")
+            }
+            RejectReason::BadToolCall(_) => format!("messages[{i}].tool_calls"),
             _ => format!("messages[{i}].role"),
         };
         (Some(field), reason)
     })?;
-    Ok((messages, format))
+    let mut conv = Conversation::new(messages);
+    conv.tools = tools;
+    Ok((conv, format))
+}
+
+/// The record's `tools`: a list of function schemas (objects), or that list as a JSON string
+/// (ShareGPT files written by LLaMA-Factory and glaive).
+fn tools(
+    obj: &Map<String, Value>,
+    ordered: Ordered<'_>,
+) -> std::result::Result<Vec<JsonText>, Rej> {
+    let list: Vec<JsonText> = match obj.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(Value::String(s)) => {
+            let t = JsonText::parse(s).map_err(|e| {
+                (
+                    Some("tools".into()),
+                    RejectReason::InvalidJson(format!("the tools string is not JSON: {e}")),
+                )
+            })?;
+            match t.to_value().try_iter() {
+                Ok(items) if !t.is_object() => items.map(|v| JsonText::from_value(&v)).collect(),
+                _ => {
+                    return Err((
+                        Some("tools".into()),
+                        RejectReason::WrongType {
+                            expected: "a list of function schemas",
+                        },
+                    ));
+                }
+            }
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(j, t)| {
+                ordered
+                    .json_at(&[Key::Name("tools"), Key::Index(j)])
+                    .unwrap_or_else(|| JsonText::from_json(t))
+            })
+            .collect(),
+        Some(_) => {
+            return Err((
+                Some("tools".into()),
+                RejectReason::WrongType { expected: "array" },
+            ));
+        }
+    };
+    for (j, t) in list.iter().enumerate() {
+        if !t.is_object() {
+            return Err((
+                Some(format!("tools[{j}]")),
+                RejectReason::WrongType {
+                    expected: "object (a function schema)",
+                },
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// An assistant message's `tool_calls`: OpenAI `{"id", "type": "function", "function":
+/// {"name", "arguments"}}` (or the function fields at top level), arguments a JSON object or a
+/// string holding one.
+fn tool_calls(
+    v: &Value,
+    f: &str,
+    path: &[Key<'_>],
+    ordered: Ordered<'_>,
+) -> std::result::Result<Vec<ToolCall>, Rej> {
+    let list = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) => a,
+        _ => {
+            return Err((
+                Some(f.to_string()),
+                RejectReason::WrongType { expected: "array" },
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (k, c) in list.iter().enumerate() {
+        let cf = format!("{f}[{k}]");
+        let Value::Object(c) = c else {
+            return Err((Some(cf), RejectReason::WrongType { expected: "object" }));
+        };
+        let id = opt_str(c, "id", &format!("{cf}.id"))?.map(str::to_string);
+        let (func, ff, nested) = match c.get("function") {
+            Some(Value::Object(func)) => (func, format!("{cf}.function"), true),
+            Some(_) => {
+                return Err((
+                    Some(format!("{cf}.function")),
+                    RejectReason::WrongType { expected: "object" },
+                ));
+            }
+            None => (c, cf.clone(), false),
+        };
+        let name = req_str(func, "name", &format!("{ff}.name"))?.to_string();
+        let af = format!("{ff}.arguments");
+        let arguments = match func.get("arguments") {
+            None | Some(Value::Null) => {
+                return Err((Some(af), RejectReason::MissingField));
+            }
+            Some(Value::String(s)) => JsonText::parse(s).map_err(|e| {
+                (
+                    Some(af.clone()),
+                    RejectReason::BadToolCall(format!("arguments are not JSON: {e}")),
+                )
+            })?,
+            Some(a @ Value::Object(_)) => {
+                let mut p = path.to_vec();
+                p.push(Key::Index(k));
+                if nested {
+                    p.push(Key::Name("function"));
+                }
+                p.push(Key::Name("arguments"));
+                ordered
+                    .json_at(&p)
+                    .unwrap_or_else(|| JsonText::from_json(a))
+            }
+            Some(_) => {
+                return Err((
+                    Some(af),
+                    RejectReason::WrongType {
+                        expected: "a JSON object or a string holding one",
+                    },
+                ));
+            }
+        };
+        if !arguments.is_object() {
+            return Err((
+                Some(af),
+                RejectReason::BadToolCall(format!(
+                    "arguments must be a JSON object, found {arguments}"
+                )),
+            ));
+        }
+        out.push(ToolCall {
+            id,
+            name,
+            arguments,
+        });
+    }
+    Ok(out)
 }
 
 type Rej = (Option<String>, RejectReason);
@@ -522,6 +732,7 @@ fn messages_list(
     obj: &Map<String, Value>,
     key: &str,
     out: &mut Vec<Message>,
+    ordered: Ordered<'_>,
 ) -> std::result::Result<Vec<Message>, Rej> {
     let list = match obj.get(key) {
         None => return Err((Some(key.to_string()), RejectReason::MissingField)),
@@ -546,7 +757,26 @@ fn messages_list(
             None => return Err((Some(format!("{f}.role")), RejectReason::MissingField)),
         };
         let role: Role = role_s.parse().map_err(|r| (Some(format!("{f}.role")), r))?;
-        let content = content(m.get("content"), &format!("{f}.content"), role)?;
+        let calls = match m.get("tool_calls") {
+            None => Vec::new(),
+            Some(v) => tool_calls(
+                v,
+                &format!("{f}.tool_calls"),
+                &[Key::Name(key), Key::Index(i), Key::Name("tool_calls")],
+                ordered,
+            )?,
+        };
+        let content = match (role, m.get("content")) {
+            // A turn that only calls tools has no content (null, "" or absent).
+            (Role::Assistant, None | Some(Value::Null)) if !calls.is_empty() => String::new(),
+            (Role::Assistant, Some(Value::String(s))) if !calls.is_empty() => s.clone(),
+            // A tool result written as JSON rather than as a string.
+            (Role::Tool, Some(v @ (Value::Object(_) | Value::Array(_)))) => ordered
+                .json_at(&[Key::Name(key), Key::Index(i), Key::Name("content")])
+                .unwrap_or_else(|| JsonText::from_json(v))
+                .to_string(),
+            (_, v) => content(v, &format!("{f}.content"), role)?,
+        };
         let train = match m.get("train") {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
@@ -571,10 +801,36 @@ fn messages_list(
             }
         };
         let train = train.or(weight);
+        // The reasoning trace: `reasoning_content` (OpenAI-compatible servers, Qwen3,
+        // DeepSeek-R1), `reasoning`, or `thinking` (gpt-oss).
+        let mut reasoning = None;
+        for k in ["reasoning_content", "reasoning", "thinking"] {
+            if let Some(r) = opt_str(m, k, &format!("{f}.{k}"))?
+                && !r.trim().is_empty()
+            {
+                if role != Role::Assistant {
+                    return Err((
+                        Some(format!("{f}.{k}")),
+                        RejectReason::RoleOrder(format!("a {role} message carries reasoning")),
+                    ));
+                }
+                reasoning.get_or_insert_with(|| r.to_string());
+            }
+        }
+        let tool_call_id =
+            opt_str(m, "tool_call_id", &format!("{f}.tool_call_id"))?.map(str::to_string);
+        let name = match role {
+            Role::Tool => opt_str(m, "name", &format!("{f}.name"))?.map(str::to_string),
+            _ => None,
+        };
         out.push(Message {
             role,
             content,
             train,
+            tool_calls: calls,
+            tool_call_id,
+            name,
+            reasoning,
         });
     }
     Ok(std::mem::take(out))
@@ -613,6 +869,25 @@ fn sharegpt(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> 
             "system" => Role::System,
             "human" | "user" => Role::User,
             "gpt" | "assistant" => Role::Assistant,
+            "observation" | "tool" | "function_response" => Role::Tool,
+            "function_call" => {
+                // LLaMA-Factory / glaive: the value is `{"name", "arguments"}` (or a list of
+                // them) as JSON text; it continues the assistant turn before it, if any.
+                let vf = format!("{f}.value");
+                let text = req_str(m, "value", &vf)?;
+                let calls = sharegpt_calls(text, &vf)?;
+                match out.last_mut() {
+                    Some(last) if last.role == Role::Assistant && last.tool_calls.is_empty() => {
+                        last.tool_calls = calls;
+                    }
+                    _ => {
+                        let mut msg = Message::assistant("");
+                        msg.tool_calls = calls;
+                        out.push(msg);
+                    }
+                }
+                continue;
+            }
             other => {
                 return Err((
                     Some(format!("{f}.from")),
@@ -622,6 +897,54 @@ fn sharegpt(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> 
         };
         let content = content(m.get("value"), &format!("{f}.value"), role)?;
         out.push(Message::new(role, content));
+    }
+    Ok(out)
+}
+
+/// A ShareGPT `function_call` value: one call `{"name", "arguments"}` or a list of them.
+fn sharegpt_calls(text: &str, f: &str) -> std::result::Result<Vec<ToolCall>, Rej> {
+    let bad = |why: String| (Some(f.to_string()), RejectReason::BadToolCall(why));
+    let v = JsonText::parse(text).map_err(|e| bad(format!("the call is not JSON: {e}")))?;
+    let v = v.to_value();
+    let items: Vec<minijinja::Value> = if v.kind() == minijinja::value::ValueKind::Seq {
+        v.try_iter().map(Iterator::collect).unwrap_or_default()
+    } else {
+        vec![v]
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for c in items {
+        if c.kind() != minijinja::value::ValueKind::Map {
+            return Err(bad(format!(
+                "expected {{\"name\": ..., \"arguments\": {{...}}}}, found {}",
+                JsonText::from_value(&c)
+            )));
+        }
+        let name = c
+            .get_attr("name")
+            .ok()
+            .and_then(|n| n.as_str().map(str::to_string))
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| bad("the call has no \"name\" string".into()))?;
+        let args = c.get_attr("arguments").unwrap_or_default();
+        let arguments = match args.as_str() {
+            Some(s) => {
+                JsonText::parse(s).map_err(|e| bad(format!("arguments are not JSON: {e}")))?
+            }
+            None if args.is_undefined() || args.is_none() => {
+                return Err(bad("the call has no \"arguments\"".into()));
+            }
+            None => JsonText::from_value(&args),
+        };
+        if !arguments.is_object() {
+            return Err(bad(format!(
+                "arguments must be a JSON object, found {arguments}"
+            )));
+        }
+        out.push(ToolCall {
+            id: None,
+            name,
+            arguments,
+        });
     }
     Ok(out)
 }
@@ -652,11 +975,14 @@ fn alpaca(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
     Ok(out)
 }
 
-fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<Vec<Message>, Rej> {
+fn prompt_completion(
+    obj: &Map<String, Value>,
+    ordered: Ordered<'_>,
+) -> std::result::Result<Vec<Message>, Rej> {
     let mut out = Vec::new();
     match obj.get("prompt") {
         Some(Value::String(s)) => out.push(Message::user(nonempty(s, "prompt")?)),
-        Some(Value::Array(_)) => out = messages_list(obj, "prompt", &mut out)?,
+        Some(Value::Array(_)) => out = messages_list(obj, "prompt", &mut out, ordered)?,
         Some(_) => {
             return Err((
                 Some("prompt".into()),
@@ -676,7 +1002,7 @@ fn prompt_completion(obj: &Map<String, Value>) -> std::result::Result<Vec<Messag
         }
         Some(Value::Array(_)) => {
             let mut prefix = out;
-            out = messages_list(obj, "completion", &mut prefix)?;
+            out = messages_list(obj, "completion", &mut prefix, ordered)?;
         }
         Some(_) => {
             return Err((
@@ -1037,7 +1363,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> std::result::Result<Vec<Message>, Rej> {
-        parse_conversation(&v, Format::Auto).map(|(m, _)| m)
+        parse_conversation(&v, Format::Auto).map(|(c, _)| c.messages)
     }
 
     /// OpenAI's `weight` on assistant messages (it used to be ignored and the turn trained).
@@ -1155,6 +1481,125 @@ mod tests {
         assert!(matches!(e.1, RejectReason::UnknownFormat(_)));
         let e = parse(json!({"user": "u\u{FDD0}", "assistant": "a"})).unwrap_err();
         assert!(matches!(e.1, RejectReason::ReservedChar(_)));
+    }
+
+    /// OpenAI tool calls (arguments as a string or an object, key order kept), tool results
+    /// answering them by id, reasoning under its three names, and the record's tools.
+    #[test]
+    fn tool_calls_results_and_reasoning_are_read() {
+        let text = r#"{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"z": 1, "a": 2}}}],
+            "messages": [{"role": "user", "content": "q"},
+            {"role": "assistant", "content": null, "reasoning_content": "think",
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"b\": 1, \"a\": [2]}"}},
+                            {"id": "c2", "type": "function", "function": {"name": "g", "arguments": {"y": "x", "b": null}}}]},
+            {"role": "tool", "tool_call_id": "c2", "content": {"ok": true}},
+            {"role": "tool", "tool_call_id": "c1", "name": "f", "content": "1"},
+            {"role": "assistant", "content": "done", "thinking": "t2"}]}"#;
+        let (c, f) = parse_record(text, Format::Auto).unwrap();
+        assert_eq!(f, Format::Messages);
+        let m = &c.messages;
+        assert_eq!(m[1].content, "");
+        assert_eq!(m[1].reasoning.as_deref(), Some("think"));
+        assert_eq!(m[1].tool_calls[0].arguments.as_str(), r#"{"b":1,"a":[2]}"#);
+        assert_eq!(
+            m[1].tool_calls[1].arguments.as_str(),
+            r#"{"y":"x","b":null}"#
+        );
+        assert_eq!(m[1].tool_calls[1].id.as_deref(), Some("c2"));
+        assert_eq!(
+            (m[2].role, m[2].content.as_str()),
+            (Role::Tool, r#"{"ok":true}"#)
+        );
+        assert_eq!(m[3].name.as_deref(), Some("f"));
+        assert_eq!(m[4].reasoning.as_deref(), Some("t2"));
+        assert_eq!(
+            c.tools[0].as_str(),
+            r#"{"type":"function","function":{"name":"f","parameters":{"z":1,"a":2}}}"#
+        );
+    }
+
+    /// LLaMA-Factory / glaive ShareGPT: `function_call` and `observation` turns, tools as a
+    /// JSON string.
+    #[test]
+    fn sharegpt_function_calls_are_read() {
+        let (c, _) = parse_record(
+            r#"{"tools": "[{\"name\": \"lookup\", \"parameters\": {}}]", "conversations": [
+            {"from": "human", "value": "Capital of Peru?"},
+            {"from": "function_call", "value": "{\"name\": \"lookup\", \"arguments\": {\"q\": \"Peru\"}}"},
+            {"from": "observation", "value": "Lima"},
+            {"from": "gpt", "value": "Lima."}]}"#,
+            Format::Auto,
+        )
+        .unwrap();
+        let roles: Vec<Role> = c.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+        );
+        assert_eq!(c.messages[1].tool_calls[0].name, "lookup");
+        assert_eq!(
+            c.messages[1].tool_calls[0].arguments.as_str(),
+            r#"{"q":"Peru"}"#
+        );
+        assert_eq!(c.tools[0].as_str(), r#"{"name":"lookup","parameters":{}}"#);
+    }
+
+    /// Malformed calls are refused naming the field: arguments that are not JSON or not an
+    /// object, a tool message that answers no call or names an unknown id, an unanswered call.
+    #[test]
+    fn malformed_tool_calls_name_the_field() {
+        let rec = |calls: &str, after: &str| {
+            format!(
+                r#"{{"messages": [{{"role": "user", "content": "q"}},
+                {{"role": "assistant", "content": "", "tool_calls": {calls}}}{after}]}}"#
+            )
+        };
+        let call = |args: &str| {
+            format!(
+                r#"[{{"id": "c1", "type": "function", "function": {{"name": "f", "arguments": {args}}}}}]"#
+            )
+        };
+        let answer = r#", {"role": "tool", "tool_call_id": "c1", "content": "r"}, {"role": "assistant", "content": "a"}"#;
+        let err = |text: String| parse_record(&text, Format::Auto).unwrap_err();
+        let (f, r) = err(rec(&call(r#""{not json""#), answer));
+        assert_eq!(
+            f.as_deref(),
+            Some("messages[1].tool_calls[0].function.arguments")
+        );
+        assert!(
+            matches!(r, RejectReason::BadToolCall(ref m) if m.contains("not JSON")),
+            "{r}"
+        );
+        let (f, r) = err(rec(&call("[1, 2]"), answer));
+        assert_eq!(
+            f.as_deref(),
+            Some("messages[1].tool_calls[0].function.arguments")
+        );
+        assert!(matches!(r, RejectReason::WrongType { .. }), "{r}");
+        let (_, r) = err(rec(&call(r#""[1]""#), answer));
+        assert!(r.to_string().contains("must be a JSON object"), "{r}");
+        let wrong_id = r#", {"role": "tool", "tool_call_id": "c9", "content": "r"}, {"role": "assistant", "content": "a"}"#;
+        let (f, r) = err(rec(&call("{}"), wrong_id));
+        assert_eq!(f.as_deref(), Some("messages[2].tool_call_id"));
+        assert!(
+            r.to_string().contains("\"c9\" answers no pending call"),
+            "{r}"
+        );
+        let two = r#", {"role": "tool", "content": "r"}, {"role": "tool", "content": "r2"}, {"role": "assistant", "content": "a"}"#;
+        let (f, r) = err(rec(&call("{}"), two));
+        assert_eq!(f.as_deref(), Some("messages[3].tool_call_id"));
+        assert!(r.to_string().contains("answers no call"), "{r}");
+        let unanswered =
+            r#", {"role": "user", "content": "r"}, {"role": "assistant", "content": "a"}"#;
+        let (f, r) = err(rec(&call("{}"), unanswered));
+        assert_eq!(f.as_deref(), Some("messages[1].tool_calls"));
+        assert!(r.to_string().contains("not answered: f (c1)"), "{r}");
+        let stray = r#"{"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}"#;
+        let (f, r) = err(stray.to_string());
+        assert_eq!(f.as_deref(), Some("messages[1].tool_call_id"));
+        assert!(r.to_string().contains("answers no call"), "{r}");
+        // Ending on a call is a complete example (the model learns to call).
+        assert!(parse_record(&rec(&call("{}"), ""), Format::Auto).is_ok());
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct TrainConfig {
     pub template: Option<String>,
     /// Which tokens are supervised: assistant (every assistant turn), last, all.
     pub mask: MaskMode,
+    /// Keep assistant reasoning (`reasoning_content`) in the context but out of the loss.
+    pub mask_reasoning: bool,
     /// Pack several conversations per row (attention stays within each).
     pub pack: bool,
     /// Most tokens per example (= positions per row + 1). 0: the model's context.
@@ -184,6 +186,7 @@ impl Default for TrainConfig {
             min_distinct_ratio: 0.0,
             template: None,
             mask: MaskMode::Assistant,
+            mask_reasoning: false,
             pack: true,
             max_len: 0,
             truncation: LengthPolicy::Truncate,

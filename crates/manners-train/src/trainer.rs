@@ -836,7 +836,7 @@ fn run_template(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<ChatTemplat
         &specials,
     )?;
     t.check_renders_content()?;
-    Ok(Some(t))
+    Ok(Some(t.with_mask_reasoning(cfg.mask_reasoning)))
 }
 
 /// Adds the special tokens the template writes and the tokenizer lacks; returns their ids.
@@ -1039,7 +1039,11 @@ fn run_info(
 ) -> RunInfo {
     let mut facts = Vec::new();
     if template.is_some() {
-        facts.push(("mask".to_string(), format!("{:?}", cfg.mask).to_lowercase()));
+        let mut mask = format!("{:?}", cfg.mask).to_lowercase();
+        if cfg.mask_reasoning {
+            mask.push_str(", reasoning masked");
+        }
+        facts.push(("mask".to_string(), mask));
     }
     facts.push((
         "batch".into(),

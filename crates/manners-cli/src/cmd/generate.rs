@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use manners::data::Message;
+use manners::data::{Message, Reply};
 
 use crate::args::GenerateArgs;
 
@@ -40,27 +40,61 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     if a.json {
         let g = manners::generate(&m.model, &m.tokenizer, &prompt, &cfg, |_| {})?;
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "prompt_ids": prompt,
             "ids": g.tokens,
             "text": g.text,
             "stop": format!("{:?}", g.stop),
         });
+        if a.chat.is_some() {
+            // The reply as a message: reasoning, content and parsed tool calls.
+            let r = Reply::parse(&g.text);
+            v["reply"] = serde_json::json!({
+                "reasoning": r.reasoning,
+                "content": r.content,
+                "tool_calls": r.tool_calls.iter().map(|c| serde_json::json!({
+                    "name": c.name,
+                    "arguments": serde_json::from_str::<serde_json::Value>(c.arguments.as_str())
+                        .unwrap_or_default(),
+                })).collect::<Vec<_>>(),
+            });
+        }
         println!("{v}");
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
     write!(out, "{shown}")?;
     let mut io_err = None;
+    // With --chat, text from the first `<tool_call>` on is held back and shown parsed.
+    let chat = a.chat.is_some();
+    let (mut acc, mut shown_len) = (String::new(), 0);
     let g = manners::generate(&m.model, &m.tokenizer, &prompt, &cfg, |piece| {
-        if io_err.is_none()
-            && let Err(e) = write!(out, "{piece}").and_then(|_| out.flush())
+        acc.push_str(piece);
+        let upto = if chat {
+            Reply::printable_len(&acc)
+        } else {
+            acc.len()
+        };
+        if upto > shown_len
+            && io_err.is_none()
+            && let Err(e) = write!(out, "{}", &acc[shown_len..upto]).and_then(|_| out.flush())
         {
             io_err = Some(e);
         }
+        shown_len = shown_len.max(upto);
     })?;
     if let Some(e) = io_err {
         return Err(e.into());
+    }
+    if chat {
+        let calls = Reply::parse(&g.text).tool_calls;
+        if calls.is_empty() {
+            // Held back for nothing (markup that is no call): shown as written.
+            write!(out, "{}", &acc[shown_len..])?;
+        }
+        for c in calls {
+            write!(out, "\ncall {} {}", c.name, c.arguments)?;
+        }
     }
     writeln!(out)?;
     eprintln!("[{} new tokens, stop: {:?}]", g.tokens.len(), g.stop);

@@ -34,6 +34,9 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
         cfg.template = Some(t.clone());
     }
     set!(mask);
+    if a.mask_reasoning {
+        cfg.mask_reasoning = true;
+    }
     if a.pack {
         cfg.pack = true;
     }

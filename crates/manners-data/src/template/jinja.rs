@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::{Seg, SegKind, SpecialTokens, trains};
-use crate::conversation::{Message, Role};
+use crate::conversation::{JsonText, Message, Role};
 use crate::error::{DataError, Result};
 use crate::read::reserved_char;
 use crate::template::MaskMode;
@@ -45,10 +45,36 @@ pub(crate) struct JinjaTemplate {
     end_of_turn: Option<String>,
 }
 
+/// A message as transformers passes it to templates: `role`, `content`, and where the data
+/// has them `tool_calls` (OpenAI shape), `tool_call_id`, `name`, `reasoning_content`.
 #[derive(Serialize)]
 struct JMsg<'a> {
     role: &'a str,
     content: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<JCall<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: JFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct JFunction<'a> {
+    name: &'a str,
+    /// An object (a map in the written key order), as transformers expects.
+    arguments: &'a JsonText,
 }
 
 #[derive(Serialize)]
@@ -58,7 +84,8 @@ struct Ctx<'a> {
     bos_token: &'a str,
     eos_token: &'a str,
     pad_token: &'a str,
-    tools: Option<()>,
+    /// None without tools, as transformers passes it.
+    tools: Option<&'a [JsonText]>,
     documents: Option<()>,
 }
 
@@ -135,7 +162,7 @@ impl JinjaTemplate {
         self.end_of_turn.clone()
     }
 
-    fn render_j(&self, msgs: &[JMsg<'_>], agp: bool) -> Result<String> {
+    fn render_j(&self, msgs: &[JMsg<'_>], tools: &[JsonText], agp: bool) -> Result<String> {
         let tmpl = self.env.get_template("chat").map_err(jerr)?;
         let ctx = Ctx {
             messages: msgs,
@@ -143,22 +170,27 @@ impl JinjaTemplate {
             bos_token: self.specials.bos.as_deref().unwrap_or(""),
             eos_token: self.specials.eos.as_deref().unwrap_or(""),
             pad_token: self.specials.pad.as_deref().unwrap_or(""),
-            tools: None,
+            tools: (!tools.is_empty()).then_some(tools),
             documents: None,
         };
         tmpl.render(ctx).map_err(jerr)
     }
 
     /// Renders real messages; returns the text without generation markers.
-    fn render_plain(&self, msgs: &[Message], agp: bool) -> Result<String> {
+    fn render_plain(&self, msgs: &[Message], tools: &[JsonText], agp: bool) -> Result<String> {
         let j: Vec<JMsg<'_>> = msgs.iter().map(jmsg).collect();
-        Ok(strip_gen(&self.render_j(&j, agp)?).0)
+        Ok(strip_gen(&self.render_j(&j, tools, agp)?).0)
+    }
+
+    /// Whether the source reads `tools` or `tool_calls` (a template that renders tool use).
+    pub(crate) fn mentions_tools(&self) -> bool {
+        self.source.contains("tool_calls") || self.source.contains("tools")
     }
 
     fn detect_end_of_turn(&self) -> Option<String> {
         let probe = [Message::user("Hi"), Message::assistant("Yo")];
-        let p = self.render_plain(&probe[..1], true).ok()?;
-        let f = self.render_plain(&probe, false).ok()?;
+        let p = self.render_plain(&probe[..1], &[], true).ok()?;
+        let f = self.render_plain(&probe, &[], false).ok()?;
         let rest = f.strip_prefix(p.as_str())?;
         let tail = &rest[rest.find("Yo")? + 2..];
         self.special_strings
@@ -171,11 +203,14 @@ impl JinjaTemplate {
     pub(crate) fn segments(
         &self,
         msgs: &[Message],
+        tools: &[JsonText],
         prompt: bool,
         mode: MaskMode,
+        mask_reasoning: bool,
     ) -> Result<Vec<Seg<'static>>> {
         for (i, m) in msgs.iter().enumerate() {
-            if let Some(c) = reserved_char(&m.content) {
+            let texts = [Some(&m.content), m.reasoning.as_ref()];
+            if let Some(c) = texts.iter().flatten().find_map(|t| reserved_char(t)) {
                 return Err(DataError::Conversation {
                     origin: None,
                     field: Some(format!("messages[{i}].content")),
@@ -184,7 +219,7 @@ impl JinjaTemplate {
             }
         }
         let real: Vec<JMsg<'_>> = msgs.iter().map(jmsg).collect();
-        let (text, gen_ranges) = strip_gen(&self.render_j(&real, prompt)?);
+        let (text, gen_ranges) = strip_gen(&self.render_j(&real, tools, prompt)?);
         if !gen_ranges.iter().all(|r| r.0 <= r.1) {
             return Err(DataError::template(
                 NAME,
@@ -193,15 +228,19 @@ impl JinjaTemplate {
         }
 
         // Content ranges, when the template renders contents verbatim.
+        // (Empty contents stay empty: templates test `if message.content`.)
         let skel: Vec<JMsg<'_>> = msgs
             .iter()
             .enumerate()
-            .map(|(i, m)| JMsg {
-                role: m.role.as_str(),
-                content: Cow::Owned(format!("{CONTENT_START}{i}{CONTENT_END}")),
+            .map(|(i, m)| {
+                let mut j = jmsg(m);
+                if !m.content.is_empty() {
+                    j.content = Cow::Owned(format!("{CONTENT_START}{i}{CONTENT_END}"));
+                }
+                j
             })
             .collect();
-        let skel_text = self.render_j(&skel, prompt)?;
+        let skel_text = self.render_j(&skel, tools, prompt)?;
         let contents = locate_contents(&skel_text, msgs, &text);
 
         let asst: Vec<usize> = (0..msgs.len())
@@ -214,7 +253,7 @@ impl JinjaTemplate {
         // add_generation_prompt), when that render is a prefix of the conversation's.
         let mut prompt_ends: Vec<Option<usize>> = Vec::with_capacity(asst.len());
         for &i in &asst {
-            let p = self.render_plain(&msgs[..i], true)?;
+            let p = self.render_plain(&msgs[..i], tools, true)?;
             prompt_ends.push(text.starts_with(p.as_str()).then_some(p.len()));
         }
         cuts.extend(prompt_ends.iter().flatten());
@@ -244,7 +283,7 @@ impl JinjaTemplate {
                         ),
                     ));
                 };
-                let f = self.render_plain(&msgs[..=i], false)?;
+                let f = self.render_plain(&msgs[..=i], tools, false)?;
                 if !text.starts_with(f.as_str()) || f.len() <= p {
                     return Err(DataError::template(
                         NAME,
@@ -259,6 +298,25 @@ impl JinjaTemplate {
                 cuts.push(s);
                 cuts.push(e);
                 ranges.push((s, e, trains(mode, msgs, i)));
+            }
+        }
+        if mask_reasoning && !prompt {
+            // Each turn's reasoning text, searched from where its reply starts, is kept out
+            // of the loss (the tags around it and the answer after it are not); a turn whose
+            // reasoning the template drops has nothing to mask.
+            let mut from = 0;
+            for (k, &i) in asst.iter().enumerate() {
+                let Some(r) = msgs[i].reasoning.as_deref().map(str::trim) else {
+                    continue;
+                };
+                from = from.max(prompt_ends[k].unwrap_or(0));
+                if let Some(at) = text[from..].find(r).filter(|_| !r.is_empty()) {
+                    let (s, e) = (from + at, from + at + r.len());
+                    ranges.insert(0, (s, e, false));
+                    cuts.push(s);
+                    cuts.push(e);
+                    from = e;
+                }
             }
         }
         let frame_train = mode == MaskMode::All && !prompt;
@@ -389,6 +447,22 @@ fn jmsg(m: &Message) -> JMsg<'_> {
     JMsg {
         role: m.role.as_str(),
         content: Cow::Borrowed(&m.content),
+        tool_calls: (!m.tool_calls.is_empty()).then(|| {
+            m.tool_calls
+                .iter()
+                .map(|c| JCall {
+                    id: c.id.as_deref(),
+                    kind: "function",
+                    function: JFunction {
+                        name: &c.name,
+                        arguments: &c.arguments,
+                    },
+                })
+                .collect()
+        }),
+        tool_call_id: m.tool_call_id.as_deref(),
+        name: m.name.as_deref(),
+        reasoning_content: m.reasoning.as_deref(),
     }
 }
 
@@ -420,8 +494,12 @@ fn strip_gen(s: &str) -> (String, Vec<(usize, usize)>) {
 }
 
 /// From the skeleton render (contents replaced by markers), the byte range of every message's
-/// content in the real text, extended by one leading space (see the module docs of
-/// `template`). `None` unless each content appears exactly once and substituting the contents
+/// content in the real text, extended over the whitespace before it when the content starts
+/// with a word: BPE pre-tokenizers split a run of whitespace differently at the end of a
+/// string (`"\n\n"` alone is one piece, `"\n\nHi"` splits as `"\n"`, `"\n"`, `"Hi"`; `" Hi"` is
+/// one piece), so tokenizing the run with the content gives the ids of the full render, as
+/// transformers tokenizes it. A content that starts with whitespace itself takes only a
+/// single space before it (the built-in templates' label space). `None` unless each content appears exactly once and substituting the contents
 /// back reproduces the real render.
 fn locate_contents(skel: &str, msgs: &[Message], real: &str) -> Option<Vec<(usize, usize)>> {
     let (skel, _) = strip_gen(skel);
@@ -435,6 +513,9 @@ fn locate_contents(skel: &str, msgs: &[Message], real: &str) -> Option<Vec<(usiz
         let i: usize = rest[..end].parse().ok()?;
         rest = &rest[end + CONTENT_END.len_utf8()..];
         let slot = ranges.get_mut(i)?;
+        if msgs[i].content.is_empty() {
+            return None;
+        }
         if slot.is_some() {
             return None;
         }
@@ -446,15 +527,33 @@ fn locate_contents(skel: &str, msgs: &[Message], real: &str) -> Option<Vec<(usiz
     if out != real {
         return None;
     }
+    for (r, m) in ranges.iter_mut().zip(msgs) {
+        if m.content.is_empty() {
+            *r = Some((0, 0));
+        }
+    }
+    let ends: Vec<usize> = ranges.iter().flatten().map(|r| r.1).collect();
     ranges
         .into_iter()
         .map(|r| {
             r.map(|(s, e)| {
-                if s > 0 && real.as_bytes()[s - 1] == b' ' {
-                    (s - 1, e)
-                } else {
-                    (s, e)
+                if s == e {
+                    return (s, e);
                 }
+                // Never into the content before it.
+                let floor = ends.iter().copied().filter(|&x| x <= s).max().unwrap_or(0);
+                let before = real[floor..s].chars().rev();
+                let lead = if real[s..e].starts_with(char::is_whitespace) {
+                    // Whitespace on both sides: only the label's single space, as the
+                    // built-in templates write it.
+                    before.take(1).filter(|&c| c == ' ').count()
+                } else {
+                    before
+                        .take_while(|c| c.is_whitespace())
+                        .map(char::len_utf8)
+                        .sum::<usize>()
+                };
+                (s - lead, e)
             })
         })
         .collect()
@@ -574,6 +673,22 @@ pub(crate) fn chat_template_from_config(v: &Json) -> Option<String> {
             .map(str::to_string),
         _ => None,
     }
+}
+
+/// `json.dumps(v)` as Python writes it (", " and ": " separators, keys in order, no ASCII
+/// escaping).
+pub(crate) fn py_json(v: &Value) -> String {
+    let opts = PyJson {
+        ensure_ascii: false,
+        indent: None,
+        item: ", ".into(),
+        key: ": ".into(),
+        sort_keys: false,
+    };
+    let mut out = String::new();
+    opts.write(v, 0, &mut out)
+        .expect("plain JSON values always write");
+    out
 }
 
 /// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
@@ -796,7 +911,7 @@ mod tests {
             &SpecialTokens::gpt2(),
         )
         .unwrap();
-        let out = t.render_plain(&[Message::user("hi")], false).unwrap();
+        let out = t.render_plain(&[Message::user("hi")], &[], false).unwrap();
         assert_eq!(out, "False False True True hi");
     }
     use super::*;

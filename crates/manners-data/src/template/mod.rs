@@ -38,7 +38,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::conversation::{Conversation, Message, Role, validate_messages};
+use crate::conversation::{Conversation, JsonText, Message, Role, validate_messages};
 use crate::error::{DataError, RejectReason, Result};
 
 pub use folder::{TEMPLATE_FILE, choose_template, saved_template, strip_generation_tags};
@@ -152,6 +152,8 @@ pub enum TemplateSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Builtin {
     ChatMl,
+    /// ChatML with Hermes-style tool calls (Qwen2.5's format).
+    ChatMlTools,
     Plain,
     Llama2,
 }
@@ -170,6 +172,8 @@ enum Inner {
 pub struct ChatTemplate {
     inner: Inner,
     specials: SpecialTokens,
+    /// Keep assistant reasoning in the context but out of the loss (`--mask-reasoning`).
+    mask_reasoning: bool,
 }
 
 impl fmt::Debug for ChatTemplate {
@@ -230,13 +234,14 @@ impl ChatTemplate {
     pub fn builtin(name: &str, specials: &SpecialTokens) -> Result<Self> {
         let b = match name {
             "chatml" => Builtin::ChatMl,
+            "chatml-tools" => Builtin::ChatMlTools,
             "plain" => Builtin::Plain,
             "llama2" | "llama-2" => Builtin::Llama2,
             other => {
                 return Err(DataError::template(
                     other,
-                    "unknown built-in template (chatml, plain, llama2; or a path to a \
-                     tokenizer_config.json or .jinja file)",
+                    "unknown built-in template (chatml, chatml-tools, plain, llama2; or a path \
+                     to a tokenizer_config.json or .jinja file)",
                 ));
             }
         };
@@ -256,6 +261,7 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             inner: Inner::Builtin(b),
             specials: specials.clone(),
+            mask_reasoning: false,
         })
     }
 
@@ -267,6 +273,7 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             inner: Inner::Jinja(Box::new(JinjaTemplate::new(source, specials)?)),
             specials: specials.clone(),
+            mask_reasoning: false,
         })
     }
 
@@ -284,7 +291,10 @@ impl ChatTemplate {
     /// Resolves a CLI `--template` value: a built-in name, a `tokenizer_config.json` (any
     /// `.json` file) or a Jinja file (any other path).
     pub fn resolve(arg: &str, specials: &SpecialTokens) -> Result<Self> {
-        if matches!(arg, "chatml" | "plain" | "llama2" | "llama-2") {
+        if matches!(
+            arg,
+            "chatml" | "chatml-tools" | "plain" | "llama2" | "llama-2"
+        ) {
             return Self::builtin(arg, specials);
         }
         let path = Path::new(arg);
@@ -324,6 +334,7 @@ impl ChatTemplate {
     pub fn name(&self) -> &str {
         match &self.inner {
             Inner::Builtin(Builtin::ChatMl) => "chatml",
+            Inner::Builtin(Builtin::ChatMlTools) => "chatml-tools",
             Inner::Builtin(Builtin::Plain) => "plain",
             Inner::Builtin(Builtin::Llama2) => "llama2",
             Inner::Jinja(_) => "jinja",
@@ -341,7 +352,7 @@ impl ChatTemplate {
         let s = &self.specials;
         let mut out: Vec<String> = Vec::new();
         match &self.inner {
-            Inner::Builtin(Builtin::ChatMl) => {
+            Inner::Builtin(Builtin::ChatMl | Builtin::ChatMlTools) => {
                 out.extend(s.bos.clone());
                 out.push(IM_START.into());
                 out.push(IM_END.into());
@@ -360,7 +371,7 @@ impl ChatTemplate {
     /// The token that ends an assistant turn (supervised; generation stops on it).
     pub fn end_of_turn(&self) -> Option<String> {
         match &self.inner {
-            Inner::Builtin(Builtin::ChatMl) => Some(IM_END.into()),
+            Inner::Builtin(Builtin::ChatMl | Builtin::ChatMlTools) => Some(IM_END.into()),
             Inner::Builtin(_) => self.specials.eos.clone(),
             Inner::Jinja(j) => j.end_of_turn().or_else(|| self.specials.eos.clone()),
         }
@@ -382,7 +393,9 @@ impl ChatTemplate {
     /// Text stop strings, a fallback for models that do not emit the end-of-turn token.
     pub fn stop_strings(&self) -> Vec<String> {
         match &self.inner {
-            Inner::Builtin(Builtin::ChatMl) => vec![IM_END.into(), IM_START.into()],
+            Inner::Builtin(Builtin::ChatMl | Builtin::ChatMlTools) => {
+                vec![IM_END.into(), IM_START.into()]
+            }
             Inner::Builtin(Builtin::Plain) => vec!["\nUser:".into(), "\nSystem:".into()],
             Inner::Builtin(Builtin::Llama2) => vec!["[INST]".into()],
             Inner::Jinja(j) => j.end_of_turn().into_iter().collect(),
@@ -403,7 +416,7 @@ impl ChatTemplate {
     ) -> Result<Encoded> {
         check_messages(&conv.messages, true).map_err(|e| e.with_origin(&conv.origin))?;
         let segs = self
-            .segments(&conv.messages, false, mask)
+            .segments(&conv.messages, &conv.tools, false, mask)
             .map_err(|e| e.with_origin(&conv.origin))?;
         self.tokenize(enc, &segs)
             .map_err(|e| e.with_origin(&conv.origin))
@@ -420,8 +433,19 @@ impl ChatTemplate {
     /// starts. `messages` must end with a user turn. It is token for token a prefix of
     /// [`encode`](Self::encode) of the same turns followed by an assistant reply.
     pub fn encode_prompt(&self, messages: &[Message], tok: &Tokenizer) -> Result<Vec<u32>> {
+        self.encode_prompt_with_tools(messages, &[], tok)
+    }
+
+    /// [`encode_prompt`](Self::encode_prompt) with the functions the model may call
+    /// (OpenAI `tools`). `messages` may end with tool results (the model answers them).
+    pub fn encode_prompt_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[JsonText],
+        tok: &Tokenizer,
+    ) -> Result<Vec<u32>> {
         check_messages(messages, false)?;
-        let segs = self.segments(messages, true, MaskMode::Assistant)?;
+        let segs = self.segments(messages, tools, true, MaskMode::Assistant)?;
         let mut enc = TokEncoder::new(tok);
         Ok(self.tokenize(&mut enc, &segs)?.ids)
     }
@@ -429,8 +453,18 @@ impl ChatTemplate {
     /// The rendered text (what the token ids decode to): the training render, or the
     /// inference prompt with `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// [`render`](Self::render) with the functions the model may call.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[JsonText],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         check_messages(messages, !add_generation_prompt)?;
-        let segs = self.segments(messages, add_generation_prompt, MaskMode::Assistant)?;
+        let segs = self.segments(messages, tools, add_generation_prompt, MaskMode::Assistant)?;
         Ok(segs.iter().map(|s| s.text.as_ref()).collect())
     }
 
@@ -473,15 +507,49 @@ impl ChatTemplate {
         }
     }
 
+    /// Keeps assistant reasoning in the context but out of the loss (`--mask-reasoning`):
+    /// the reasoning block (for `chatml`/`chatml-tools` `<think>\n...\n</think>`; for Jinja
+    /// templates the reasoning text where the render holds it) is not supervised, the answer
+    /// and tool calls after it are.
+    pub fn with_mask_reasoning(mut self, mask: bool) -> Self {
+        self.mask_reasoning = mask;
+        self
+    }
+
+    /// Whether reasoning is kept out of the loss.
+    pub fn masks_reasoning(&self) -> bool {
+        self.mask_reasoning
+    }
+
+    /// Whether the template can render tool calls, tool results and a `tools` list.
+    pub fn renders_tools(&self) -> bool {
+        match &self.inner {
+            Inner::Builtin(b) => *b == Builtin::ChatMlTools,
+            Inner::Jinja(j) => j.mentions_tools(),
+        }
+    }
+
     fn segments<'a>(
         &self,
         msgs: &'a [Message],
+        tools: &'a [JsonText],
         prompt: bool,
         mode: MaskMode,
     ) -> Result<Vec<Seg<'a>>> {
         match &self.inner {
-            Inner::Builtin(b) => Ok(builtin_segments(*b, &self.specials, msgs, prompt, mode)),
-            Inner::Jinja(j) => j.segments(msgs, prompt, mode),
+            Inner::Builtin(b) => {
+                builtin_supports(*b, msgs, tools)?;
+                Ok(builtin_segments(
+                    *b,
+                    &self.specials,
+                    msgs,
+                    tools,
+                    prompt,
+                    mode,
+                    self.mask_reasoning,
+                ))
+            }
+            Inner::Jinja(j) => j.segments(msgs, tools, prompt, mode, self.mask_reasoning),
         }
     }
 
@@ -523,13 +591,80 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
+/// Refuses what a built-in template cannot render, naming the message: tools with anything
+/// but `chatml-tools`, reasoning with `plain` and `llama2`.
+fn builtin_supports(b: Builtin, msgs: &[Message], tools: &[JsonText]) -> Result<()> {
+    let name = match b {
+        Builtin::ChatMl => "chatml",
+        Builtin::ChatMlTools => return Ok(()),
+        Builtin::Plain => "plain",
+        Builtin::Llama2 => "llama2",
+    };
+    let refuse = |field: String, what: &str| {
+        Err(DataError::Conversation {
+            origin: None,
+            field: Some(field),
+            message: format!(
+                "template `{name}` cannot render {what}: use `--template chatml-tools` or the \
+                 model's own Jinja template"
+            ),
+        })
+    };
+    if !tools.is_empty() {
+        return refuse("tools".into(), "a tools list");
+    }
+    for (i, m) in msgs.iter().enumerate() {
+        if !m.tool_calls.is_empty() {
+            return refuse(format!("messages[{i}].tool_calls"), "tool calls");
+        }
+        if m.role == Role::Tool {
+            return refuse(format!("messages[{i}].role"), "tool results");
+        }
+        if m.reasoning.is_some() && b != Builtin::ChatMl {
+            return refuse(format!("messages[{i}].reasoning_content"), "reasoning");
+        }
+    }
+    Ok(())
+}
+
+/// The system-turn text `chatml-tools` adds when the conversation has tools (Qwen2.5's
+/// Hermes-style wording): the schemas one per line in `<tools>`, then how to call.
+pub(crate) fn tools_block(tools: &[JsonText]) -> String {
+    let mut s = String::from(
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+         You are provided with function signatures within <tools></tools> XML tags:\n<tools>",
+    );
+    for t in tools {
+        s.push('\n');
+        s.push_str(&jinja::py_json(&t.to_value()));
+    }
+    s.push_str(
+        "\n</tools>\n\nFor each function call, return a json object with function name and \
+         arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": \
+         <function-name>, \"arguments\": <args-json-object>}\n</tool_call>",
+    );
+    s
+}
+
+/// A tool call as `chatml-tools` writes it inside `<tool_call>`: `{"name": ..., "arguments":
+/// ...}` with Python's `json.dumps` spacing.
+pub fn tool_call_json(name: &str, arguments: &JsonText) -> String {
+    format!(
+        "{{\"name\": {}, \"arguments\": {}}}",
+        jinja::py_json(&minijinja::Value::from(name)),
+        jinja::py_json(&arguments.to_value())
+    )
+}
+
 /// The segments of a built-in template.
 fn builtin_segments<'a>(
     b: Builtin,
     sp: &SpecialTokens,
     msgs: &'a [Message],
+    tools: &'a [JsonText],
     prompt: bool,
     mode: MaskMode,
+    mask_reasoning: bool,
 ) -> Vec<Seg<'a>> {
     use SegKind::{Content, Frame, Special};
     let all = mode == MaskMode::All;
@@ -537,9 +672,17 @@ fn builtin_segments<'a>(
     // Content with the separating space in front (see module docs).
     let spaced = |c: &'a str| -> Cow<'a, str> { Cow::Owned(format!(" {c}")) };
     match b {
-        Builtin::ChatMl => {
+        Builtin::ChatMl | Builtin::ChatMlTools => {
             if let Some(bos) = &sp.bos {
                 out.push(Seg::new(bos.clone(), Special, all));
+            }
+            let has_system = msgs.first().is_some_and(|m| m.role == Role::System);
+            if !tools.is_empty() && !has_system {
+                out.push(Seg::new(IM_START, Special, all));
+                out.push(Seg::new("system\n", Frame, all));
+                out.push(Seg::new(tools_block(tools), Frame, all));
+                out.push(Seg::new(IM_END, Special, all));
+                out.push(Seg::new("\n", Frame, all));
             }
             for (i, m) in msgs.iter().enumerate() {
                 let t = trains(mode, msgs, i);
@@ -549,11 +692,51 @@ fn builtin_segments<'a>(
                         Role::System => "system\n",
                         Role::User => "user\n",
                         Role::Assistant => "assistant\n",
+                        Role::Tool => "tool\n",
                     },
                     Frame,
                     all,
                 ));
-                out.push(Seg::new(m.content.as_str(), Content, t));
+                match m.role {
+                    Role::Assistant => {
+                        // Whitespace before a text is tokenized with it (as in the full
+                        // render: BPE keeps a run of newlines before a word apart).
+                        let mut lead = "";
+                        if let Some(r) = &m.reasoning {
+                            let tr = t && !mask_reasoning;
+                            out.push(Seg::new("<think>\n", Frame, tr));
+                            out.push(Seg::new(r.as_str(), Content, tr));
+                            out.push(Seg::new("\n</think>", Frame, tr));
+                            lead = "\n\n";
+                        }
+                        if m.content.is_empty() {
+                            // Only calls: the lead goes with the first call's tag.
+                        } else if lead.is_empty() {
+                            out.push(Seg::new(m.content.as_str(), Content, t));
+                        } else {
+                            out.push(Seg::new(format!("{lead}{}", m.content), Content, t));
+                        }
+                        for (k, c) in m.tool_calls.iter().enumerate() {
+                            let open = match (k, m.content.is_empty()) {
+                                (0, true) => Cow::Owned(format!("{lead}<tool_call>\n")),
+                                _ => Cow::Borrowed("\n<tool_call>\n"),
+                            };
+                            out.push(Seg::new(open, Frame, t));
+                            out.push(Seg::new(tool_call_json(&c.name, &c.arguments), Content, t));
+                            out.push(Seg::new("\n</tool_call>", Frame, t));
+                        }
+                    }
+                    Role::Tool => {
+                        out.push(Seg::new("<tool_response>\n", Frame, t));
+                        out.push(Seg::new(m.content.as_str(), Content, t));
+                        out.push(Seg::new("\n</tool_response>", Frame, t));
+                    }
+                    Role::System if !tools.is_empty() => {
+                        out.push(Seg::new(m.content.as_str(), Content, t));
+                        out.push(Seg::new(format!("\n\n{}", tools_block(tools)), Frame, t));
+                    }
+                    _ => out.push(Seg::new(m.content.as_str(), Content, t)),
+                }
                 out.push(Seg::new(IM_END, Special, t));
                 out.push(Seg::new("\n", Frame, all));
             }
@@ -571,7 +754,7 @@ fn builtin_segments<'a>(
                 let t = trains(mode, msgs, i);
                 let label = match m.role {
                     Role::System => "System:",
-                    Role::User => "User:",
+                    Role::User | Role::Tool => "User:",
                     Role::Assistant => "Assistant:",
                 };
                 out.push(Seg::new(label, Frame, all));
@@ -607,8 +790,15 @@ fn builtin_segments<'a>(
                                     Content,
                                     trains(mode, msgs, si),
                                 ));
-                                out.push(Seg::new("\n<</SYS>>\n\n", Frame, all));
-                                out.push(Seg::new(m.content.as_str(), Content, t));
+                                // The blank line goes with a content that starts with a word,
+                                // as the full string tokenizes ("\n\n" alone is one token).
+                                if m.content.starts_with(char::is_whitespace) {
+                                    out.push(Seg::new("\n<</SYS>>\n\n", Frame, all));
+                                    out.push(Seg::new(m.content.as_str(), Content, t));
+                                } else {
+                                    out.push(Seg::new("\n<</SYS>>", Frame, all));
+                                    out.push(Seg::new(format!("\n\n{}", m.content), Content, t));
+                                }
                             }
                             _ => {
                                 out.push(Seg::new("[INST]", Frame, all));
@@ -629,6 +819,49 @@ fn builtin_segments<'a>(
     out
 }
 
+/// `chatml` and `chatml-tools` as an HF Jinja template (`{bos}` is replaced): tools in the
+/// system turn, reasoning in `<think>`, calls in `<tool_call>`, results in `tool` turns.
+const CHATML_JINJA: &str = r#"{bos}{%- if tools -%}
+{{- '<|im_start|>system\n' -}}
+{%- if messages[0]['role'] == 'system' -%}
+{{- messages[0]['content'] + '\n\n' -}}
+{%- endif -%}
+{{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>' -}}
+{%- for tool in tools -%}
+{{- '\n' + (tool | tojson) -}}
+{%- endfor -%}
+{{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' -}}
+{%- endif -%}
+{%- for message in messages -%}
+{%- if not (tools and loop.first and message['role'] == 'system') -%}
+{{- '<|im_start|>' + message['role'] + '\n' -}}
+{%- if message['role'] == 'assistant' -%}
+{% generation %}
+{%- if message['reasoning_content'] -%}
+{{- '<think>\n' + message['reasoning_content'] + '\n</think>\n\n' -}}
+{%- endif -%}
+{{- message['content'] -}}
+{%- for call in message['tool_calls'] or [] -%}
+{%- if not loop.first or message['content'] -%}
+{{- '\n' -}}
+{%- endif -%}
+{{- '<tool_call>\n{"name": ' + (call['function']['name'] | tojson) + ', "arguments": ' + (call['function']['arguments'] | tojson) + '}\n</tool_call>' -}}
+{%- endfor -%}
+{{- '<|im_end|>' -}}
+{% endgeneration %}
+{%- elif message['role'] == 'tool' -%}
+{{- '<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>' -}}
+{%- else -%}
+{{- message['content'] + '<|im_end|>' -}}
+{%- endif -%}
+{{- '\n' -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<|im_start|>assistant\n' -}}
+{%- endif -%}
+"#;
+
 /// HF Jinja source equivalent to a built-in template.
 fn builtin_jinja(b: Builtin, sp: &SpecialTokens) -> String {
     let bos = if sp.bos.is_some() {
@@ -637,21 +870,7 @@ fn builtin_jinja(b: Builtin, sp: &SpecialTokens) -> String {
         ""
     };
     match b {
-        Builtin::ChatMl => format!(
-            "{bos}{{%- for message in messages -%}}
-{{{{- '<|im_start|>' + message['role'] + '\\n' -}}}}
-{{%- if message['role'] == 'assistant' -%}}
-{{% generation %}}{{{{ message['content'] + '<|im_end|>' }}}}{{% endgeneration %}}
-{{%- else -%}}
-{{{{- message['content'] + '<|im_end|>' -}}}}
-{{%- endif -%}}
-{{{{- '\\n' -}}}}
-{{%- endfor -%}}
-{{%- if add_generation_prompt -%}}
-{{{{- '<|im_start|>assistant\\n' -}}}}
-{{%- endif -%}}
-"
-        ),
+        Builtin::ChatMl | Builtin::ChatMlTools => CHATML_JINJA.replace("{bos}", bos),
         Builtin::Plain => format!(
             "{bos}{{%- for message in messages -%}}
 {{%- if message['role'] == 'system' -%}}

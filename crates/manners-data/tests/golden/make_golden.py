@@ -94,8 +94,10 @@ def segments(template, specials, msgs, mode, prompt):
             if m["role"] == "user":
                 out.append((bos, "S", al))
                 if i == start and start == 1:
+                    # The blank line before the user's words is tokenized with them (as the full
+                    # string is: "\n\nWord" splits "\n", "\n", "Word"; "\n\n" alone is one token).
                     out += [("[INST] <<SYS>>\n", "F", al), (msgs[0]["content"], "C", trains(mode, msgs, 0)),
-                            ("\n<</SYS>>\n\n", "F", al), (m["content"], "C", t)]
+                            ("\n<</SYS>>", "F", al), ("\n\n" + m["content"], "C", t)]
                 else:
                     out += [("[INST]", "F", al), (" " + m["content"], "C", t)]
                 out.append((" [/INST]", "F", t))

@@ -214,8 +214,8 @@ fn random_json_values_never_panic() {
             Format::ShareGpt,
             Format::PromptCompletion,
         ] {
-            if let Ok((m, _)) = parse_conversation(&v, f) {
-                assert!(manners_data::Conversation::new(m).validate().is_ok());
+            if let Ok((c, _)) = parse_conversation(&v, f) {
+                assert!(c.validate().is_ok());
             }
         }
     }

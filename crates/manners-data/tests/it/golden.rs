@@ -146,3 +146,49 @@ fn jinja_templates_match_transformers_generation_spans() {
         );
     }
 }
+
+/// Conversations with tool calls (one, and two in a turn), tool results and reasoning traces,
+/// read by manners' own reader from the records as written: ids, masks, render and inference
+/// prompt equal transformers' `apply_chat_template(..., tools=..., return_assistant_tokens_mask
+/// =True)` (`tests/golden/make_tool_golden.py`), for the built-in `chatml-tools` (written there
+/// by hand as Jinja) and for Qwen3's training template rendered by manners' Jinja engine.
+#[test]
+fn tool_calls_and_reasoning_match_transformers() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tool_golden.json");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("tool_golden.json");
+    let tok = gpt2_chat();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    let qwen3 = golden["qwen3_source"].as_str().unwrap();
+    for (k, case) in cases.iter().enumerate() {
+        let name = case["template"].as_str().unwrap();
+        let t = match name {
+            "chatml-tools" => ChatTemplate::builtin(name, &SpecialTokens::gpt2()).unwrap(),
+            _ => ChatTemplate::from_jinja(qwen3, &SpecialTokens::gpt2()).unwrap(),
+        };
+        let (conv, _) = manners_data::parse_record(
+            case["record"].as_str().unwrap(),
+            manners_data::Format::Auto,
+        )
+        .unwrap_or_else(|e| panic!("case {k}: {e:?}"));
+        let ctx = format!("case {k} ({name})");
+        let text = t
+            .render_with_tools(&conv.messages, &conv.tools, false)
+            .unwrap();
+        assert_eq!(text, case["text"].as_str().unwrap(), "{ctx}: render");
+        let e = t
+            .encode(&conv, &tok, MaskMode::Assistant)
+            .unwrap_or_else(|err| panic!("{ctx}: {err}"));
+        let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        let mask: Vec<bool> = serde_json::from_value(case["mask"].clone()).unwrap();
+        assert_eq!(e.ids, ids, "{ctx}: ids");
+        assert_eq!(e.loss_mask, mask, "{ctx}: mask");
+        let last = conv.last_assistant().unwrap();
+        let prompt = t
+            .encode_prompt_with_tools(&conv.messages[..last], &conv.tools, &tok)
+            .unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["prompt"].clone()).unwrap();
+        assert_eq!(prompt, want, "{ctx}: prompt");
+    }
+}

@@ -220,3 +220,123 @@ proptest! {
         }
     }
 }
+
+/// A tool-use conversation: per exchange a user turn, then zero to two rounds of assistant
+/// tool calls (each answered by tool results), then the answer; reasoning on some turns.
+fn tool_conversation() -> impl Strategy<Value = Vec<Message>> {
+    let call = (
+        prop::sample::select(vec!["lookup", "get_weather", "calc"]),
+        content(),
+        content(),
+    );
+    let round = (
+        prop::option::of(content()),
+        prop::collection::vec((call, content()), 1..3),
+        any::<bool>(),
+    );
+    let exchange = (
+        content(),
+        prop::collection::vec(round, 0..3),
+        content(),
+        prop::option::of(content()),
+    );
+    (
+        prop::option::of(content()),
+        prop::collection::vec(exchange, 1..3),
+    )
+        .prop_map(|(system, exchanges)| {
+            let mut m = Vec::new();
+            if let Some(s) = system {
+                m.push(Message::system(s));
+            }
+            for (user, rounds, answer, reasoning) in exchanges {
+                m.push(Message::user(user));
+                for (text, calls, think) in rounds {
+                    let mut a = Message::assistant(text.unwrap_or_default());
+                    if think {
+                        a.reasoning = Some("Which tool?".into());
+                    }
+                    let mut results = Vec::new();
+                    for ((name, k, v), result) in calls {
+                        let args = serde_json::json!({ "entity": k, "field": v }).to_string();
+                        a = a.with_call(name, &args);
+                        results.push(Message::tool(result));
+                    }
+                    m.push(a);
+                    m.extend(results);
+                }
+                let mut a = Message::assistant(answer);
+                a.reasoning = reasoning;
+                m.push(a);
+            }
+            m
+        })
+}
+
+/// What `chatml-tools` supervises of an assistant turn, from its documented frame.
+fn chatml_tools_turn(m: &Message, mask_reasoning: bool) -> String {
+    let mut s = String::new();
+    if let Some(r) = &m.reasoning
+        && !mask_reasoning
+    {
+        s.push_str(&format!("<think>\n{r}\n</think>"));
+    }
+    if m.reasoning.is_some() {
+        s.push_str("\n\n");
+    }
+    s.push_str(&m.content);
+    for (k, c) in m.tool_calls.iter().enumerate() {
+        if k > 0 || !m.content.is_empty() {
+            s.push('\n');
+        }
+        s.push_str("<tool_call>\n");
+        s.push_str(&manners_data::tool_call_json(&c.name, &c.arguments));
+        s.push_str("\n</tool_call>");
+    }
+    s.push_str("<|im_end|>");
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Decoding the supervised spans gives back exactly each assistant turn's reasoning,
+    /// content, tool calls and end-of-turn token, one span per assistant turn, never a tool
+    /// result, the system turn or the schemas; `--mask-reasoning` drops the reasoning block
+    /// from the spans only. The inference prompt before every assistant turn (tool results
+    /// included) is a token prefix of the training render.
+    #[test]
+    fn tool_calls_are_supervised_and_tool_results_never(msgs in tool_conversation()) {
+        let tok = &*TOK;
+        let mut conv = Conversation::new(msgs.clone());
+        conv.tools = vec![manners_data::JsonText::parse(
+            r#"{"type": "function", "function": {"name": "lookup"}}"#,
+        )
+        .unwrap()];
+        for mask_reasoning in [false, true] {
+            let t = ChatTemplate::builtin("chatml-tools", &SpecialTokens::gpt2())
+                .unwrap()
+                .with_mask_reasoning(mask_reasoning);
+            let e = t.encode(&conv, tok, MaskMode::Assistant).unwrap();
+            let runs = supervised_runs(&e);
+            let assistants: Vec<&Message> =
+                msgs.iter().filter(|m| m.role == Role::Assistant).collect();
+            prop_assert_eq!(runs.len(), assistants.len());
+            for (run, m) in runs.iter().zip(&assistants) {
+                prop_assert_eq!(tok.decode(run, false).unwrap(), chatml_tools_turn(m, mask_reasoning));
+            }
+            prop_assert_eq!(
+                tok.decode(&e.ids, false).unwrap(),
+                t.render_with_tools(&msgs, &conv.tools, false).unwrap()
+            );
+            for (i, m) in msgs.iter().enumerate() {
+                if m.role != Role::Assistant {
+                    continue;
+                }
+                let p = t.encode_prompt_with_tools(&msgs[..i], &conv.tools, tok).unwrap();
+                prop_assert!(e.ids.starts_with(&p));
+                prop_assert!(!e.loss_mask[p.len() - 1]);
+            }
+        }
+    }
+}

@@ -438,6 +438,7 @@ fn exported_jinja_matches_committed_copies() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     for (name, sp) in [
         ("chatml", SpecialTokens::gpt2()),
+        ("chatml-tools", SpecialTokens::gpt2()),
         ("plain", SpecialTokens::gpt2()),
         ("llama2", llama()),
     ] {

@@ -254,3 +254,83 @@ fn quality_dedup_noise_and_mixing() {
             .all(|e: &Encoded| e.loss_mask.iter().all(|&m| m) && e.len() <= 64)
     );
 }
+
+const TOOL_USE: &str = r#"{"tools": [{"type": "function", "function": {"name": "lookup"}}], "messages": [{"role": "user", "content": "Capital of Peru?"}, {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"entity\": \"Peru\"}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "Lima"}, {"role": "assistant", "content": "Lima."}]}"#;
+
+/// `data inspect` shows tool turns and reasoning with the supervised parts highlighted: the
+/// reasoning, the call and the answer, never the tool result (with `--mask-reasoning`, not
+/// the reasoning either).
+#[test]
+fn inspect_highlights_tool_calls_not_tool_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "tools.jsonl", &[TOOL_USE]);
+    let tok = gpt2_chat();
+    let t = ChatTemplate::builtin("chatml-tools", &SpecialTokens::gpt2()).unwrap();
+    let r = inspect(&p, &t, &tok, &InspectOptions::default()).unwrap();
+    let shown = &r.rendered[0].1;
+    assert!(
+        shown.contains(
+            "<|im_start|>assistant\n[[<think>\nLook it up.\n</think>\n\n<tool_call>\n{\"name\": \"lookup\", \"arguments\": {\"entity\": \"Peru\"}}\n</tool_call><|im_end|>]]\n"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("<|im_start|>tool\n<tool_response>\nLima\n</tool_response><|im_end|>\n<|im_start|>assistant\n[[Lima.<|im_end|>]]"),
+        "{shown}"
+    );
+    let masked = t.clone().with_mask_reasoning(true);
+    let r = inspect(&p, &masked, &tok, &InspectOptions::default()).unwrap();
+    assert!(
+        r.rendered[0]
+            .1
+            .contains("assistant\n<think>\nLook it up.\n</think>[[\n\n<tool_call>"),
+        "{}",
+        r.rendered[0].1
+    );
+}
+
+/// `data lint` flags a supervised tool result and a call whose arguments are not JSON (file
+/// and line named), and refuses tools under a template that cannot render them.
+#[test]
+fn lint_flags_supervised_tool_results_and_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervised = TOOL_USE.replace(
+        r#""content": "Lima"}"#,
+        r#""content": "Lima", "train": true}"#,
+    );
+    let bad_args = TOOL_USE.replace(r#"\"Peru\"}"#, r#"\"Peru\""#);
+    let p = write(dir.path(), "t.jsonl", &[TOOL_USE, &supervised, &bad_args]);
+    let tok = gpt2_chat();
+    let t = ChatTemplate::builtin("chatml-tools", &SpecialTokens::gpt2()).unwrap();
+    let r = lint(std::slice::from_ref(&p), &t, &tok, &LintOptions::default()).unwrap();
+    let shown = r.to_string();
+    assert!(!r.passed(), "{shown}");
+    assert_eq!(r.counts.get("tools"), Some(&(2, 0)), "{shown}");
+    assert!(
+        shown.contains("t.jsonl:2: error [tools]: messages[2] (a tool result) is supervised"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("t.jsonl:3: error [tools]: field `messages[1].tool_calls[0].function.arguments`: arguments are not JSON"),
+        "{shown}"
+    );
+    // The first record alone is clean.
+    let clean = write(dir.path(), "c.jsonl", &[TOOL_USE]);
+    let r = lint(
+        std::slice::from_ref(&clean),
+        &t,
+        &tok,
+        &LintOptions::default(),
+    )
+    .unwrap();
+    assert!(r.passed(), "{r}");
+    // chatml cannot render tools: a clear error, not a silent drop.
+    let chatml = ChatTemplate::builtin("chatml", &SpecialTokens::gpt2()).unwrap();
+    let r = lint(&[clean], &chatml, &tok, &LintOptions::default()).unwrap();
+    assert!(
+        r.to_string().contains(
+            "template `chatml` cannot render a tools list: use `--template chatml-tools`"
+        ),
+        "{r}"
+    );
+}
