@@ -7,8 +7,12 @@
 //! | template | frame | supervised (mask true) |
 //! | --- | --- | --- |
 //! | `chatml` | `[<bos>]` then per message `<\|im_start\|>{role}\n{c}<\|im_end\|>\n`; prompt ends `<\|im_start\|>assistant\n` | `{c}<\|im_end\|>` (the `\n` after it is not, as in HF/TRL assistant masks) |
+//! | `chatml-tools` | `chatml`, plus: with `tools`, a system turn `{system}\n\n# Tools ... <tools>\n{schema}...\n</tools> ...` (Qwen2.5's wording, the schemas as `json.dumps`); an assistant turn `[<think>\n{reasoning}\n</think>\n\n]{c}` then per call `[\n]<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` (a newline before every call but a first one with no text); a result `<\|im_start\|>tool\n<tool_response>\n{c}\n</tool_response><\|im_end\|>\n` | reasoning block (unless `--mask-reasoning`), `{c}`, the calls and `<\|im_end\|>`; never a tool result |
 //! | `plain` | `[<bos>]` then `System: {c}\n`, `User: {c}\n`, `Assistant: {c}<eos>\n`; prompt ends `Assistant:` | ` {c}<eos>` |
 //! | `llama2` | per exchange `<bos>[INST] {user} [/INST] {c} <eos>`; the first user turn becomes `<bos>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]` when there is a system message; prompt ends ` [/INST]` | ` {c} <eos>` |
+//!
+//! `chatml` renders reasoning as `chatml-tools` does but refuses tools; `plain` and `llama2`
+//! refuse tools and reasoning (an error naming the message, never a silent drop).
 //!
 //! `<bos>` is written once at the start by `chatml` and `plain` when the tokenizer has one
 //! (`SpecialTokens::bos`), and by `llama2` at the start of every exchange (Meta's format).
@@ -20,7 +24,11 @@
 //!   (`User: hi`, `[INST] hi`, `[/INST] answer`) is tokenized with the content, because GPT-2's
 //!   byte-level BPE attaches spaces to the following word (` hi` is one token, as in
 //!   pretraining text). The supervised span of `plain`/`llama2` therefore starts with that
-//!   space.
+//!   space. Likewise a blank line before a content that starts with a word goes with the
+//!   content (`llama2`'s `<</SYS>>\n\n{user}`, `chatml-tools`' `</think>\n\n{c}`; in Jinja
+//!   templates any whitespace run before such a content): a byte-level pre-tokenizer splits
+//!   `"\n\nHi"` as `"\n"`, `"\n"`, `"Hi"` but `"\n\n"` alone as one piece, so this gives the ids
+//!   of the full render, as transformers tokenizes it.
 //! - Message contents are always tokenized as plain text: marker-like text inside a message
 //!   (`<|im_end|>`, `</s>`) never becomes a special token.
 //! - No special tokens are added by the tokenizer itself (`add_special_tokens = false`): the
