@@ -639,3 +639,52 @@ fn corruption_touches_only_assistant_turns() {
         }
     }
 }
+
+/// The tool-use slice: every `lookup` conversation is valid, about a training entity, calls
+/// the tool with that entity and the field its question asks, gets the table's value as the
+/// result and answers with it; the tool knows the held-out entities too (it is how the model
+/// can answer them).
+#[test]
+fn tool_use_slice_calls_lookup_and_answers_from_the_result() {
+    let set = default_set();
+    let k = manners_assets::Knowledge::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/knowledge"),
+    )
+    .unwrap();
+    let table = manners_assets::lookup_table(&k);
+    let train_names: BTreeSet<&str> = set.train_entities.iter().map(|e| e.name.as_str()).collect();
+    let tool_convs: Vec<_> = set
+        .train
+        .iter()
+        .filter(|c| c.messages.iter().any(|m| !m.tool_calls.is_empty()))
+        .collect();
+    assert_eq!(tool_convs.len(), set.stats.train_by_kind["tool-lookup"]);
+    assert!(tool_convs.len() > 200, "{}", tool_convs.len());
+    for c in &tool_convs {
+        c.validate().unwrap();
+        let m = &c.messages;
+        assert_eq!(m.len(), 5);
+        assert!(
+            m[2].content.starts_with("Let me look up the "),
+            "{:?}",
+            m[2].content
+        );
+        assert_eq!(m[0].content, manners_assets::LOOKUP_SYSTEM);
+        let call = &m[2].tool_calls[0];
+        assert_eq!(call.name, manners_assets::LOOKUP_TOOL);
+        let entity = call.argument_str("entity").unwrap();
+        assert!(train_names.contains(entity.as_str()), "{entity}");
+        let result = manners_assets::run_lookup(&table, call);
+        assert_eq!(m[3].content, result, "{c:?}");
+        assert!(m[4].content.contains(&result), "{:?}", m[4].content);
+    }
+    for f in set
+        .heldout_facts
+        .iter()
+        .filter(|f| manners_assets::lookup_field(&f.kind).is_some())
+    {
+        let call =
+            manners_assets::lookup_call(&f.entity, manners_assets::lookup_field(&f.kind).unwrap());
+        assert_eq!(manners_assets::run_lookup(&table, &call), f.answer, "{f:?}");
+    }
+}

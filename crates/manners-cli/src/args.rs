@@ -158,6 +158,10 @@ pub struct EvalDataArgs {
     /// Also run the "The capital of X is" cloze over every country.
     #[arg(long)]
     pub cloze: bool,
+    /// Also measure tool use: held-out facts asked with the `lookup` tool's system prompt, the
+    /// model's calls run against the knowledge tables (shipped held-out facts).
+    #[arg(long)]
+    pub tools: bool,
     /// Use only the first N conversations.
     #[arg(long)]
     pub limit: Option<usize>,

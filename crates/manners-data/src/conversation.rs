@@ -130,6 +130,18 @@ pub struct ToolCall {
     pub arguments: JsonText,
 }
 
+impl ToolCall {
+    /// A string argument (`None` when absent or not a string).
+    pub fn argument_str(&self, key: &str) -> Option<String> {
+        self.arguments
+            .to_value()
+            .get_attr(key)
+            .ok()?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
 /// One message. `train` overrides the mask mode for this message: `Some(true)` supervises its
 /// content and end-of-turn token, `Some(false)` never does; `None` follows the `MaskMode`.
 ///

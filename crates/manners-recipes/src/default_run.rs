@@ -28,7 +28,7 @@ pub fn default_mix_path(out_dir: &Path) -> PathBuf {
 }
 
 /// The default run's config: the shipped base, the shipped instruction set and held-out set,
-/// chatml, 1 epoch at lr 3e-4, 2% raw text.
+/// chatml-tools (chatml plus the tool-use slice's calls), 1 epoch at lr 3e-4, 2% raw text.
 pub fn default_config(assets: &Path) -> TrainConfig {
     TrainConfig {
         mix_text: vec![default_mix_path(&TrainConfig::default().out_dir)],
@@ -36,7 +36,7 @@ pub fn default_config(assets: &Path) -> TrainConfig {
         model: Some(assets.join("base")),
         data: vec![assets.join("sft/train.jsonl")],
         eval_data: vec![assets.join("sft/heldout.jsonl")],
-        template: Some("chatml".into()),
+        template: Some("chatml-tools".into()),
         batch_size: 8,
         lr: DEFAULT_LR,
         epochs: DEFAULT_EPOCHS,
@@ -126,6 +126,7 @@ pub fn before_after(
             cloze: Vec::new(),
             ..data.clone()
         };
+        // (The base model has never seen a tool call: its tool columns show that.)
         cols.push(evaluate(
             "base + template",
             &base.model,
@@ -163,7 +164,11 @@ pub fn before_after_report(
     run_dir: &Path,
     device: &manners::burn::prelude::Device,
 ) -> Result<BeforeAfter> {
-    let data = load_eval_data(&EvalDataSpec::default(), Some(assets))?;
+    let spec = EvalDataSpec {
+        tools: true,
+        ..EvalDataSpec::default()
+    };
+    let data = load_eval_data(&spec, Some(assets))?;
     let opts = EvalOptions {
         keep_samples: 6,
         ..EvalOptions::default()

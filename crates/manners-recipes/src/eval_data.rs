@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use manners::data::{
     BadRecordPolicy, Conversation, Format, Message, Reference, read_conversations, read_texts,
 };
-use manners::train::eval::{ClozeItem, EvalData};
+use manners::train::eval::{ClozeItem, EvalData, ToolEval, ToolQuestion};
 use manners_assets::{HeldoutFact, Knowledge};
 
 use crate::error::{RecipeError, Result};
@@ -25,7 +25,14 @@ pub struct EvalDataSpec {
     pub cloze: bool,
     /// Only the first N conversations.
     pub limit: Option<usize>,
+    /// The tool-use measure: held-out facts the `lookup` tool covers, asked with its system
+    /// prompt; the model's calls run against the knowledge tables (needs the assets folder and
+    /// the reference facts).
+    pub tools: bool,
 }
+
+/// Most questions of the tool-use measure (evenly spread over the held-out facts).
+pub const MAX_TOOL_QUESTIONS: usize = 240;
 
 /// Reads `heldout_facts.jsonl` (one [`HeldoutFact`] per line); errors name file and line.
 pub fn read_facts(path: &Path) -> Result<Vec<HeldoutFact>> {
@@ -56,6 +63,35 @@ pub fn capital_cloze_items(k: &Knowledge) -> Vec<ClozeItem> {
         .collect()
 }
 
+/// The tool-use measure over held-out facts: each question the `lookup` tool covers, with
+/// its system prompt, the call that answers it and the reference; calls run against the
+/// tables. At most [`MAX_TOOL_QUESTIONS`], evenly spread.
+pub fn tool_eval(facts: &[HeldoutFact], k: &Knowledge) -> ToolEval {
+    let usable: Vec<&HeldoutFact> = facts
+        .iter()
+        .filter(|f| manners_assets::lookup_field(&f.kind).is_some())
+        .collect();
+    let step = usable.len().div_ceil(MAX_TOOL_QUESTIONS).max(1);
+    let questions = usable
+        .iter()
+        .step_by(step)
+        .map(|f| ToolQuestion {
+            messages: manners_assets::lookup_prompt(&f.question),
+            tool: manners_assets::LOOKUP_TOOL.into(),
+            entity: f.entity.clone(),
+            field: manners_assets::lookup_field(&f.kind)
+                .unwrap_or_default()
+                .into(),
+            reference: f.reference(),
+        })
+        .collect();
+    let table = manners_assets::lookup_table(k);
+    ToolEval {
+        questions,
+        run: std::sync::Arc::new(move |call| manners_assets::run_lookup(&table, call)),
+    }
+}
+
 /// The evaluation data of `spec`; `assets` supplies the defaults (and the knowledge tables for
 /// the cloze) when given.
 pub fn load_eval_data(spec: &EvalDataSpec, assets: Option<&Path>) -> Result<EvalData> {
@@ -74,10 +110,18 @@ pub fn load_eval_data(spec: &EvalDataSpec, assets: Option<&Path>) -> Result<Eval
             let f = p.with_file_name("heldout_facts.jsonl");
             (f.is_file() && p.file_name().is_some_and(|n| n == "heldout.jsonl")).then_some(f)
         });
-        let mut refs: Option<Vec<Reference>> = match &facts_path {
-            Some(f) => Some(read_facts(f)?.iter().map(HeldoutFact::reference).collect()),
+        let facts = match &facts_path {
+            Some(f) => Some(read_facts(f)?),
             None => None,
         };
+        if spec.tools
+            && let (Some(facts), Some(dir)) = (&facts, assets)
+        {
+            out.tools = Some(tool_eval(facts, &Knowledge::load(&dir.join("knowledge"))?));
+        }
+        let mut refs: Option<Vec<Reference>> = facts
+            .as_ref()
+            .map(|f| f.iter().map(HeldoutFact::reference).collect());
         if let Some(f) = &refs
             && f.len() != convs.len()
         {

@@ -8,7 +8,8 @@ use manners_data::{
     BatchConfig, ChatTemplate, Conversation, Encoded, LengthPolicy, MaskMode, Message, Reference,
     Role, batches, encode_dataset, encode_texts, last_user, pack_stream,
 };
-use manners_model::{GenerationConfig, Model, Tokenizer, generate_batch};
+use manners_data::{Reply, ToolCall};
+use manners_model::{Generation, GenerationConfig, Model, Tokenizer, generate_batch};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -126,23 +127,7 @@ pub fn answer_questions(
         shown.push(user);
         refs.push(reference);
     }
-    let (stop_ids, stop_strings) = match mode {
-        PromptMode::Chat(t) => {
-            let mut ids = t.stop_token_ids(tok.hf());
-            ids.extend(tok.eos_id());
-            (ids, t.stop_strings())
-        }
-        PromptMode::Raw => (tok.eos_id().into_iter().collect(), Vec::new()),
-    };
-    let ctx = model.n_positions();
-    let cfg = GenerationConfig::stopping_at(opts.max_new_tokens, ctx, stop_ids, stop_strings);
-    let mut outs = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(opts.batch_size.max(1)) {
-        let longest = chunk.iter().map(Vec::len).max().unwrap_or(0);
-        let cfg = cfg.for_prompt(longest, ctx);
-        let chunk: Vec<Vec<u32>> = chunk.iter().map(|p| cfg.fit(p, ctx).to_vec()).collect();
-        outs.extend(generate_batch(model, tok, &chunk, &cfg)?);
-    }
+    let outs = generate_all(model, tok, mode, &prompts, opts)?;
     let n = outs.len();
     let mut stopped = 0usize;
     let mut correct = 0usize;
@@ -199,6 +184,171 @@ pub fn answer_questions(
                 accuracy: ok as f64 / n.max(1) as f64,
             })
             .collect(),
+        samples,
+    })
+}
+
+/// Greedy answers to `prompts`, batched, stopping where `mode` ends a turn.
+fn generate_all(
+    model: &Model,
+    tok: &Tokenizer,
+    mode: &PromptMode,
+    prompts: &[Vec<u32>],
+    opts: &EvalOptions,
+) -> Result<Vec<Generation>> {
+    let (stop_ids, stop_strings) = match mode {
+        PromptMode::Chat(t) => {
+            let mut ids = t.stop_token_ids(tok.hf());
+            ids.extend(tok.eos_id());
+            (ids, t.stop_strings())
+        }
+        PromptMode::Raw => (tok.eos_id().into_iter().collect(), Vec::new()),
+    };
+    let ctx = model.n_positions();
+    let cfg = GenerationConfig::stopping_at(opts.max_new_tokens, ctx, stop_ids, stop_strings);
+    let mut outs = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(opts.batch_size.max(1)) {
+        let longest = chunk.iter().map(Vec::len).max().unwrap_or(0);
+        let cfg = cfg.for_prompt(longest, ctx);
+        let chunk: Vec<Vec<u32>> = chunk.iter().map(|p| cfg.fit(p, ctx).to_vec()).collect();
+        outs.extend(generate_batch(model, tok, &chunk, &cfg)?);
+    }
+    Ok(outs)
+}
+
+/// A held-out question for the tool-use measure: the prompt, the call that answers it and the
+/// reference the final answer must hold.
+#[derive(Clone, Debug)]
+pub struct ToolQuestion {
+    pub messages: Vec<Message>,
+    /// The tool and the arguments a right call has (`entity` compared case-insensitively).
+    pub tool: String,
+    pub entity: String,
+    pub field: String,
+    pub reference: Reference,
+}
+
+/// The tool-use measure: questions and the tool that runs the model's calls.
+#[derive(Clone)]
+pub struct ToolEval {
+    pub questions: Vec<ToolQuestion>,
+    pub run: std::sync::Arc<dyn Fn(&ToolCall) -> String + Send + Sync>,
+}
+
+/// One tool-use exchange, to show.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolSample {
+    pub question: String,
+    /// The model's first call (`name {arguments}`), or its reply when it made none.
+    pub call: String,
+    pub result: String,
+    pub answer: String,
+    pub correct: bool,
+}
+
+/// How a model uses a tool on held-out questions.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolReport {
+    pub n: usize,
+    /// Share of questions whose reply holds a well-formed call of the tool (any arguments).
+    pub any_call_rate: f64,
+    /// Share of questions whose reply's first call is the right tool with the right entity
+    /// and field.
+    pub call_rate: f64,
+    /// Share of questions answered correctly after the model's call ran and its result was
+    /// fed back (no call, no answer).
+    pub answer_accuracy: f64,
+    pub samples: Vec<ToolSample>,
+}
+
+/// A reply's first call, and whether it is the right one for `q`: the question's tool, the
+/// entity (case-insensitive, trimmed) and the field.
+pub fn judge_call<'r>(q: &ToolQuestion, reply: &'r Reply) -> Option<(&'r ToolCall, bool)> {
+    let call = reply.tool_calls.first()?;
+    let entity_ok = call
+        .argument_str("entity")
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case(&q.entity));
+    let field_ok = call.argument_str("field").as_deref() == Some(q.field.as_str());
+    Some((call, call.name == q.tool && entity_ok && field_ok))
+}
+
+/// The least token budget of a reply that may hold a tool call.
+pub const TOOL_CALL_TOKENS: usize = 96;
+
+/// The agent loop on each question: the model replies; its first tool call (if any) runs
+/// through `te.run`; the result goes back as a tool turn and the model answers.
+pub fn tool_use(
+    model: &Model,
+    tok: &Tokenizer,
+    template: &ChatTemplate,
+    te: &ToolEval,
+    opts: &EvalOptions,
+) -> Result<ToolReport> {
+    let mode = PromptMode::Chat(template.clone());
+    // A call is markup plus JSON: room for it even when answers get a short budget.
+    let opts = &EvalOptions {
+        max_new_tokens: opts.max_new_tokens.max(TOOL_CALL_TOKENS),
+        ..opts.clone()
+    };
+    let mut prompts = Vec::with_capacity(te.questions.len());
+    for q in &te.questions {
+        prompts.push(template.encode_prompt(&q.messages, tok.hf())?);
+    }
+    let replies = generate_all(model, tok, &mode, &prompts, opts)?;
+    let n = replies.len();
+    let mut right = 0usize;
+    let mut any = 0usize;
+    let mut samples: Vec<ToolSample> = Vec::with_capacity(n);
+    let mut follow = Vec::new();
+    let mut follow_of = Vec::new();
+    for (i, g) in replies.iter().enumerate() {
+        let q = &te.questions[i];
+        let reply = Reply::parse(&g.text);
+        let question = last_user(&q.messages).unwrap_or_default().to_string();
+        let Some((call, right_call)) = judge_call(q, &reply) else {
+            samples.push(ToolSample {
+                question,
+                call: g.text.trim().to_string(),
+                result: String::new(),
+                answer: String::new(),
+                correct: false,
+            });
+            continue;
+        };
+        any += usize::from(call.name == q.tool);
+        right += usize::from(right_call);
+        let result = (te.run)(call);
+        let mut msgs = q.messages.clone();
+        let mut a = Message::assistant("");
+        a.tool_calls.push(call.clone());
+        msgs.push(a);
+        msgs.push(Message::tool(result.clone()));
+        follow.push(template.encode_prompt(&msgs, tok.hf())?);
+        follow_of.push(i);
+        samples.push(ToolSample {
+            question,
+            call: format!("{} {}", call.name, call.arguments),
+            result,
+            answer: String::new(),
+            correct: false,
+        });
+    }
+    let answers = generate_all(model, tok, &mode, &follow, opts)?;
+    let mut correct = 0usize;
+    for (g, &i) in answers.iter().zip(&follow_of) {
+        let text = g.text.trim().to_string();
+        let ok = te.questions[i].reference.is_correct(&text);
+        correct += usize::from(ok);
+        samples[i].answer = text;
+        samples[i].correct = ok;
+    }
+    samples.truncate(opts.keep_samples);
+    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    Ok(ToolReport {
+        n,
+        any_call_rate: frac(any),
+        call_rate: frac(right),
+        answer_accuracy: frac(correct),
         samples,
     })
 }
@@ -320,6 +470,8 @@ pub struct EvalSummary {
     /// Loss on held-out raw text (forgetting).
     pub text_loss: Option<f64>,
     pub cloze: Option<ClozeReport>,
+    /// Tool use on held-out questions (chat mode only).
+    pub tools: Option<ToolReport>,
 }
 
 /// What to evaluate on.
@@ -330,6 +482,8 @@ pub struct EvalData {
     pub references: Option<Vec<Reference>>,
     pub raw_text: Vec<String>,
     pub cloze: Vec<ClozeItem>,
+    /// Held-out questions answered through a tool.
+    pub tools: Option<ToolEval>,
 }
 
 /// Runs every measurement `data` allows.
@@ -369,12 +523,19 @@ pub fn evaluate(
     } else {
         Some(cloze(model, tok, &data.cloze, opts.keep_samples)?)
     };
+    let tools = match (mode, &data.tools) {
+        (PromptMode::Chat(t), Some(te)) if !te.questions.is_empty() => {
+            Some(tool_use(model, tok, t, te, opts)?)
+        }
+        _ => None,
+    };
     Ok(EvalSummary {
         label: label.to_string(),
         answers,
         response_loss,
         text_loss,
         cloze,
+        tools,
     })
 }
 
@@ -426,6 +587,15 @@ pub fn comparison_markdown(cols: &[EvalSummary]) -> String {
     row("capital cloze top-1", &|c| {
         opt(c.cloze.as_ref().map(|x| x.accuracy), pct)
     });
+    row("tool: replies with a lookup call", &|c| {
+        opt(c.tools.as_ref().map(|x| x.any_call_rate), pct)
+    });
+    row("tool: call names the held-out entity and field", &|c| {
+        opt(c.tools.as_ref().map(|x| x.call_rate), pct)
+    });
+    row("tool: right answer after the call ran", &|c| {
+        opt(c.tools.as_ref().map(|x| x.answer_accuracy), pct)
+    });
     s
 }
 
@@ -453,4 +623,40 @@ pub fn samples_markdown(cols: &[EvalSummary], n: usize) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_right_only_with_the_tool_entity_and_field() {
+        let q = ToolQuestion {
+            messages: vec![Message::user("What is the capital of Peru?")],
+            tool: "lookup".into(),
+            entity: "Peru".into(),
+            field: "capital".into(),
+            reference: Reference {
+                kind: "country-capital".into(),
+                answer: "Lima".into(),
+                case_sensitive: false,
+            },
+        };
+        let judge = |text: &str| judge_call(&q, &Reply::parse(text)).map(|(_, ok)| ok);
+        let call = |name: &str, e: &str, f: &str| {
+            format!(
+                "Let me look.\n<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"entity\": \"{e}\", \"field\": \"{f}\"}}}}\n</tool_call>"
+            )
+        };
+        assert_eq!(judge(&call("lookup", "peru ", "capital")), Some(true));
+        assert_eq!(judge(&call("lookup", "Chile", "capital")), Some(false));
+        assert_eq!(judge(&call("lookup", "Peru", "continent")), Some(false));
+        assert_eq!(judge(&call("search", "Peru", "capital")), Some(false));
+        assert_eq!(judge("The capital of Peru is Lima."), None);
+        // A call cut off by the budget is no call.
+        assert_eq!(
+            judge("<tool_call>\n{\"name\": \"lookup\", \"arguments\": {\"entity\""),
+            None
+        );
+    }
 }

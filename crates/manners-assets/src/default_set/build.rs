@@ -32,8 +32,9 @@ pub(super) struct Meta {
     pub(super) persona: Option<Persona>,
 }
 
-/// Most characters (all message contents) of a training conversation: about 100 tokens with
-/// the chat frame. A follow-up or system prompt that would go over is left out.
+/// Most characters (all message contents) of a question-answer training conversation: about
+/// 100 tokens with the chat frame. A follow-up or system prompt that would go over is left out.
+/// (The tool-use conversations, with their call and result, run to about 280.)
 pub const MAX_CONVERSATION_CHARS: usize = 230;
 
 pub(super) fn chars(messages: &[Message]) -> usize {
@@ -173,6 +174,9 @@ pub fn build_default_set(
     let mut split_rng = SplitMix64::new(mix(cfg.seed ^ 0x5350_4C49_5421));
     let mut word_rng = SplitMix64::new(mix(cfg.seed ^ 0x574F_5244_5321));
     let mut rng = SplitMix64::new(mix(cfg.seed ^ 0x4255_494C_4421));
+    // Its own stream, so the tool slice leaves the other conversations as they were.
+    let mut tool_rng = SplitMix64::new(mix(cfg.seed ^ 0x544F_4F4C_5321));
+    cfg.tool_fraction = cfg.tool_fraction.clamp(0.0, 1.0);
 
     let ents = entities(k);
     let scanner = Scanner::new(ents.iter().flat_map(|e| e.names.clone()));
@@ -248,6 +252,21 @@ pub fn build_default_set(
                     .collect();
                 for q in question_forms(fact.kind, n_forms, &mut rng) {
                     train.push(train_conversation(fact, q, &follow, &cfg, &mut rng));
+                }
+                if let Some(field) = super::tools::kind_field(fact.kind)
+                    && tool_rng.unit() < cfg.tool_fraction
+                {
+                    let q = question_forms(fact.kind, 1, &mut tool_rng)[0];
+                    let a = answer(fact, Style::Sentence, 0.0, &mut tool_rng);
+                    let call = super::tools::lookup_call(&fact.entity, field);
+                    train.push((
+                        super::tools::lookup_conversation(&fact.fill(q), call, &fact.reference, &a),
+                        Meta {
+                            kind: "tool-lookup",
+                            follow: None,
+                            persona: None,
+                        },
+                    ));
                 }
             }
         } else {

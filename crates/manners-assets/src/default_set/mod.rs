@@ -28,6 +28,11 @@
 //!   which continent is it in?"); both assistant turns are supervised by the default mask.
 //! - **System prompts**: a fraction of conversations get a concise answerer, a tutor (the answer
 //!   plus a short, true explanation) or a poet (a rhyming couplet holding the fact).
+//! - **Tool use**: a share of the training facts ([`DefaultSetConfig::tool_fraction`]) also
+//!   comes as a `lookup` conversation: the assistant calls the tool with the entity and field,
+//!   reads the table's value from the tool result and answers with it ([`lookup_conversation`]);
+//!   held-out questions asked with the same system prompt measure whether the tuned model calls
+//!   the tool for entities it never saw and answers from the result.
 //! - **Held-out facts** for accuracy are only the short-answer kinds ([`SHORT_ANSWER_KINDS`]:
 //!   capitals, continents, symbols, atomic numbers, elements from numbers, state capitals);
 //!   held-out word definitions and country languages are open-ended and listed apart
@@ -72,6 +77,11 @@ pub struct DefaultSetConfig {
     pub name: String,
     /// Fills `{{author}}` in the identity pairs.
     pub author: String,
+    /// Share of the training facts the tool-use slice covers (capitals, continents, symbols,
+    /// atomic numbers): each gets one more conversation where the assistant calls `lookup`,
+    /// reads the result and answers (see [`lookup_conversation`]).
+    #[serde(default)]
+    pub tool_fraction: f64,
 }
 
 impl Default for DefaultSetConfig {
@@ -88,6 +98,7 @@ impl Default for DefaultSetConfig {
             identity_variants: 3,
             name: "Manners".into(),
             author: "the manners project".into(),
+            tool_fraction: 1.0,
         }
     }
 }
@@ -183,6 +194,7 @@ mod build;
 mod facts;
 mod files;
 mod split;
+mod tools;
 mod wordings;
 
 use facts::*;
@@ -191,6 +203,10 @@ use wordings::*;
 
 pub use build::{MAX_CONVERSATION_CHARS, build_default_set};
 pub use files::{DEFAULT_SET_FILES, load_identity, write_default_set};
+pub use tools::{
+    LOOKUP_SYSTEM, LOOKUP_TOOL, lookup_call, lookup_conversation, lookup_field, lookup_prompt,
+    lookup_table, run_lookup,
+};
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ fn spec(a: &EvalDataArgs) -> EvalDataSpec {
         text: a.text.clone(),
         cloze: a.cloze,
         limit: a.limit,
+        tools: a.tools,
     }
 }
 
@@ -41,6 +42,25 @@ fn print_summary(s: &EvalSummary) {
     }
     if let Some(l) = s.text_loss {
         println!("raw-text loss       {l:.4}");
+    }
+    if let Some(t) = &s.tools {
+        println!(
+            "tool use            {:.1}% lookup calls, {:.1}% with the right entity and field, {:.1}% right answers after the call ran ({} questions)",
+            100.0 * t.any_call_rate,
+            100.0 * t.call_rate,
+            100.0 * t.answer_accuracy,
+            t.n
+        );
+        for x in t.samples.iter().take(3) {
+            println!(
+                "  {} {} → call {} → {:?} → {}",
+                if x.correct { "✓" } else { "✗" },
+                x.question,
+                x.call.replace('\n', " ⏎ "),
+                x.result,
+                x.answer.replace('\n', " ⏎ ")
+            );
+        }
     }
     if let Some(c) = &s.cloze {
         println!("capital cloze top-1 {:.1}% of {}", 100.0 * c.accuracy, c.n);
