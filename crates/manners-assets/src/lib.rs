@@ -39,8 +39,8 @@ pub use corpus::{Corpus, CorpusConfig, build_corpus, load_books};
 pub use default_set::{
     DEFAULT_SET_FILES, DefaultSet, DefaultSetConfig, DefaultSetStats, EntityRef, HeldoutFact,
     LOOKUP_SYSTEM, LOOKUP_TOOL, MAX_CONVERSATION_CHARS, SHORT_ANSWER_KINDS, build_default_set,
-    load_identity, lookup_call, lookup_conversation, lookup_field, lookup_prompt, lookup_table,
-    run_lookup, write_default_set,
+    load_identity, lookup_call, lookup_conversation, lookup_field, lookup_prompt, lookup_query,
+    lookup_table, parse_query, run_lookup, write_default_set,
 };
 pub use knowledge::Knowledge;
 pub use noise::{Corruption, corrupt_dataset, corrupt_text};

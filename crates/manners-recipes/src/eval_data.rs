@@ -78,10 +78,13 @@ pub fn tool_eval(facts: &[HeldoutFact], k: &Knowledge) -> ToolEval {
         .map(|f| ToolQuestion {
             messages: manners_assets::lookup_prompt(&f.question),
             tool: manners_assets::LOOKUP_TOOL.into(),
-            entity: f.entity.clone(),
-            field: manners_assets::lookup_field(&f.kind)
-                .unwrap_or_default()
-                .into(),
+            args: vec![(
+                "query".into(),
+                manners_assets::lookup_query(
+                    &f.entity,
+                    manners_assets::lookup_field(&f.kind).unwrap_or_default(),
+                ),
+            )],
             reference: f.reference(),
         })
         .collect();

@@ -221,10 +221,10 @@ fn generate_all(
 #[derive(Clone, Debug)]
 pub struct ToolQuestion {
     pub messages: Vec<Message>,
-    /// The tool and the arguments a right call has (`entity` compared case-insensitively).
+    /// The tool and the string arguments a right call has (compared in lower case, spaces
+    /// collapsed, without "the").
     pub tool: String,
-    pub entity: String,
-    pub field: String,
+    pub args: Vec<(String, String)>,
     pub reference: Reference,
 }
 
@@ -261,15 +261,24 @@ pub struct ToolReport {
     pub samples: Vec<ToolSample>,
 }
 
-/// A reply's first call, and whether it is the right one for `q`: the question's tool, the
-/// entity (case-insensitive, trimmed) and the field.
+/// A reply's first call, and whether it is the right one for `q`: the question's tool and
+/// its expected arguments (lower case, spaces collapsed, "the" and end punctuation ignored).
 pub fn judge_call<'r>(q: &ToolQuestion, reply: &'r Reply) -> Option<(&'r ToolCall, bool)> {
     let call = reply.tool_calls.first()?;
-    let entity_ok = call
-        .argument_str("entity")
-        .is_some_and(|e| e.trim().eq_ignore_ascii_case(&q.entity));
-    let field_ok = call.argument_str("field").as_deref() == Some(q.field.as_str());
-    Some((call, call.name == q.tool && entity_ok && field_ok))
+    let norm = |s: &str| {
+        s.trim()
+            .trim_end_matches(['?', '.', '!'])
+            .to_lowercase()
+            .split_whitespace()
+            .filter(|w| *w != "the")
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let args_ok = q.args.iter().all(|(k, want)| {
+        call.argument_str(k)
+            .is_some_and(|got| norm(&got) == norm(want))
+    });
+    Some((call, call.name == q.tool && args_ok))
 }
 
 /// The least token budget of a reply that may hold a tool call.
@@ -634,8 +643,7 @@ mod tests {
         let q = ToolQuestion {
             messages: vec![Message::user("What is the capital of Peru?")],
             tool: "lookup".into(),
-            entity: "Peru".into(),
-            field: "capital".into(),
+            args: vec![("query".into(), "capital of Peru".into())],
             reference: Reference {
                 kind: "country-capital".into(),
                 answer: "Lima".into(),
@@ -643,19 +651,19 @@ mod tests {
             },
         };
         let judge = |text: &str| judge_call(&q, &Reply::parse(text)).map(|(_, ok)| ok);
-        let call = |name: &str, e: &str, f: &str| {
+        let call = |name: &str, query: &str| {
             format!(
-                "Let me look.\n<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"entity\": \"{e}\", \"field\": \"{f}\"}}}}\n</tool_call>"
+                "Let me look.\n<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"query\": \"{query}\"}}}}\n</tool_call>"
             )
         };
-        assert_eq!(judge(&call("lookup", "peru ", "capital")), Some(true));
-        assert_eq!(judge(&call("lookup", "Chile", "capital")), Some(false));
-        assert_eq!(judge(&call("lookup", "Peru", "continent")), Some(false));
-        assert_eq!(judge(&call("search", "Peru", "capital")), Some(false));
+        assert_eq!(judge(&call("lookup", "The capital of  peru ")), Some(true));
+        assert_eq!(judge(&call("lookup", "capital of Chile")), Some(false));
+        assert_eq!(judge(&call("lookup", "continent of Peru")), Some(false));
+        assert_eq!(judge(&call("search", "capital of Peru")), Some(false));
         assert_eq!(judge("The capital of Peru is Lima."), None);
         // A call cut off by the budget is no call.
         assert_eq!(
-            judge("<tool_call>\n{\"name\": \"lookup\", \"arguments\": {\"entity\""),
+            judge("<tool_call>\n{\"name\": \"lookup\", \"arguments\": {\"query\""),
             None
         );
     }

@@ -29,7 +29,8 @@
 //! - **System prompts**: a fraction of conversations get a concise answerer, a tutor (the answer
 //!   plus a short, true explanation) or a poet (a rhyming couplet holding the fact).
 //! - **Tool use**: a share of the training facts ([`DefaultSetConfig::tool_fraction`]) also
-//!   comes as a `lookup` conversation: the assistant calls the tool with the entity and field,
+//!   comes as a `lookup` conversation: the assistant calls the tool with a query ("capital of
+//!   Peru"),
 //!   reads the table's value from the tool result and answers with it ([`lookup_conversation`]);
 //!   held-out questions asked with the same system prompt measure whether the tuned model calls
 //!   the tool for entities it never saw and answers from the result.
@@ -205,7 +206,7 @@ pub use build::{MAX_CONVERSATION_CHARS, build_default_set};
 pub use files::{DEFAULT_SET_FILES, load_identity, write_default_set};
 pub use tools::{
     LOOKUP_SYSTEM, LOOKUP_TOOL, lookup_call, lookup_conversation, lookup_field, lookup_prompt,
-    lookup_table, run_lookup,
+    lookup_query, lookup_table, parse_query, run_lookup,
 };
 
 #[cfg(test)]

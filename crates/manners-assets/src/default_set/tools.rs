@@ -1,6 +1,13 @@
 //! The tool-use slice of the default set: a `lookup` tool over the knowledge tables. The
-//! assistant calls it with the entity and the field the question asks about, reads the
-//! table's answer from the tool result, and answers in a sentence.
+//! assistant calls it with a query naming the field and the entity the question asks about
+//! (`{"query": "capital of Peru"}`), reads the table's answer from the tool result, and
+//! answers in a sentence.
+//!
+//! A query rather than `{"entity": "Peru", "field": "capital"}`: in a query the entity follows
+//! " of", so its tokens are the question's (` Peru` with its space), and a small model copies
+//! them; after `"entity": "` the same name is another token (`Peru` without the space), which
+//! the shipped model never learned to map from the question (0% right calls on held-out
+//! entities, measured).
 //!
 //! The records carry no `tools` schema list: the shipped base model has a 256-token context
 //! and `chatml-tools` writes schemas inside a ~200-token system block, so the slice names the
@@ -38,9 +45,14 @@ pub(super) fn kind_field(kind: Kind) -> Option<&'static str> {
     lookup_field(kind.name())
 }
 
+/// The query for `field` of `entity` (`capital of Peru`).
+pub fn lookup_query(entity: &str, field: &str) -> String {
+    format!("{field} of {entity}")
+}
+
 /// The call the assistant makes for `entity` and `field`.
 pub fn lookup_call(entity: &str, field: &str) -> ToolCall {
-    let args = serde_json::json!({ "entity": entity, "field": field }).to_string();
+    let args = serde_json::json!({ "query": lookup_query(entity, field) }).to_string();
     ToolCall {
         id: None,
         name: LOOKUP_TOOL.into(),
@@ -53,29 +65,22 @@ pub fn lookup_prompt(question: &str) -> Vec<Message> {
     vec![Message::system(LOOKUP_SYSTEM), Message::user(question)]
 }
 
-/// What the assistant says before its call: the entity and field restated ("Let me look up
-/// the capital of Peru."), so the call's arguments copy what it just wrote (a small model
-/// copies from its own last words far better than across the prompt).
-pub fn lookup_preamble(entity: &str, field: &str) -> String {
-    format!("Let me look up the {field} of {entity}.")
-}
-
-/// A whole tool-use conversation: prompt, preamble and call, result, answer.
+/// A whole tool-use conversation: the prompt; "Let me look up the capital of Peru." and the
+/// call (the query restated first, so the call copies what the assistant just wrote); the
+/// tool's result for `value` ("capital of Peru: Lima"); the answer.
 pub fn lookup_conversation(
     question: &str,
     call: ToolCall,
-    result: &str,
+    value: &str,
     answer: &str,
 ) -> Conversation {
     let mut m = lookup_prompt(question);
-    let preamble = lookup_preamble(
-        &call.argument_str("entity").unwrap_or_default(),
-        &call.argument_str("field").unwrap_or_default(),
-    );
-    let mut a = Message::assistant(preamble);
+    let query = call.argument_str("query").unwrap_or_default();
+    let mut a = Message::assistant(format!("Let me look up the {query}."));
     a.tool_calls.push(call);
     m.push(a);
-    m.push(Message::tool(result));
+    // What `run_lookup` returns for this call.
+    m.push(Message::tool(format!("{query}: {value}")));
     m.push(Message::assistant(answer));
     Conversation::new(m)
 }
@@ -93,22 +98,40 @@ pub fn lookup_table(k: &Knowledge) -> HashMap<(String, String), String> {
         .collect();
     for f in facts {
         if let Some(field) = kind_field(f.kind) {
-            out.entry((f.entity.to_lowercase(), field.to_string()))
+            out.entry((normalize(&f.entity), field.to_string()))
                 .or_insert(f.reference.clone());
         }
     }
     out
 }
 
-/// Runs a call against the table: the value, or a short "not found" the model can read.
+/// A query's `(field, entity)`, lower-case, without articles: `"The capital of the
+/// Bahamas?"` → `("capital", "bahamas")`. `None` without " of ".
+pub fn parse_query(query: &str) -> Option<(String, String)> {
+    let q = normalize(query.trim().trim_end_matches(['?', '.', '!']));
+    let (field, entity) = q.split_once(" of ")?;
+    Some((field.to_string(), entity.to_string()))
+}
+
+/// Lower case, single spaces, no "the".
+fn normalize(s: &str) -> String {
+    s.to_lowercase()
+        .split_whitespace()
+        .filter(|w| *w != "the")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a call against the table: `"capital of Peru: Lima"` (the query, then the value after
+/// a space, so the value is the same token the answer writes: a small model copies ` Lima`, not
+/// `Lima` at the start of a turn), or a short "nothing found" the model can read.
 pub fn run_lookup(table: &HashMap<(String, String), String>, call: &ToolCall) -> String {
-    let entity = call.argument_str("entity").unwrap_or_default();
-    let field = call.argument_str("field").unwrap_or_default();
     if call.name != LOOKUP_TOOL {
         return format!("unknown tool {:?}", call.name);
     }
-    table
-        .get(&(entity.trim().to_lowercase(), field.trim().to_string()))
-        .cloned()
-        .unwrap_or_else(|| format!("no entry for {entity:?} {field:?}"))
+    let query = call.argument_str("query").unwrap_or_default();
+    parse_query(&query)
+        .and_then(|(field, entity)| table.get(&(entity, field)))
+        .map(|v| format!("{}: {v}", query.trim()))
+        .unwrap_or_else(|| format!("nothing found for {query:?}"))
 }
