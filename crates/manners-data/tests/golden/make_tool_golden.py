@@ -3,7 +3,7 @@
 traces, computed by transformers (`apply_chat_template(..., tools=...,
 return_assistant_tokens_mask=True)`) independently of the Rust code under test.
 
-    /work/venv/bin/python crates/manners-data/tests/golden/make_tool_golden.py [QWEN3_TEMPLATE]
+    /work/venv/bin/python crates/manners-data/tests/golden/make_tool_golden.py [TRL_TEMPLATES_DIR]
 
 writes tool_golden.json next to this script. Two templates:
 
@@ -12,10 +12,10 @@ writes tool_golden.json next to this script. Two templates:
   system turn as Qwen2.5 words it, `<think>` reasoning, `<tool_call>{json}</tool_call>` calls,
   results in `tool` turns; `{% generation %}` around the assistant's reasoning, content, calls
   and `<|im_end|>`.
-- `qwen3`: the Qwen3 training template of Hugging Face TRL
-  (trl/chat_templates/qwen3_training.jinja, Apache-2.0; Qwen3's own template, Apache-2.0,
-  with `{% generation %}` markers), read from the path given (default
-  /tmp/trl_templates/qwen3_training.jinja) and stored in the JSON.
+- `qwen3`, `qwen2_5`, `gptoss`: the training templates of Hugging Face TRL
+  (trl/chat_templates/<name>_training.jinja, Apache-2.0: the models' own templates, Apache-2.0,
+  with `{% generation %}` markers), read from the folder given (default /tmp/trl_templates, from
+  `git show HEAD:trl/chat_templates/...` of a TRL checkout) and stored in the JSON.
 
 Tokenizer: GPT-2 (assets/gpt2-tokenizer) plus `<|im_start|>` 50257, `<|im_end|>` 50258 as
 special tokens, as the Rust tests build it. Each record is stored as JSON text (the key order
@@ -163,9 +163,17 @@ def gpt2():
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
 
+# Real training templates with tool support and a permissive licence (TRL's
+# trl/chat_templates/*_training.jinja, Apache-2.0, from the models' own templates: Qwen
+# Apache-2.0, gpt-oss Apache-2.0), stored in the JSON.
+REAL = ["qwen3", "qwen2_5", "gptoss"]
+
+
 def main():
-    qwen3_path = sys.argv[1] if len(sys.argv) > 1 else "/tmp/trl_templates/qwen3_training.jinja"
-    templates = {"chatml-tools": CHATML_TOOLS, "qwen3": open(qwen3_path).read()}
+    folder = sys.argv[1] if len(sys.argv) > 1 else "/tmp/trl_templates"
+    templates = {"chatml-tools": CHATML_TOOLS}
+    for name in REAL:
+        templates[name] = open(os.path.join(folder, f"{name}_training.jinja")).read()
     tok = gpt2()
     assert tok.convert_tokens_to_ids("<|im_end|>") == 50258
     cases = []
@@ -197,6 +205,7 @@ def main():
                 assert twin["assistant_masks"] == out["assistant_masks"], "exported chatml-tools masks differ"
             cases.append({
                 "template": name,
+                "source": None if name == "chatml-tools" else src,
                 "record": json.dumps(rec, ensure_ascii=False),
                 "text": text,
                 "ids": out["input_ids"],
@@ -204,7 +213,7 @@ def main():
                 "prompt": prompt,
             })
     with open(os.path.join(HERE, "tool_golden.json"), "w") as f:
-        json.dump({"qwen3_source": templates["qwen3"], "cases": cases}, f, indent=1, ensure_ascii=False)
+        json.dump({"cases": cases}, f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"wrote {len(cases)} cases; exported chatml-tools equals the hand-written one")
 

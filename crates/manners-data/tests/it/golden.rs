@@ -151,7 +151,8 @@ fn jinja_templates_match_transformers_generation_spans() {
 /// read by manners' own reader from the records as written: ids, masks, render and inference
 /// prompt equal transformers' `apply_chat_template(..., tools=..., return_assistant_tokens_mask
 /// =True)` (`tests/golden/make_tool_golden.py`), for the built-in `chatml-tools` (written there
-/// by hand as Jinja) and for Qwen3's training template rendered by manners' Jinja engine.
+/// by hand as Jinja) and for the Qwen3, Qwen2.5 and gpt-oss training templates (TRL's)
+/// rendered by manners' Jinja engine.
 #[test]
 fn tool_calls_and_reasoning_match_transformers() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tool_golden.json");
@@ -159,13 +160,13 @@ fn tool_calls_and_reasoning_match_transformers() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("tool_golden.json");
     let tok = gpt2_chat();
     let cases = golden["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 6);
-    let qwen3 = golden["qwen3_source"].as_str().unwrap();
+    assert_eq!(cases.len(), 12);
     for (k, case) in cases.iter().enumerate() {
         let name = case["template"].as_str().unwrap();
         let t = match name {
             "chatml-tools" => ChatTemplate::builtin(name, &SpecialTokens::gpt2()).unwrap(),
-            _ => ChatTemplate::from_jinja(qwen3, &SpecialTokens::gpt2()).unwrap(),
+            _ => ChatTemplate::from_jinja(case["source"].as_str().unwrap(), &SpecialTokens::gpt2())
+                .unwrap(),
         };
         let (conv, _) = manners_data::parse_record(
             case["record"].as_str().unwrap(),
