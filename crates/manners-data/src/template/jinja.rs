@@ -46,7 +46,8 @@ pub(crate) struct JinjaTemplate {
 }
 
 /// A message as transformers passes it to templates: `role`, `content`, and where the data
-/// has them `tool_calls` (OpenAI shape), `tool_call_id`, `name`, `reasoning_content`.
+/// has them `tool_calls` (OpenAI shape), `tool_call_id`, `name`, and the reasoning as both
+/// `reasoning_content` and `thinking` (gpt-oss's name; transformers fills both).
 #[derive(Serialize)]
 struct JMsg<'a> {
     role: &'a str,
@@ -59,6 +60,9 @@ struct JMsg<'a> {
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    /// The reasoning again under gpt-oss's name, as transformers passes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -463,6 +467,7 @@ fn jmsg(m: &Message) -> JMsg<'_> {
         tool_call_id: m.tool_call_id.as_deref(),
         name: m.name.as_deref(),
         reasoning_content: m.reasoning.as_deref(),
+        thinking: m.reasoning.as_deref(),
     }
 }
 

@@ -563,7 +563,48 @@ impl ChatTemplate {
 
     fn tokenize(&self, enc: &mut TokEncoder<'_>, segs: &[Seg<'_>]) -> Result<Encoded> {
         let mut out = Encoded::default();
-        for s in segs {
+        let mut i = 0;
+        while i < segs.len() {
+            let s = &segs[i];
+            // Adjacent template text is tokenized as one string, as transformers does, also
+            // across a mask boundary (a `{% generation %}` block that opens inside
+            // `<|end|><|start|>`): a token is then supervised when it overlaps a supervised
+            // segment (transformers' rule: the tokens from the one holding the span's first
+            // character to the one holding its last).
+            let run = segs[i..]
+                .iter()
+                .take_while(|x| x.kind == SegKind::Frame)
+                .count();
+            if run > 1 && segs[i..i + run].iter().all(|x| x.train == s.train) {
+                let text: String = segs[i..i + run].iter().map(|x| x.text.as_ref()).collect();
+                let before = out.ids.len();
+                enc.frame(&text, &mut out.ids)?;
+                let n = out.ids.len() - before;
+                out.loss_mask.extend(std::iter::repeat_n(s.train, n));
+                i += run;
+                continue;
+            }
+            if run > 1 {
+                let text: String = segs[i..i + run].iter().map(|x| x.text.as_ref()).collect();
+                let mut spans = Vec::with_capacity(run);
+                let mut at = 0;
+                for x in &segs[i..i + run] {
+                    spans.push((at, at + x.text.len(), x.train));
+                    at += x.text.len();
+                }
+                let e = enc
+                    .tok
+                    .encode(text.as_str(), false)
+                    .map_err(DataError::tokenizer)?;
+                for (&id, &(a, b)) in e.get_ids().iter().zip(e.get_offsets()) {
+                    out.ids.push(id);
+                    let b = b.max(a + 1);
+                    out.loss_mask
+                        .push(spans.iter().any(|&(s0, s1, t)| t && s0 < b && a < s1));
+                }
+                i += run;
+                continue;
+            }
             let before = out.ids.len();
             match s.kind {
                 SegKind::Special => out.ids.push(enc.special(&s.text, self.name())?),
@@ -572,6 +613,7 @@ impl ChatTemplate {
             }
             let n = out.ids.len() - before;
             out.loss_mask.extend(std::iter::repeat_n(s.train, n));
+            i += 1;
         }
         Ok(out)
     }

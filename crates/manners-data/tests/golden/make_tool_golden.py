@@ -18,11 +18,13 @@ writes tool_golden.json next to this script. Two templates:
   `git show HEAD:trl/chat_templates/...` of a TRL checkout) and stored in the JSON.
 
 Tokenizer: GPT-2 (assets/gpt2-tokenizer) plus `<|im_start|>` 50257, `<|im_end|>` 50258 as
-special tokens, as the Rust tests build it. Each record is stored as JSON text (the key order
+special tokens, as the Rust tests build it, plus the template's other `<|...|>` strings as
+special tokens in order of appearance (what manners adds before training). Each record is stored as JSON text (the key order
 of arguments and schemas matters to the render) and read by manners' own reader.
 """
 import json
 import os
+import re
 import sys
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -173,11 +175,22 @@ def main():
     folder = sys.argv[1] if len(sys.argv) > 1 else "/tmp/trl_templates"
     templates = {"chatml-tools": CHATML_TOOLS}
     for name in REAL:
-        templates[name] = open(os.path.join(folder, f"{name}_training.jinja")).read()
-    tok = gpt2()
-    assert tok.convert_tokens_to_ids("<|im_end|>") == 50258
+        src = open(os.path.join(folder, f"{name}_training.jinja")).read()
+        # gpt-oss writes today's date: pinned, so the golden holds tomorrow too.
+        templates[name] = src.replace('strftime_now("%Y-%m-%d")', '"2026-12-03"')
     cases = []
     for name, src in templates.items():
+        # As manners trains: the `<|...|>` strings a template writes become special tokens
+        # (appended in order of appearance; gpt-oss's <|start|>, <|message|>, <|end|>, ...).
+        tok = gpt2()
+        assert tok.convert_tokens_to_ids("<|im_end|>") == 50258
+        pipes = []
+        for t in re.findall(r"<\|([^\s'\"<>]{1,60}?)\|>", src):
+            if f"<|{t}|>" not in pipes:
+                pipes.append(f"<|{t}|>")
+        new = [p for p in pipes if p not in tok.get_vocab()]
+        if new:
+            tok.add_special_tokens({"additional_special_tokens": new})
         for rec in RECORDS:
             out = tok.apply_chat_template(
                 rec["messages"],

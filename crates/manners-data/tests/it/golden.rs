@@ -158,7 +158,6 @@ fn tool_calls_and_reasoning_match_transformers() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tool_golden.json");
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("tool_golden.json");
-    let tok = gpt2_chat();
     let cases = golden["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 12);
     for (k, case) in cases.iter().enumerate() {
@@ -168,6 +167,20 @@ fn tool_calls_and_reasoning_match_transformers() {
             _ => ChatTemplate::from_jinja(case["source"].as_str().unwrap(), &SpecialTokens::gpt2())
                 .unwrap(),
         };
+        // The template's special tokens added, as training does.
+        let mut tok = gpt2_chat();
+        let needed = t.required_special_tokens();
+        let missing: Vec<&str> = needed
+            .iter()
+            .map(String::as_str)
+            .filter(|s| tok.token_to_id(s).is_none())
+            .collect();
+        tok.add_special_tokens(
+            &missing
+                .iter()
+                .map(|s| tokenizers::AddedToken::from(*s, true))
+                .collect::<Vec<_>>(),
+        );
         let (conv, _) = manners_data::parse_record(
             case["record"].as_str().unwrap(),
             manners_data::Format::Auto,
