@@ -29,6 +29,10 @@
 //!   templates any whitespace run before such a content): a byte-level pre-tokenizer splits
 //!   `"\n\nHi"` as `"\n"`, `"\n"`, `"Hi"` but `"\n\n"` alone as one piece, so this gives the ids
 //!   of the full render, as transformers tokenizes it.
+//! - Adjacent template text is tokenized as one string, also across a mask boundary (a
+//!   `{% generation %}` block opening inside `<|end|><|start|>` when those are not special
+//!   tokens): a token there is supervised when it overlaps a supervised span, transformers'
+//!   rule for `return_assistant_tokens_mask`.
 //! - Message contents are always tokenized as plain text: marker-like text inside a message
 //!   (`<|im_end|>`, `</s>`) never becomes a special token.
 //! - No special tokens are added by the tokenizer itself (`add_special_tokens = false`): the
