@@ -9,7 +9,8 @@ writes jinja_golden.json next to this script. The templates are small ones writt
 tests, each with one feature real training templates have (TRL's Phi-3, DeepSeek and Nemotron
 training templates, which manners refused before): two `{% generation %}` blocks per assistant
 turn, reasoning dropped from earlier assistant turns (so a turn's prompt is not a prefix of the
-full render), and a `tools is iterable and tools | length > 0` guard with no tools. Also
+full render), and a `tools is iterable and tools | length > 0` guard with no tools; and TRL's Phi-3 and
+DeepSeek-V3 training templates themselves (`make_jinja_golden.py [TRL_TEMPLATES_DIR]`). Also
 `tojson` outputs of Python's json.dumps for the tojson filter test.
 """
 import json
@@ -73,7 +74,17 @@ TOJSON = [
 ]
 
 
+# Real training templates with permissive licences (TRL's trl/chat_templates/*_training.jinja,
+# Apache-2.0, from Phi-3's (MIT) and DeepSeek-V3's (MIT) own templates), read from the folder
+# given as the first argument (default /tmp/trl_templates) and stored in the JSON.
+REAL = ["phi3", "deepseekv3"]
+
+
 def main():
+    import sys
+    folder = sys.argv[1] if len(sys.argv) > 1 else "/tmp/trl_templates"
+    for name in REAL:
+        TEMPLATES[name] = open(os.path.join(folder, f"{name}_training.jinja")).read()
     cases = []
     for name, src in TEMPLATES.items():
         for msgs in CONVERSATIONS:

@@ -92,9 +92,10 @@ fn golden_spot_check_by_hand() {
 
 /// Jinja templates with the features of real training templates that manners used to refuse
 /// (two `{% generation %}` blocks per turn, reasoning dropped from earlier turns, a
-/// `tools is iterable` guard): the render and the supervised characters equal transformers'
-/// (`tests/golden/make_jinja_golden.py`, `render_jinja_template` with
-/// `return_assistant_tokens_mask`).
+/// `tools is iterable` guard), and TRL's Phi-3 and DeepSeek-V3 training templates: the render
+/// equals transformers' and the supervised tokens are those overlapping its `{% generation %}`
+/// spans, transformers' rule (`tests/golden/make_jinja_golden.py`, `render_jinja_template`
+/// with `return_assistant_tokens_mask`).
 #[test]
 fn jinja_templates_match_transformers_generation_spans() {
     let path = concat!(
@@ -105,7 +106,7 @@ fn jinja_templates_match_transformers_generation_spans() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("jinja_golden.json");
     let tok = gpt2_chat();
     let cases = golden["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 6);
+    assert_eq!(cases.len(), 10);
     for case in cases {
         let name = case["template"].as_str().unwrap();
         let template =
@@ -127,23 +128,45 @@ fn jinja_templates_match_transformers_generation_spans() {
         let e = template
             .encode(&conv, &tok, MaskMode::Assistant)
             .unwrap_or_else(|err| panic!("{name}: {err}"));
-        let mut text = String::new();
-        let mut supervised = Vec::new();
-        for (&id, &m) in e.ids.iter().zip(&e.loss_mask) {
-            let piece = tok.decode(&[id], false).unwrap();
-            supervised.extend(std::iter::repeat_n(m, piece.chars().count()));
-            text.push_str(&piece);
+        // Byte by byte (a character may span tokens: DeepSeek's fullwidth bars); each token's
+        // characters, then transformers' rule: a token is supervised when it overlaps a
+        // marked span.
+        let unbyte = byte_level_inverse();
+        let mut bytes = Vec::new();
+        let mut token_bytes = Vec::new();
+        for &id in &e.ids {
+            let piece = tok.id_to_token(id).unwrap();
+            let start = bytes.len();
+            bytes.extend(piece.chars().map(|c| unbyte[&c]));
+            token_bytes.push((start, bytes.len()));
         }
+        let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text, case["text"].as_str().unwrap(), "{name}: render");
-        let mut want = vec![false; text.chars().count()];
-        for span in case["spans"].as_array().unwrap() {
-            let (s, e) = (span[0].as_u64().unwrap(), span[1].as_u64().unwrap());
-            want[s as usize..e as usize].fill(true);
+        // Character index of each byte.
+        let mut char_of = vec![0usize; text.len() + 1];
+        for (ci, (bi, c)) in text.char_indices().enumerate() {
+            char_of[bi..bi + c.len_utf8()].fill(ci);
         }
-        assert_eq!(
-            supervised, want,
-            "{name}: supervised characters of {text:?}"
-        );
+        char_of[text.len()] = text.chars().count();
+        let spans: Vec<(usize, usize)> = case["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s[0].as_u64().unwrap() as usize,
+                    s[1].as_u64().unwrap() as usize,
+                )
+            })
+            .collect();
+        let want: Vec<bool> = token_bytes
+            .iter()
+            .map(|&(a, b)| {
+                let (ca, cb) = (char_of[a], char_of[b - 1] + 1);
+                spans.iter().any(|&(s, e)| s < cb && ca < e)
+            })
+            .collect();
+        assert_eq!(e.loss_mask, want, "{name}: supervised tokens of {text:?}");
     }
 }
 
@@ -205,4 +228,25 @@ fn tool_calls_and_reasoning_match_transformers() {
         let want: Vec<u32> = serde_json::from_value(case["prompt"].clone()).unwrap();
         assert_eq!(prompt, want, "{ctx}: prompt");
     }
+}
+
+/// GPT-2's byte-level alphabet backwards: the character a byte is written as → the byte.
+fn byte_level_inverse() -> std::collections::HashMap<char, u8> {
+    let mut bs: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    bs.iter()
+        .zip(&cs)
+        .map(|(&b, &c)| (char::from_u32(c).unwrap(), b as u8))
+        .collect()
 }
