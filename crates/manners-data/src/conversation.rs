@@ -142,6 +142,36 @@ impl ToolCall {
     }
 }
 
+/// A tool call in OpenAI's shape, `{"id", "type": "function", "function": {"name",
+/// "arguments"}}` (arguments an object), as datasets are written and templates read them.
+#[derive(Serialize)]
+pub(crate) struct OpenAiCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OpenAiFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiFunction<'a> {
+    name: &'a str,
+    arguments: &'a JsonText,
+}
+
+impl<'a> From<&'a ToolCall> for OpenAiCall<'a> {
+    fn from(c: &'a ToolCall) -> Self {
+        OpenAiCall {
+            id: c.id.as_deref(),
+            kind: "function",
+            function: OpenAiFunction {
+                name: &c.name,
+                arguments: &c.arguments,
+            },
+        }
+    }
+}
+
 /// One message. `train` overrides the mask mode for this message: `Some(true)` supervises its
 /// content and end-of-turn token, `Some(false)` never does; `None` follows the `MaskMode`.
 ///
@@ -203,13 +233,6 @@ impl Message {
     pub fn with_reasoning(mut self, reasoning: impl Into<String>) -> Self {
         self.reasoning = Some(reasoning.into());
         self
-    }
-    /// Whether the message holds anything beyond plain role + content.
-    pub fn is_structured(&self) -> bool {
-        !self.tool_calls.is_empty()
-            || self.reasoning.is_some()
-            || self.role == Role::Tool
-            || self.tool_call_id.is_some()
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::conversation::{Conversation, JsonText};
+use crate::conversation::{Conversation, JsonText, OpenAiCall};
 use crate::error::{DataError, Result};
 
 /// One conversation as an OpenAI `messages` JSON line: `role`, `content`, and where set
@@ -22,18 +22,7 @@ pub fn conversation_json(c: &Conversation) -> String {
             role: m.role.as_str(),
             content: &m.content,
             train: m.train,
-            tool_calls: m
-                .tool_calls
-                .iter()
-                .map(|t| OutCall {
-                    id: t.id.as_deref(),
-                    kind: "function",
-                    function: OutFn {
-                        name: &t.name,
-                        arguments: &t.arguments,
-                    },
-                })
-                .collect(),
+            tool_calls: m.tool_calls.iter().map(OpenAiCall::from).collect(),
             tool_call_id: m.tool_call_id.as_deref(),
             name: m.name.as_deref(),
             reasoning_content: m.reasoning.as_deref(),
@@ -60,28 +49,13 @@ struct OutMsg<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     train: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<OutCall<'a>>,
+    tool_calls: Vec<OpenAiCall<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct OutCall<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: OutFn<'a>,
-}
-
-#[derive(Serialize)]
-struct OutFn<'a> {
-    name: &'a str,
-    arguments: &'a JsonText,
 }
 
 /// Writes lines of text (each already one JSON value).

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::{Seg, SegKind, SpecialTokens, trains};
-use crate::conversation::{JsonText, Message, Role};
+use crate::conversation::{JsonText, Message, OpenAiCall, Role};
 use crate::error::{DataError, Result};
 use crate::read::reserved_char;
 use crate::template::MaskMode;
@@ -53,7 +53,7 @@ struct JMsg<'a> {
     role: &'a str,
     content: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<Vec<JCall<'a>>>,
+    tool_calls: Option<Vec<OpenAiCall<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,22 +63,6 @@ struct JMsg<'a> {
     /// The reasoning again under gpt-oss's name, as transformers passes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct JCall<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: JFunction<'a>,
-}
-
-#[derive(Serialize)]
-struct JFunction<'a> {
-    name: &'a str,
-    /// An object (a map in the written key order), as transformers expects.
-    arguments: &'a JsonText,
 }
 
 #[derive(Serialize)]
@@ -451,19 +435,8 @@ fn jmsg(m: &Message) -> JMsg<'_> {
     JMsg {
         role: m.role.as_str(),
         content: Cow::Borrowed(&m.content),
-        tool_calls: (!m.tool_calls.is_empty()).then(|| {
-            m.tool_calls
-                .iter()
-                .map(|c| JCall {
-                    id: c.id.as_deref(),
-                    kind: "function",
-                    function: JFunction {
-                        name: &c.name,
-                        arguments: &c.arguments,
-                    },
-                })
-                .collect()
-        }),
+        tool_calls: (!m.tool_calls.is_empty())
+            .then(|| m.tool_calls.iter().map(OpenAiCall::from).collect()),
         tool_call_id: m.tool_call_id.as_deref(),
         name: m.name.as_deref(),
         reasoning_content: m.reasoning.as_deref(),
