@@ -123,7 +123,7 @@ fn pretrain_from_scratch_learns_raw_text() {
     });
     let out = train(
         cfg,
-        &select_device(BackendKind::Flex).unwrap(),
+        select_device(BackendKind::Flex).unwrap(),
         &mut sink,
         &Control::new(),
     )

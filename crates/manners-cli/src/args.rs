@@ -288,6 +288,10 @@ pub enum BackendArg {
     Ndarray,
     /// wgpu: Vulkan, Metal or DX12 (any GPU vendor), or a software Vulkan driver.
     Wgpu,
+    /// NVIDIA GPUs through CUDA (a build with `--features cuda`).
+    Cuda,
+    /// AMD GPUs through ROCm/HIP (a build with `--features rocm`).
+    Rocm,
 }
 
 impl From<BackendArg> for manners::BackendKind {
@@ -297,13 +301,16 @@ impl From<BackendArg> for manners::BackendKind {
             BackendArg::Flex => manners::BackendKind::Flex,
             BackendArg::Ndarray => manners::BackendKind::Ndarray,
             BackendArg::Wgpu => manners::BackendKind::Wgpu,
+            BackendArg::Cuda => manners::BackendKind::Cuda,
+            BackendArg::Rocm => manners::BackendKind::Rocm,
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct BackendArgs {
-    /// Backend: auto (a hardware GPU via wgpu if present, else flex), flex, ndarray, wgpu.
+    /// Backend: auto (CUDA when compiled in and present, else a hardware GPU via wgpu, else
+    /// flex), flex, ndarray, wgpu, cuda, rocm.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto, env = "MANNERS_BACKEND")]
     pub backend: BackendArg,
 }
@@ -517,9 +524,18 @@ pub struct TrainArgs {
     /// Run folder name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Backend: auto, flex, ndarray, wgpu.
+    /// Backend: auto, flex, ndarray, wgpu, cuda, rocm.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// Train data-parallel on several devices: a count (`2`: two devices of --backend) or a
+    /// list (`cuda:0,cuda:1`, `wgpu:0,wgpu:1`). Each optimiser step's grad_accum micro-batches
+    /// are dealt to the devices, so the global batch, and the run, do not change.
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// How data-parallel gradients are summed: auto (NCCL all_reduce on CUDA, else transfer to
+    /// the first device), transfer, collective.
+    #[arg(long, requires = "devices")]
+    pub reduce: Option<manners::Reduce>,
     /// LoRA: train rank-R adapters on the target projections, base weights frozen.
     #[arg(long)]
     pub lora_rank: Option<usize>,
@@ -627,8 +643,11 @@ pub struct ChatArgs {
 #[derive(Debug, Args)]
 pub struct InfoArgs {
     /// Model folder.
+    #[arg(long, required_unless_present = "devices")]
+    pub model: Option<PathBuf>,
+    /// List the devices each compiled backend sees (for --devices and --backend).
     #[arg(long)]
-    pub model: PathBuf,
+    pub devices: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -17,7 +17,7 @@ use manners_tui::{DashboardEnd, DashboardOptions, LogPrinter, run_dashboard};
 /// ends. Ctrl-C asks the trainer to checkpoint and stop; a second Ctrl-C exits at once.
 pub fn run_with_ui(
     cfg: TrainConfig,
-    device: manners::DeviceChoice,
+    devices: manners::DeviceSet,
     resume: Option<PathBuf>,
     no_tui: bool,
 ) -> anyhow::Result<TrainOutcome> {
@@ -28,13 +28,13 @@ pub fn run_with_ui(
             let c = cfg.clone();
             manners::train::resume(
                 dir,
-                &device,
+                devices.clone(),
                 move |x| apply_resume_edits(x, &c),
                 sink,
                 control,
             )
         }
-        None => manners::train::train(cfg, &device, sink, control),
+        None => manners::train::train(cfg, devices.clone(), sink, control),
     };
     if tui {
         let (tx, rx) = mpsc::channel::<TrainEvent>();
@@ -69,7 +69,7 @@ pub fn runner(
     no_tui: bool,
 ) -> impl FnMut(TrainConfig) -> manners_recipes::Result<TrainOutcome> {
     move |cfg| {
-        run_with_ui(cfg, device.clone(), None, no_tui)
+        run_with_ui(cfg, device.clone().into(), None, no_tui)
             .map_err(|e| manners_recipes::RecipeError::Run(e.into()))
     }
 }

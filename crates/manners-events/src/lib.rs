@@ -114,6 +114,25 @@ pub struct StepStats {
     pub elapsed_secs: f64,
     /// True when the step was skipped (non-finite loss or gradient).
     pub skipped: bool,
+    /// Data-parallel runs: what each device did in this step, main device first (empty on one
+    /// device).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub devices: Vec<DeviceRate>,
+}
+
+/// One device's share of a data-parallel step.
+#[derive(Clone, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct DeviceRate {
+    /// The device, as the run names it (`cuda:1`, `wgpu:0 (...)`).
+    pub device: String,
+    /// Non-padding tokens it processed.
+    pub tokens: u64,
+    /// Its tokens per second (forward and backward of its micro-batches).
+    pub tokens_per_sec: f64,
 }
 
 /// A held-out evaluation.

@@ -22,6 +22,10 @@ pub enum BackendKind {
     /// wgpu: Vulkan, Metal, DX12 (any GPU vendor), or a software Vulkan driver.
     #[serde(alias = "gpu")]
     Wgpu,
+    /// NVIDIA GPUs through CUDA (the opt-in Cargo feature `cuda`); collectives on NCCL.
+    Cuda,
+    /// AMD GPUs through ROCm/HIP (the opt-in Cargo feature `rocm`).
+    Rocm,
 }
 
 impl BackendKind {
@@ -31,6 +35,8 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Rocm => "rocm",
         }
     }
 
@@ -46,7 +52,19 @@ impl BackendKind {
         if cfg!(feature = "wgpu") {
             v.push(BackendKind::Wgpu);
         }
+        if cfg!(feature = "cuda") {
+            v.push(BackendKind::Cuda);
+        }
+        if cfg!(feature = "rocm") {
+            v.push(BackendKind::Rocm);
+        }
         v
+    }
+
+    /// Whether Burn's collective operations (`all_reduce`) exist on this backend: CUDA (NCCL)
+    /// only, in Burn 0.22. Elsewhere gradients travel by device-to-device transfer.
+    pub fn has_collectives(self) -> bool {
+        self == BackendKind::Cuda
     }
 }
 
@@ -65,6 +83,8 @@ impl FromStr for BackendKind {
             "flex" | "cpu" => Ok(BackendKind::Flex),
             "ndarray" => Ok(BackendKind::Ndarray),
             "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            "rocm" | "hip" => Ok(BackendKind::Rocm),
             _ => Err(ModelError::UnknownBackend(s.to_string())),
         }
     }
@@ -110,6 +130,14 @@ pub fn wgpu_for_tests() -> Option<DeviceChoice> {
 pub fn select_device(kind: BackendKind) -> Result<DeviceChoice> {
     match kind {
         BackendKind::Auto => {
+            #[cfg(feature = "cuda")]
+            if !gpu_devices(BackendKind::Cuda).is_empty() {
+                return gpu_choice(BackendKind::Cuda, 0);
+            }
+            #[cfg(feature = "rocm")]
+            if !gpu_devices(BackendKind::Rocm).is_empty() {
+                return gpu_choice(BackendKind::Rocm, 0);
+            }
             #[cfg(feature = "wgpu")]
             if let Some(gpu) = wgpu_probe::adapters().into_iter().find(|a| a.hardware) {
                 return Ok(wgpu_choice(&gpu));
@@ -163,7 +191,328 @@ pub fn select_device(kind: BackendKind) -> Result<DeviceChoice> {
             #[allow(unreachable_code)]
             Err(ModelError::BackendNotCompiled("wgpu".into()))
         }
+        BackendKind::Cuda | BackendKind::Rocm => gpu_choice(kind, 0),
     }
+}
+
+/// The devices Burn sees for a CUDA or ROCm build (empty without a driver or without the
+/// feature).
+#[allow(unused_variables)]
+fn gpu_devices(kind: BackendKind) -> Vec<Device> {
+    use burn::tensor::DeviceType;
+    let filter: Option<DeviceType> = match kind {
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Some(DeviceType::Cuda),
+        #[cfg(feature = "rocm")]
+        BackendKind::Rocm => Some(DeviceType::Rocm),
+        _ => None,
+    };
+    match filter {
+        // Enumeration loads the driver library; a broken install must not take us down.
+        Some(f) => std::panic::catch_unwind(|| Device::enumerate(f).into_iter().collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+/// The `index`-th CUDA or ROCm device, or why there is none.
+#[allow(unused_variables)]
+fn gpu_choice(kind: BackendKind, index: usize) -> Result<DeviceChoice> {
+    let compiled = match kind {
+        BackendKind::Cuda => cfg!(feature = "cuda"),
+        BackendKind::Rocm => cfg!(feature = "rocm"),
+        _ => false,
+    };
+    if !compiled {
+        return Err(ModelError::BackendNotCompiled(kind.name().into()));
+    }
+    let found = gpu_devices(kind);
+    let Some(device) = found.get(index).cloned() else {
+        let what = match kind {
+            BackendKind::Cuda => "CUDA devices (is the NVIDIA driver installed?)",
+            _ => "ROCm devices (is the ROCm runtime installed?)",
+        };
+        return Err(ModelError::NoDevice(format!(
+            "{}:{index}: this machine has {} {what}",
+            kind.name(),
+            found.len()
+        )));
+    };
+    Ok(DeviceChoice {
+        device,
+        backend: kind,
+        description: format!("{}:{index}", kind.name()),
+    })
+}
+
+/// How the gradients of a data-parallel step are summed across devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduce {
+    /// Collectives where every device has them (CUDA: NCCL), else transfers.
+    #[default]
+    Auto,
+    /// Each device's gradients are moved to the first device (Burn's device-to-device
+    /// transfer) and summed there; works on every backend.
+    Transfer,
+    /// Burn's `all_reduce` (NCCL on CUDA).
+    Collective,
+}
+
+impl FromStr for Reduce {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Reduce::Auto),
+            "transfer" => Ok(Reduce::Transfer),
+            "collective" | "all-reduce" | "allreduce" | "nccl" => Ok(Reduce::Collective),
+            _ => Err(ModelError::BadDevices(format!(
+                "unknown gradient reduction `{s}`: expected auto, transfer or collective"
+            ))),
+        }
+    }
+}
+
+/// The devices a run trains on: the first holds the model and the optimiser, evaluates and
+/// samples; each takes a share of every optimiser step's micro-batches.
+#[derive(Clone, Debug)]
+pub struct DeviceSet {
+    pub devices: Vec<DeviceChoice>,
+    pub reduce: Reduce,
+}
+
+impl From<DeviceChoice> for DeviceSet {
+    fn from(d: DeviceChoice) -> Self {
+        DeviceSet {
+            devices: vec![d],
+            reduce: Reduce::Auto,
+        }
+    }
+}
+
+impl From<&DeviceChoice> for DeviceSet {
+    fn from(d: &DeviceChoice) -> Self {
+        d.clone().into()
+    }
+}
+
+impl DeviceSet {
+    /// The first device (model, optimiser, evaluation, sampling).
+    pub fn main(&self) -> &DeviceChoice {
+        &self.devices[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// The reduction a step uses: `Auto` resolved (collectives only when every device is on a
+    /// backend that has them and there is more than one device). Asking for collectives where
+    /// Burn has none is an error here, not a panic mid-step.
+    pub fn resolved_reduce(&self) -> Result<Reduce> {
+        let all_collective = self.devices.iter().all(|d| d.backend.has_collectives())
+            && self
+                .devices
+                .iter()
+                .all(|d| d.backend == self.devices[0].backend);
+        match self.reduce {
+            _ if self.devices.len() < 2 => Ok(Reduce::Transfer),
+            Reduce::Auto if all_collective => Ok(Reduce::Collective),
+            Reduce::Auto | Reduce::Transfer => Ok(Reduce::Transfer),
+            Reduce::Collective if all_collective => Ok(Reduce::Collective),
+            Reduce::Collective => Err(ModelError::BadDevices(format!(
+                "collective reduction needs every device on CUDA (NCCL): Burn 0.22 implements \
+                 all_reduce only there (wgpu has no device transport, flex and ndarray none); \
+                 devices: {}",
+                self.describe()
+            ))),
+        }
+    }
+
+    /// `wgpu (llvmpipe, Vulkan) + wgpu:default (...)`.
+    pub fn describe(&self) -> String {
+        self.devices
+            .iter()
+            .map(|d| d.description.as_str())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
+/// Parses a device list: a count (`2`: that many devices of `backend`), or comma-separated
+/// names: `cuda:0,cuda:1`, `rocm:0`, `wgpu:0,wgpu:1` (the n-th wgpu adapter, GPUs first),
+/// `wgpu:default` / `wgpu:cpu` (Burn's default and CPU wgpu devices, two separate devices even
+/// when they are one adapter), `flex`, `ndarray`. The first device is the main one.
+pub fn parse_devices(spec: &str, backend: BackendKind) -> Result<DeviceSet> {
+    let spec = spec.trim();
+    let bad = |m: String| ModelError::BadDevices(m);
+    let mut out: Vec<DeviceChoice> = Vec::new();
+    if let Ok(n) = spec.parse::<usize>() {
+        if n == 0 {
+            return Err(bad("--devices 0: at least one device is needed".into()));
+        }
+        let kind = match backend {
+            BackendKind::Auto => select_device(BackendKind::Auto)?.backend,
+            k => k,
+        };
+        match kind {
+            BackendKind::Flex | BackendKind::Ndarray if n > 1 => {
+                return Err(bad(format!(
+                    "--devices {n} on {kind}: the CPU is one device (its threads already use \
+                     every core); several devices need GPUs (--backend cuda or wgpu)"
+                )));
+            }
+            BackendKind::Flex | BackendKind::Ndarray => out.push(select_device(kind)?),
+            _ => {
+                for i in 0..n {
+                    out.push(named_device(kind, &i.to_string())?);
+                }
+            }
+        }
+    } else {
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, index) = item.split_once(':').unwrap_or((item, "0"));
+            let kind: BackendKind = name
+                .parse()
+                .map_err(|_| bad(format!("device `{item}`: unknown backend `{name}`")))?;
+            if kind == BackendKind::Auto {
+                return Err(bad(format!(
+                    "device `{item}`: name a backend (cuda:0, wgpu:1, flex, ...)"
+                )));
+            }
+            let choice = named_device(kind, index)?;
+            if out.iter().any(|d| d.device == choice.device) {
+                return Err(bad(format!("device `{item}` is listed twice")));
+            }
+            out.push(choice);
+        }
+        if out.is_empty() {
+            return Err(bad(format!("--devices `{spec}` names no device")));
+        }
+    }
+    Ok(DeviceSet {
+        devices: out,
+        reduce: Reduce::Auto,
+    })
+}
+
+/// One device by backend and index (or, for wgpu, `default` / `cpu`).
+fn named_device(kind: BackendKind, index: &str) -> Result<DeviceChoice> {
+    let bad = |m: String| ModelError::BadDevices(m);
+    match kind {
+        BackendKind::Flex | BackendKind::Ndarray => {
+            if index != "0" && index != "cpu" {
+                return Err(bad(format!(
+                    "{kind}:{index}: {kind} has one device, the CPU ({kind} or {kind}:0)"
+                )));
+            }
+            select_device(kind)
+        }
+        BackendKind::Wgpu => wgpu_named(index),
+        BackendKind::Cuda | BackendKind::Rocm => {
+            let i: usize = index.parse().map_err(|_| {
+                bad(format!(
+                    "{kind}:{index}: expected a device number ({kind}:0, {kind}:1, ...)"
+                ))
+            })?;
+            gpu_choice(kind, i)
+        }
+        BackendKind::Auto => select_device(kind),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_named(index: &str) -> Result<DeviceChoice> {
+    use burn::tensor::DeviceKind;
+    let adapters = wgpu_probe::adapters();
+    let first = adapters.first().map(|a| format!("{}, {}", a.name, a.api));
+    let named = |kind: DeviceKind, what: &str| -> Result<DeviceChoice> {
+        let Some(first) = &first else {
+            return Err(ModelError::NoAdapter(String::new()));
+        };
+        Ok(DeviceChoice {
+            device: Device::wgpu(kind),
+            backend: BackendKind::Wgpu,
+            description: format!("wgpu:{what} ({first})"),
+        })
+    };
+    match index {
+        "default" => named(DeviceKind::DefaultDevice, "default"),
+        "cpu" => named(DeviceKind::Cpu, "cpu"),
+        i => {
+            let i: usize = i.parse().map_err(|_| {
+                ModelError::BadDevices(format!(
+                    "wgpu:{i}: expected an adapter number (wgpu:0, wgpu:1, ...), `default` or \
+                     `cpu`"
+                ))
+            })?;
+            match adapters.get(i) {
+                Some(a) => {
+                    let mut c = wgpu_choice(a);
+                    c.description = format!("wgpu:{i} ({}, {})", a.name, a.api);
+                    Ok(c)
+                }
+                None => Err(ModelError::NoDevice(format!(
+                    "wgpu:{i}: this machine has {} wgpu adapter(s){}",
+                    adapters.len(),
+                    if adapters.len() == 1 {
+                        " (two logical devices on one adapter: wgpu:default,wgpu:cpu)"
+                    } else {
+                        ""
+                    }
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_named(_index: &str) -> Result<DeviceChoice> {
+    Err(ModelError::BackendNotCompiled("wgpu".into()))
+}
+
+/// What each compiled backend sees on this machine, for `manners info --devices`: backend,
+/// then one line per device (`cuda:0`, `wgpu:0 (NVIDIA ..., Vulkan)`, ...).
+pub fn list_devices() -> Vec<(BackendKind, Vec<String>)> {
+    let mut out = Vec::new();
+    for kind in BackendKind::compiled() {
+        let seen = match kind {
+            BackendKind::Flex | BackendKind::Ndarray => {
+                vec![format!("{kind}:0 (cpu, {} threads)", cpu_threads())]
+            }
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => wgpu_probe::adapters()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let soft = if a.hardware { "" } else { ", software" };
+                    format!("wgpu:{i} ({}, {}{soft})", a.name, a.api)
+                })
+                .collect(),
+            BackendKind::Cuda | BackendKind::Rocm => {
+                let mut v = Vec::new();
+                for (i, d) in gpu_devices(kind).into_iter().enumerate() {
+                    #[cfg(any(feature = "cuda", feature = "rocm"))]
+                    let name = d.identity().map(|id| format!(" ({})", id.name));
+                    #[cfg(not(any(feature = "cuda", feature = "rocm")))]
+                    let name: Option<String> = {
+                        let _ = d;
+                        None
+                    };
+                    v.push(format!("{kind}:{i}{}", name.unwrap_or_default()));
+                }
+                v
+            }
+            _ => Vec::new(),
+        };
+        out.push((kind, seen));
+    }
+    out
 }
 
 fn cpu_threads() -> usize {
@@ -263,7 +612,8 @@ mod tests {
     fn parses_backend_names() {
         assert_eq!("flex".parse::<BackendKind>().unwrap(), BackendKind::Flex);
         assert_eq!("WGPU".parse::<BackendKind>().unwrap(), BackendKind::Wgpu);
-        let err = "cuda".parse::<BackendKind>().unwrap_err();
-        assert!(err.to_string().contains("unknown backend `cuda`"), "{err}");
+        assert_eq!("cuda".parse::<BackendKind>().unwrap(), BackendKind::Cuda);
+        let err = "tpu".parse::<BackendKind>().unwrap_err();
+        assert!(err.to_string().contains("unknown backend `tpu`"), "{err}");
     }
 }

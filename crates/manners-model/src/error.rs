@@ -97,8 +97,14 @@ pub enum ModelError {
     )]
     ContextOverflow { needed: usize, max: usize },
 
-    #[error("unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu")]
+    #[error("unknown backend `{0}`: expected one of auto, flex, ndarray, wgpu, cuda, rocm")]
     UnknownBackend(String),
+
+    #[error("no such device: {0}")]
+    NoDevice(String),
+
+    #[error("--devices: {0}")]
+    BadDevices(String),
 
     #[error("backend `{0}` is not compiled into this build (enable the Cargo feature `{0}`)")]
     BackendNotCompiled(String),

@@ -42,7 +42,10 @@ mod tokenizer;
 pub use attention::document_mask;
 pub use cache::KvCache;
 pub use config::human_count;
-pub use device::{BackendKind, DeviceChoice, select_device, wgpu_for_tests};
+pub use device::{
+    BackendKind, DeviceChoice, DeviceSet, Reduce, list_devices, parse_devices, select_device,
+    wgpu_for_tests,
+};
 pub use error::{ModelError, Result};
 pub use fused::gelu_tanh;
 pub use generate::{

@@ -66,3 +66,43 @@ pub fn clip_global_norm(
     });
     (grads, norm)
 }
+
+struct AllReduce<'a> {
+    grads: &'a mut GradientsParams,
+    group: &'a [Device],
+    device: Device,
+}
+
+impl ModuleVisitor for AllReduce<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        use manners_model::burn::tensor::distributed::{ReduceOperation, all_reduce};
+        if !param.is_require_grad() {
+            return;
+        }
+        // Every device of the group must take part in every reduction: a device that saw no
+        // supervised token contributes zeros.
+        let g = self
+            .grads
+            .remove::<D>(param.id)
+            .unwrap_or_else(|| Tensor::zeros(param.lazy_shape(), &self.device));
+        let summed = all_reduce(g, ReduceOperation::Sum, self.group.to_vec()).resolve();
+        self.grads.register::<D>(param.id, summed);
+    }
+}
+
+/// Sums the gradients over the devices of `group` with Burn's `all_reduce` (NCCL on CUDA); each
+/// device of the group calls this at the same point with its own replica of `model`, and each
+/// gets the sum. Parameters are visited in the module's order, the same on every device.
+pub fn all_reduce_sum(
+    model: &Model,
+    mut grads: GradientsParams,
+    group: &[Device],
+) -> GradientsParams {
+    let device = model.device().inner();
+    model.visit(&mut AllReduce {
+        grads: &mut grads,
+        group,
+        device,
+    });
+    grads
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use manners_data::{BadRecordPolicy, Format, LengthPolicy, MaskMode};
 use manners_events::RunKind;
-use manners_model::BackendKind;
+use manners_model::{BackendKind, Reduce};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -158,8 +158,15 @@ pub struct TrainConfig {
     pub sample_max_new_tokens: usize,
 
     // ---- where ------------------------------------------------------------------------------
-    /// auto, flex, ndarray, wgpu.
+    /// auto, flex, ndarray, wgpu, cuda, rocm.
     pub backend: BackendKind,
+    /// Data-parallel devices: a count of devices of `backend` (`"2"`) or names (`"cuda:0,cuda:1"`,
+    /// `"wgpu:0,wgpu:1"`, `"wgpu:default,wgpu:cpu"`). Unset: one device. The global batch stays
+    /// `batch_size x grad_accum` rows; the devices share its micro-batches.
+    pub devices: Option<String>,
+    /// How a data-parallel step sums gradients: auto (collectives on CUDA, else transfers),
+    /// transfer, collective.
+    pub reduce: Reduce,
     /// Parent folder of run folders.
     pub out_dir: PathBuf,
     /// Run folder name (default: `<kind>-<UTC date>-<time>`).
@@ -221,6 +228,8 @@ impl Default for TrainConfig {
             sample_prompts: Vec::new(),
             sample_max_new_tokens: 48,
             backend: BackendKind::Auto,
+            devices: None,
+            reduce: Reduce::Auto,
             out_dir: PathBuf::from("runs"),
             name: None,
         }
@@ -245,6 +254,8 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "sample_prompts",
     "sample_max_new_tokens",
     "backend",
+    "devices",
+    "reduce",
 ];
 
 impl TrainConfig {

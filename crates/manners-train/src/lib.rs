@@ -60,7 +60,7 @@ pub use error::{Result, TrainError};
 pub use optim::{FusedAdamW, build_burn_optimizer, build_optimizer};
 pub use schedule::{Schedule, ScheduleKind};
 pub use step::{
-    DeviceBatch, Learner, StepLoss, StepResult, heldout_nll, loss_for_backward,
+    DeviceBatch, DeviceWork, Learner, StepLoss, StepResult, heldout_nll, loss_for_backward,
     loss_for_backward_split, nll_sum,
 };
 pub use trainer::{TrainOutcome, resume, train};

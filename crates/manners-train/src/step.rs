@@ -168,16 +168,46 @@ pub fn heldout_nll<'a>(
 }
 
 /// The model and optimiser of a run, and one optimiser step over micro-batches.
+///
+/// With [`Learner::with_replicas`] a step runs data-parallel: the step's micro-batches are dealt
+/// round-robin to the devices (the first one holds the model and the optimiser), each device
+/// runs forward and backward on a copy of the weights (`Module::fork`), the gradients are summed
+/// on the first device (Burn's device-to-device transfer, or its `all_reduce` where the
+/// backend has collectives), and one clip and AdamW update follow there. The loss of every
+/// micro-batch is divided by the supervised count of the whole step, as on one device, so the
+/// result is the same as one device with the same global batch, up to float summation order.
 pub struct Learner {
     /// Taken out only while the optimiser updates it.
     model: Option<Model>,
     optim: manners_model::burn::optim::ModuleOptimizer,
     clip: Option<f64>,
     device: Device,
+    /// The other devices of a data-parallel run (autodiff devices).
+    replicas: Vec<Device>,
+    /// Sum the gradients with Burn's collectives (`all_reduce`) instead of transfers.
+    collective: Option<Collective>,
+    /// What each device did in the last step (data-parallel runs only).
+    last_work: Vec<DeviceWork>,
     /// Gradients of the token-indexed parameters (embedding; untied head) are multiplied by
     /// these masks (`[vocab, 1]` or `[1, vocab]`): only the rows of tokens added for the chat
     /// template learn (LoRA runs).
     token_masks: Vec<(ParamId, Tensor<2>)>,
+}
+
+/// Keeps Burn's collective machinery up for the run (dropping it tears it down).
+struct Collective {
+    /// The devices without autodiff, main first: the group every `all_reduce` names.
+    group: Vec<Device>,
+    _context: manners_model::burn::tensor::distributed::DistributedContext,
+}
+
+/// What one device did in a data-parallel step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceWork {
+    /// Non-padding tokens of the micro-batches it ran.
+    pub tokens: usize,
+    /// Wall seconds of its forward and backward passes (to its last result).
+    pub secs: f64,
 }
 
 /// A step's loss and, when raw text was mixed in, its two parts.
@@ -219,8 +249,54 @@ impl Learner {
             optim,
             clip,
             device,
+            replicas: Vec::new(),
+            collective: None,
+            last_work: Vec::new(),
             token_masks: Vec::new(),
         }
+    }
+
+    /// Trains data-parallel over the main device and `replicas` (autodiff devices). With
+    /// `collective`, gradients are summed by Burn's `all_reduce` (every device must be on a
+    /// backend that has it: CUDA); otherwise by device-to-device transfer to the main device.
+    pub fn with_replicas(mut self, replicas: Vec<Device>, collective: bool) -> Self {
+        use manners_model::burn::tensor::distributed::{
+            DistributedConfig, DistributedContext, ReduceOperation,
+        };
+        self.replicas = replicas;
+        self.collective = (collective && !self.replicas.is_empty()).then(|| {
+            let group: Vec<Device> = std::iter::once(&self.device)
+                .chain(&self.replicas)
+                .map(|d| d.clone().inner())
+                .collect();
+            let config = DistributedConfig {
+                all_reduce_op: ReduceOperation::Sum,
+            };
+            Collective {
+                _context: DistributedContext::init(group.clone(), config),
+                group,
+            }
+        });
+        self
+    }
+
+    /// How many devices a step runs on.
+    pub fn n_devices(&self) -> usize {
+        1 + self.replicas.len()
+    }
+
+    /// Seeds every device's RNG for a step (dropout): the main device with `seed`, the others
+    /// with values derived from it.
+    pub fn seed(&self, seed: u64) {
+        self.device.seed(seed);
+        for (i, d) in self.replicas.iter().enumerate() {
+            d.seed(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)));
+        }
+    }
+
+    /// Per-device work of the last step, main device first (empty on one device).
+    pub fn device_work(&self) -> &[DeviceWork] {
+        &self.last_work
     }
 
     /// Trains only the given token rows of the token-indexed parameters (the embedding, and an
@@ -280,10 +356,26 @@ impl Learner {
         &self,
         micro: &[HostBatch],
     ) -> Option<(manners_model::burn::optim::GradientsParams, StepLoss)> {
+        self.gradients_work(micro).map(|(g, l, _)| (g, l))
+    }
+
+    /// [`Learner::gradients_split`] and, on several devices, what each did.
+    fn gradients_work(
+        &self,
+        micro: &[HostBatch],
+    ) -> Option<(
+        manners_model::burn::optim::GradientsParams,
+        StepLoss,
+        Vec<DeviceWork>,
+    )> {
         use manners_model::burn::optim::{GradientsAccumulator, GradientsParams};
         let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
         if n_sup == 0 {
             return None;
+        }
+        if !self.replicas.is_empty() {
+            let (grads, split, work) = self.gradients_parallel(micro, n_sup);
+            return Some((self.mask_token_rows(grads), split, work));
         }
         let model = self.model();
         let mut acc = GradientsAccumulator::<Model>::new();
@@ -316,20 +408,111 @@ impl Learner {
                 mixed: Some(mixed / n_mixed as f64),
             }
         };
-        let mut grads = acc.grads();
+        Some((self.mask_token_rows(acc.grads()), split, Vec::new()))
+    }
+
+    /// Zeroes the gradient rows of tokens that must not learn (LoRA runs that add tokens).
+    fn mask_token_rows(
+        &self,
+        mut grads: manners_model::burn::optim::GradientsParams,
+    ) -> manners_model::burn::optim::GradientsParams {
         for (id, mask) in &self.token_masks {
             if let Some(g) = grads.remove::<2>(*id) {
                 grads.register::<2>(*id, g * mask.clone());
             }
         }
-        Some((grads, split))
+        grads
+    }
+
+    /// The data-parallel step: micro-batch `i` runs on device `i % n` (one thread per device,
+    /// the main device on this thread), then the gradients are summed on the main device.
+    fn gradients_parallel(
+        &self,
+        micro: &[HostBatch],
+        n_sup: usize,
+    ) -> (
+        manners_model::burn::optim::GradientsParams,
+        StepLoss,
+        Vec<DeviceWork>,
+    ) {
+        use manners_model::burn::optim::GradientsAccumulator;
+        let model = self.model();
+        let n = self.n_devices();
+        let share = |d: usize| -> Vec<&HostBatch> { micro.iter().skip(d).step_by(n).collect() };
+        let group = self.collective.as_ref().map(|c| c.group.as_slice());
+        let normalizer = n_sup as f32;
+        let mut shares: Vec<Share> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, device)| {
+                    let batches = share(i + 1);
+                    let replica = model.clone();
+                    scope.spawn(move || {
+                        // A fresh copy of this step's weights on the device, tracked for grads.
+                        let replica = replica.fork(device);
+                        run_share(&replica, device, &batches, normalizer, group)
+                    })
+                })
+                .collect();
+            let mut out = vec![run_share(model, &self.device, &share(0), normalizer, group)];
+            for w in workers {
+                match w.join() {
+                    Ok(s) => out.push(s),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            out
+        });
+        let work = shares
+            .iter()
+            .map(|s| DeviceWork {
+                tokens: s.tokens,
+                secs: s.secs,
+            })
+            .collect();
+        let nll: f64 = shares.iter().map(|s| s.nll).sum();
+        let mixed: Option<f64> = shares.iter().filter_map(|s| s.mixed).reduce(|a, b| a + b);
+        let main = self.device.clone().inner();
+        let grads = if self.collective.is_some() {
+            // `all_reduce` left the sum on every device: the main device's copy is the result.
+            shares.swap_remove(0).grads
+        } else {
+            let mut acc = GradientsAccumulator::<Model>::new();
+            for (i, s) in shares.into_iter().enumerate() {
+                let g = if i == 0 {
+                    s.grads
+                } else {
+                    s.grads.to_device(&main, model)
+                };
+                acc.accumulate(model, g);
+            }
+            acc.grads()
+        };
+        let n_mixed: usize = micro.iter().map(|b| b.n_mixed).sum();
+        let loss = nll / n_sup as f64;
+        let split = match mixed {
+            None => StepLoss {
+                loss,
+                sft: None,
+                mixed: None,
+            },
+            Some(m) => StepLoss {
+                loss,
+                sft: (n_sup > n_mixed).then(|| (nll - m) / (n_sup - n_mixed) as f64),
+                mixed: Some(m / n_mixed as f64),
+            },
+        };
+        (grads, split, work)
     }
 
     /// Forward, backward, clip and AdamW update over the micro-batches of one step. `None` when
     /// the step has no supervised target. A non-finite loss or gradient leaves the weights and
     /// the optimiser state unchanged.
     pub fn step(&mut self, micro: &[HostBatch], lr: f64) -> Option<StepResult> {
-        let (grads, split) = self.gradients_split(micro)?;
+        let (grads, split, work) = self.gradients_work(micro)?;
+        self.last_work = work;
         let loss = split.loss;
         let model = self.model();
         let (grads, norm) = match self.clip {
@@ -357,5 +540,68 @@ impl Learner {
     pub fn replace(&mut self, model: Model, optim: manners_model::burn::optim::ModuleOptimizer) {
         self.model = Some(model);
         self.optim = optim;
+    }
+}
+
+/// One device's part of a data-parallel step.
+struct Share {
+    grads: manners_model::burn::optim::GradientsParams,
+    nll: f64,
+    mixed: Option<f64>,
+    tokens: usize,
+    secs: f64,
+}
+
+/// Forward and backward of `batches` on `device` (where `model` lives), gradients accumulated;
+/// with a collective `group`, the gradients are then all-reduced (summed) across it, every
+/// device calling in the same parameter order.
+fn run_share(
+    model: &Model,
+    device: &Device,
+    batches: &[&HostBatch],
+    normalizer: f32,
+    group: Option<&[Device]>,
+) -> Share {
+    use manners_model::burn::optim::{GradientsAccumulator, GradientsParams};
+    let t0 = std::time::Instant::now();
+    let mut acc = GradientsAccumulator::<Model>::new();
+    let (mut sums, mut mixed_sums) = (Vec::new(), Vec::new());
+    let mut tokens = 0;
+    for hb in batches {
+        tokens += hb.n_tokens;
+        if hb.n_supervised == 0 {
+            continue;
+        }
+        let db = DeviceBatch::from_host(hb, device);
+        let (surrogate, sum, mixed) = loss_for_backward_split(model, &db, normalizer);
+        mixed_sums.extend(mixed);
+        acc.accumulate(
+            model,
+            GradientsParams::from_grads(surrogate.backward(), model),
+        );
+        sums.push(sum);
+    }
+    let mut grads = if sums.is_empty() {
+        GradientsParams::new()
+    } else {
+        acc.grads()
+    };
+    if let Some(group) = group {
+        grads = crate::clip::all_reduce_sum(model, grads, group);
+    }
+    let nll = if sums.is_empty() {
+        0.0
+    } else {
+        scalar(Tensor::cat(sums, 0).sum())
+    };
+    let mixed = (!mixed_sums.is_empty()).then(|| scalar(Tensor::cat(mixed_sums, 0).sum()));
+    // Wait for the device so the time is its work, not the time to queue it.
+    let _ = device.sync();
+    Share {
+        grads,
+        nll,
+        mixed,
+        tokens,
+        secs: t0.elapsed().as_secs_f64(),
     }
 }

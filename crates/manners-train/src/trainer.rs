@@ -13,13 +13,13 @@ use manners_data::{
     read_texts, split_heldout,
 };
 use manners_events::{
-    CheckpointInfo, Control, EvalStats, EventSink, RunInfo, RunKind, RunSummary, SampleOut,
-    StepStats, TrainEvent,
+    CheckpointInfo, Control, DeviceRate, EvalStats, EventSink, RunInfo, RunKind, RunSummary,
+    SampleOut, StepStats, TrainEvent,
 };
 use manners_model::burn::optim::ModuleOptimizer;
 use manners_model::burn::prelude::*;
 use manners_model::{
-    DeviceChoice, GenerationConfig, GenerationDefaults, Gpt2Config, Model, ModelConfig, Tokenizer,
+    DeviceSet, GenerationConfig, GenerationDefaults, Gpt2Config, Model, ModelConfig, Tokenizer,
     WEIGHTS_FILE, WEIGHTS_INDEX_FILE, WeightsDtype, generate_batch, load_model_dir, save_model_dir,
 };
 
@@ -43,24 +43,27 @@ pub struct TrainOutcome {
     pub template: Option<ChatTemplate>,
 }
 
-/// Trains a new run.
+/// Trains a new run on one device (a [`manners_model::DeviceChoice`]) or data-parallel on
+/// several (a [`DeviceSet`]).
 pub fn train(
     cfg: TrainConfig,
-    device: &DeviceChoice,
+    devices: impl Into<DeviceSet>,
     sink: &mut dyn EventSink,
     control: &Control,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
-    let mut run = Run::prepare(cfg, device, None)?;
+    let mut run = Run::prepare(cfg, &devices.into(), None)?;
     run.fit(sink, control)
 }
 
 /// Continues the run in `run_dir` from its newest checkpoint, with its saved `run.toml`.
 /// `edit` may change the config first: the settings in [`crate::RESUME_MAY_CHANGE`] (e.g. raise
 /// `max_steps`; each change is reported as a warning), and nothing else (an error lists them).
+/// The device count may differ from the run's first part: the global batch (and so the run) does
+/// not depend on it.
 pub fn resume(
     run_dir: &Path,
-    device: &DeviceChoice,
+    devices: impl Into<DeviceSet>,
     edit: impl FnOnce(&mut TrainConfig),
     sink: &mut dyn EventSink,
     control: &Control,
@@ -70,7 +73,7 @@ pub fn resume(
     edit(&mut cfg);
     let changes = saved.resume_changes(&cfg)?;
     cfg.validate()?;
-    let mut run = Run::prepare(cfg, device, Some(run_dir.to_path_buf()))?;
+    let mut run = Run::prepare(cfg, &devices.into(), Some(run_dir.to_path_buf()))?;
     if !changes.is_empty() {
         run.info.facts.push((
             "warning: resume".into(),
@@ -130,6 +133,8 @@ struct Run {
     mixes_text: bool,
     /// The conversations' loss of the last applied step (runs that mix raw text).
     last_sft_loss: Option<f64>,
+    /// Short names of the devices of a data-parallel run, main first (`cuda:0`, ...).
+    device_names: Vec<String>,
 }
 
 /// Stops a run whose loss explodes but stays finite (non-finite steps are skipped and counted
@@ -254,9 +259,25 @@ pub(crate) fn plan(cfg: &mut TrainConfig, device: &Device) -> Result<Plan> {
 impl Run {
     fn prepare(
         mut cfg: TrainConfig,
-        choice: &DeviceChoice,
+        devices: &DeviceSet,
         resume_dir: Option<PathBuf>,
     ) -> Result<Self> {
+        if devices.is_empty() {
+            return Err(TrainError::Config("no device to train on".into()));
+        }
+        let reduce = devices.resolved_reduce()?;
+        if devices.len() > cfg.grad_accum {
+            return Err(TrainError::Config(format!(
+                "{} devices but grad_accum {}: each optimiser step has grad_accum micro-batches \
+                 of batch_size rows, dealt to the devices; set grad_accum to a multiple of {} \
+                 (and batch_size to grad_accum/{} of it to keep the global batch)",
+                devices.len(),
+                cfg.grad_accum,
+                devices.len(),
+                devices.len()
+            )));
+        }
+        let choice = devices.main();
         let device = choice.device.clone().autodiff();
         device.seed(cfg.seed);
         let Plan {
@@ -283,7 +304,7 @@ impl Run {
         let trainable = crate::lora::trainable_params(&start.model, added_ids.len());
         let mut info = run_info(
             &cfg,
-            choice,
+            devices,
             &start,
             &config,
             &data,
@@ -294,8 +315,40 @@ impl Run {
         for note in &start.notes {
             info.facts.push(("warning: resume".into(), note.clone()));
         }
+        if devices.len() > 1 {
+            let how = match reduce {
+                manners_model::Reduce::Collective => "all_reduce (NCCL)",
+                _ => "transfer to the first device",
+            };
+            info.facts.push((
+                "devices".into(),
+                format!(
+                    "{} data-parallel: micro-batches dealt round-robin, gradients summed by {how}; \
+                     optimiser, evaluation and samples on the first",
+                    devices.len()
+                ),
+            ));
+            if !cfg.grad_accum.is_multiple_of(devices.len()) {
+                info.facts.push((
+                    "warning: devices".into(),
+                    format!(
+                        "grad_accum {} is not a multiple of the {} devices: some devices run one \
+                         more micro-batch per step than others, and the rest wait",
+                        cfg.grad_accum,
+                        devices.len()
+                    ),
+                ));
+            }
+        }
         let mut learner =
             Learner::new(start.model, start.optim, cfg.clip_grad_norm, device.clone());
+        if devices.len() > 1 {
+            let replicas = devices.devices[1..]
+                .iter()
+                .map(|c| c.device.clone().autodiff())
+                .collect();
+            learner = learner.with_replicas(replicas, reduce == manners_model::Reduce::Collective);
+        }
         if cfg.lora.is_some() && !added_ids.is_empty() {
             learner = learner.with_trainable_token_rows(&added_ids);
         }
@@ -326,6 +379,11 @@ impl Run {
             bad_streak: 0,
             last_eval: None,
             probe: None,
+            device_names: devices
+                .devices
+                .iter()
+                .map(|d| d.description.clone())
+                .collect(),
         })
     }
 
@@ -408,7 +466,7 @@ impl Run {
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
             // Dropout draws from the device RNG: seeding it from (seed, step) makes every step's
             // masks the same whether the run went straight through or was resumed.
-            self.learner.device().seed(step_seed(self.cfg.seed, step));
+            self.learner.seed(step_seed(self.cfg.seed, step));
             let outcome = self.learner.step(&micro, lr);
             self.probe = micro.into_iter().next();
             self.state.step = step;
@@ -471,6 +529,17 @@ impl Run {
                 tokens_per_sec: n_tok as f64 / secs,
                 elapsed_secs: elapsed(&started),
                 skipped,
+                devices: self
+                    .learner
+                    .device_work()
+                    .iter()
+                    .zip(&self.device_names)
+                    .map(|(w, name)| DeviceRate {
+                        device: name.clone(),
+                        tokens: w.tokens as u64,
+                        tokens_per_sec: w.tokens as f64 / w.secs.max(1e-9),
+                    })
+                    .collect(),
             });
             self.emit(sink, ev);
             if let Some(what) = exploded {
@@ -1029,7 +1098,7 @@ fn open_run_dir(
 #[allow(clippy::too_many_arguments)]
 fn run_info(
     cfg: &TrainConfig,
-    choice: &DeviceChoice,
+    devices: &DeviceSet,
     start: &Start,
     config: &ModelConfig,
     data: &PreparedData,
@@ -1083,7 +1152,7 @@ fn run_info(
         ),
         params: start.model.num_params() as u64,
         trainable_params,
-        backend: choice.description.clone(),
+        backend: devices.describe(),
         data: cfg
             .data
             .iter()

@@ -495,3 +495,107 @@ fn a_step_splits_the_loss_of_conversations_and_mixed_text() {
     let (_, plain) = l.gradients_split(&split(8, false)).unwrap();
     assert_eq!((plain.sft, plain.mixed), (None, None));
 }
+
+/// Runs `steps` optimiser steps over `micro` on `main` (+ `replicas`, data-parallel) and
+/// returns the losses, the final weights and the per-device work of the last step.
+fn parallel_run(
+    micro: &[HostBatch],
+    main: Device,
+    replicas: Vec<Device>,
+    steps: usize,
+) -> (Vec<f64>, Vec<f32>, Vec<manners_train::DeviceWork>) {
+    let m = load_model_dir(&fixture_model(), &main).unwrap();
+    let cfg = TrainConfig {
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let optim = build_optimizer(&cfg, &m.model);
+    let mut l = Learner::new(m.model, optim, Some(1.0), main);
+    if !replicas.is_empty() {
+        l = l.with_replicas(replicas, false);
+    }
+    let losses = (0..steps)
+        .map(|_| {
+            let r = l.step(micro, 1e-3).unwrap();
+            assert!(r.applied);
+            r.loss
+        })
+        .collect();
+    let work = l.device_work().to_vec();
+    (losses, values(l.model()), work)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64) {
+    for (x, y) in a.iter().zip(b) {
+        assert!(rel(*y, *x) < tol, "{what}: losses {a:?} vs {b:?}");
+    }
+}
+
+/// Data parallelism over two devices gives the losses and weights of one device with the same
+/// global batch: two wgpu devices (on a machine without a GPU, Burn's default and CPU wgpu
+/// devices are two devices with their own memory and queues on Mesa's software driver).
+///
+/// With one micro-batch per device the gradients are summed in the order one device sums them,
+/// so only the kernels could differ. With two per device each device sums its own first (one
+/// transfer per device, not per micro-batch): the losses agree to float rounding, but the
+/// weights need not agree to 1e-5, since AdamW divides by the gradient's running RMS and
+/// so turns rounding noise in near-zero gradient entries into updates of up to ~lr.
+#[test]
+fn two_wgpu_devices_train_like_one() {
+    let Some(one) = manners_model::wgpu_for_tests() else {
+        return;
+    };
+    let set = manners_model::parse_devices("wgpu:default,wgpu:cpu", BackendKind::Wgpu).unwrap();
+    assert_eq!(set.len(), 2);
+    assert_ne!(set.devices[0].device, set.devices[1].device);
+    let (a, b) = (set.devices[0].device.clone(), set.devices[1].device.clone());
+    let micro = split(4, false);
+    assert_eq!(micro.len(), 2);
+    let single = parallel_run(&micro, one.device.clone().autodiff(), Vec::new(), 5);
+    let pair = parallel_run(&micro, a.clone().autodiff(), vec![b.clone().autodiff()], 5);
+    eprintln!("one device: {:?}\ntwo devices: {:?}", single.0, pair.0);
+    assert_close("wgpu x2", &single.0, &pair.0, 1e-5);
+    let d = max_abs_diff(&single.1, &pair.1);
+    eprintln!("max weight difference after 5 steps: {d:e}");
+    assert!(d < 1e-5, "weights differ by {d:e}");
+    // Each device ran one of the two micro-batches.
+    assert_eq!(pair.2.len(), 2);
+    for (w, b) in pair.2.iter().zip(&micro) {
+        assert_eq!(w.tokens, b.n_tokens);
+        assert!(w.secs > 0.0);
+    }
+    assert!(single.2.is_empty());
+
+    // Two micro-batches per device: the losses still match.
+    let micro = split(2, false);
+    let single = parallel_run(&micro, one.device.autodiff(), Vec::new(), 2);
+    let pair = parallel_run(&micro, a.autodiff(), vec![b.autodiff()], 2);
+    assert_close("wgpu x2, 2 micro-batches each", &single.0, &pair.0, 1e-5);
+}
+
+/// The same on the CPU backends, run on every machine: flex twice (two threads on one
+/// device) is bit-for-bit one device; flex beside ndarray (two backends, gradients cross by
+/// Burn's transfer) agrees to their kernels' rounding.
+#[test]
+fn data_parallel_on_cpu_devices_trains_like_one_device() {
+    let flex = flex_autodiff();
+    #[allow(deprecated)]
+    let ndarray = Device::ndarray().autodiff();
+    let micro = split(4, false);
+    let single = parallel_run(&micro, flex.clone(), Vec::new(), 3);
+    let twice = parallel_run(&micro, flex.clone(), vec![flex.clone()], 3);
+    assert_eq!(single.0, twice.0, "flex x2: losses");
+    assert_eq!(max_abs_diff(&single.1, &twice.1), 0.0, "flex x2: weights");
+    let mixed = parallel_run(&micro, flex, vec![ndarray], 3);
+    assert_close("flex + ndarray", &single.0, &mixed.0, 1e-5);
+    let d = max_abs_diff(&single.1, &mixed.1);
+    eprintln!("flex + ndarray: max weight difference after 3 steps {d:e}");
+}

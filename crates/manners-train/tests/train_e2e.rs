@@ -102,7 +102,7 @@ fn overfits_eight_conversations_and_answers_them() {
         report.send(e.clone());
         events.push(e);
     });
-    let out = train(cfg, &flex(), &mut sink, &Control::new()).unwrap();
+    let out = train(cfg, flex(), &mut sink, &Control::new()).unwrap();
     let losses: Vec<f64> = events
         .iter()
         .filter_map(|e| match e {
@@ -221,7 +221,7 @@ fn resume_is_exact(dropout: f64) {
             name: Some("full".into()),
             ..base.clone()
         },
-        &flex(),
+        flex(),
         &mut full_events,
         &Control::new(),
     )
@@ -242,7 +242,7 @@ fn resume_is_exact(dropout: f64) {
             name: Some("split".into()),
             ..base
         },
-        &flex(),
+        flex(),
         &mut sink,
         &control,
     )
@@ -257,7 +257,7 @@ fn resume_is_exact(dropout: f64) {
     // ignored before); the refusal names it, old and new.
     let err = resume(
         &part.run_dir,
-        &flex(),
+        flex(),
         |c| {
             c.lr = 1e-4;
             c.batch_size = 4;
@@ -276,7 +276,7 @@ fn resume_is_exact(dropout: f64) {
     let mut second = Vec::new();
     let resumed = resume(
         &part.run_dir,
-        &flex(),
+        flex(),
         |c| c.log_every = 7,
         &mut second,
         &Control::new(),
@@ -338,7 +338,7 @@ fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
             name: Some("full".into()),
             ..base.clone()
         },
-        &flex(),
+        flex(),
         &mut Vec::new(),
         &Control::new(),
     )
@@ -357,7 +357,7 @@ fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
                 name: Some(name.into()),
                 ..base.clone()
             },
-            &flex(),
+            flex(),
             &mut sink,
             &control,
         )
@@ -382,7 +382,7 @@ fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
     bytes[i] ^= 0x10;
     std::fs::write(&newest, bytes).unwrap();
     let mut events = Vec::new();
-    let out = resume(&dir, &flex(), |_| {}, &mut events, &Control::new()).unwrap();
+    let out = resume(&dir, flex(), |_| {}, &mut events, &Control::new()).unwrap();
     let w = warnings(&events);
     assert!(
         w.iter()
@@ -402,7 +402,7 @@ fn resume_skips_damaged_checkpoints_and_restarts_without_one() {
     std::fs::remove_dir_all(&ckpts).unwrap();
     std::fs::create_dir_all(ckpts.join(".step-00000003.tmp-999999")).unwrap();
     let mut events = Vec::new();
-    let out = resume(&dir, &flex(), |_| {}, &mut events, &Control::new()).unwrap();
+    let out = resume(&dir, flex(), |_| {}, &mut events, &Control::new()).unwrap();
     assert!(
         warnings(&events)
             .iter()
@@ -446,7 +446,7 @@ fn an_exploding_loss_stops_the_run_and_keeps_the_best_checkpoint() {
         ..base_config(tmp.path())
     };
     let mut events = Vec::new();
-    let err = train(cfg, &flex(), &mut events, &Control::new())
+    let err = train(cfg, flex(), &mut events, &Control::new())
         .err()
         .unwrap();
     let msg = err.to_string();
@@ -507,7 +507,7 @@ fn no_checkpoint_holds_weights_from_an_exploded_update() {
         ..base_config(tmp.path())
     };
     let mut events = Vec::new();
-    let err = train(cfg, &flex(), &mut events, &Control::new())
+    let err = train(cfg, flex(), &mut events, &Control::new())
         .err()
         .unwrap();
     assert!(
@@ -535,8 +535,8 @@ fn refuses_to_overwrite_a_run_and_names_bad_config() {
         name: Some("once".into()),
         ..base_config(tmp.path())
     };
-    train(cfg.clone(), &flex(), &mut Vec::new(), &Control::new()).unwrap();
-    let err = train(cfg.clone(), &flex(), &mut Vec::new(), &Control::new())
+    train(cfg.clone(), flex(), &mut Vec::new(), &Control::new()).unwrap();
+    let err = train(cfg.clone(), flex(), &mut Vec::new(), &Control::new())
         .err()
         .unwrap()
         .to_string();
@@ -552,7 +552,7 @@ fn refuses_to_overwrite_a_run_and_names_bad_config() {
             name: Some("busy".into()),
             ..cfg.clone()
         },
-        &flex(),
+        flex(),
         &mut Vec::new(),
         &Control::new(),
     )
@@ -568,7 +568,7 @@ fn refuses_to_overwrite_a_run_and_names_bad_config() {
             name: Some("x".into()),
             ..cfg
         },
-        &flex(),
+        flex(),
         &mut Vec::new(),
         &Control::new(),
     )
@@ -595,7 +595,7 @@ fn early_stopping_ends_a_run_whose_heldout_loss_stops_improving() {
         ..base
     };
     let mut events = Vec::new();
-    let out = train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    let out = train(cfg, flex(), &mut events, &Control::new()).unwrap();
     let steps = events
         .iter()
         .filter(|e| matches!(e, TrainEvent::Step(_)))
@@ -626,7 +626,7 @@ fn raw_text_is_mixed_into_the_training_examples() {
         ..base_config(tmp.path())
     };
     let mut events = Vec::new();
-    train(cfg, &flex(), &mut events, &Control::new()).unwrap();
+    train(cfg, flex(), &mut events, &Control::new()).unwrap();
     let info = events
         .iter()
         .find_map(|e| match e {
@@ -675,7 +675,7 @@ fn dedup_and_quality_filter_drop_and_report_conversations() {
     std::fs::write(&data, text).unwrap();
     let started = |cfg: TrainConfig| {
         let mut events = Vec::new();
-        let r = train(cfg, &flex(), &mut events, &Control::new());
+        let r = train(cfg, flex(), &mut events, &Control::new());
         let info = events.iter().find_map(|e| match e {
             TrainEvent::Started(i) => Some(i.clone()),
             _ => None,

@@ -6,15 +6,25 @@ use serde_json::json;
 use crate::args::InfoArgs;
 
 pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
+    if a.devices {
+        devices(a.json)?;
+        if a.model.is_none() {
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        println!();
+    }
+    let Some(model) = &a.model else {
+        anyhow::bail!("give --model DIR (or --devices)");
+    };
     // Loading on flex checks the weights too (every key and shape), not only the config.
     let dev = manners::select_device(manners::BackendKind::Flex)?;
-    let m = manners::load_model_dir(&a.model, &dev.device)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let m = manners::load_model_dir(model, &dev.device)
+        .with_context(|| format!("loading {}", model.display()))?;
     let c = &m.config;
     let specials = m.tokenizer.special_tokens();
     if a.json {
         let v = json!({
-            "path": a.model,
+            "path": model,
             "model_type": c.model_type(),
             "config": c,
             "params": c.num_params(),
@@ -32,7 +42,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    println!("model       {}", a.model.display());
+    println!("model       {}", model.display());
     println!("shape       {}", c.describe());
     println!(
         "params      {} ({} exactly)",
@@ -101,4 +111,42 @@ pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
         None => println!("chat tmpl   none"),
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `manners info --devices`: what each compiled backend sees, and what `auto` picks.
+fn devices(json: bool) -> anyhow::Result<()> {
+    let seen = manners::list_devices();
+    let auto = manners::select_device(manners::BackendKind::Auto)
+        .map(|c| c.description)
+        .unwrap_or_else(|e| format!("none ({e})"));
+    if json {
+        let v = json!({
+            "backends": seen.iter().map(|(k, d)| json!({"backend": k.name(), "devices": d})).collect::<Vec<_>>(),
+            "auto": auto,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    for (kind, devs) in &seen {
+        if devs.is_empty() {
+            println!("{:<8} (compiled in; no device found)", kind.name());
+        }
+        for (i, d) in devs.iter().enumerate() {
+            let name = if i == 0 { kind.name() } else { "" };
+            println!("{name:<8} {d}");
+        }
+    }
+    let missing: Vec<&str> = ["cuda", "rocm", "wgpu"]
+        .into_iter()
+        .filter(|b| !seen.iter().any(|(k, _)| k.name() == *b))
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "not compiled in: {} (cargo build --release --features {})",
+            missing.join(", "),
+            missing[0]
+        );
+    }
+    println!("auto     {auto}");
+    Ok(())
 }

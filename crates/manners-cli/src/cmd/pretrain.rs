@@ -13,7 +13,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &a.resume {
         let cfg = TrainConfig::from_toml_file(&dir.join("run.toml"))?;
         let device = manners::select_device(cfg.backend)?;
-        let out = crate::ui::run_with_ui(cfg, device, Some(dir.clone()), a.no_tui)?;
+        let out = crate::ui::run_with_ui(cfg, device.into(), Some(dir.clone()), a.no_tui)?;
         eprintln!(
             "finished {}; run `manners pretrain` again to go on to the next stage",
             out.run_dir.display()

@@ -111,6 +111,25 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
     if let Some(b) = a.backend {
         cfg.backend = b.into();
     }
+    if let Some(d) = &a.devices {
+        cfg.devices = Some(d.clone());
+    }
+    if let Some(r) = a.reduce {
+        cfg.reduce = r;
+    }
+}
+
+/// The devices a run trains on: `cfg.devices` parsed, or the one device of `cfg.backend`.
+pub fn devices_of(cfg: &TrainConfig) -> anyhow::Result<manners::DeviceSet> {
+    let mut set = match cfg.devices.as_deref() {
+        Some(spec) => manners::parse_devices(spec, cfg.backend)?,
+        None => manners::select_device(cfg.backend)
+            .context("choosing the backend")?
+            .into(),
+    };
+    set.reduce = cfg.reduce;
+    set.resolved_reduce()?;
+    Ok(set)
 }
 
 /// The exit status of a run stopped before its end (`q` or Ctrl-C) with a checkpoint to
@@ -147,13 +166,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         bail!("no --model given (a Hugging Face model folder or a manners final/ folder)");
     }
     cfg.validate()?;
-    let device = manners::select_device(cfg.backend).context("choosing the backend")?;
+    let devices = devices_of(&cfg)?;
+    let device = devices.main().clone();
+    if devices.len() > 1 {
+        eprintln!("devices: {}", devices.describe());
+    }
     if a.dry_run {
         println!("{}", manners::train::dry_run(cfg, &device)?);
         return Ok(ExitCode::SUCCESS);
     }
     let base = cfg.model.clone();
-    let outcome = run_with_ui(cfg, device.clone(), a.resume.clone(), a.no_tui)?;
+    let outcome = run_with_ui(cfg, devices, a.resume.clone(), a.no_tui)?;
     print_outcome(&outcome);
     if outcome.final_dir.is_none() {
         // Stopped (q, Ctrl-C) with a checkpoint: not an error, not a finished run either.
