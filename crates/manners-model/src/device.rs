@@ -616,4 +616,45 @@ mod tests {
         let err = "tpu".parse::<BackendKind>().unwrap_err();
         assert!(err.to_string().contains("unknown backend `tpu`"), "{err}");
     }
+
+    fn devices_err(spec: &str, backend: BackendKind) -> String {
+        parse_devices(spec, backend).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn device_lists_parse_or_say_what_is_wrong() {
+        let one = parse_devices("flex", BackendKind::Auto).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one.main().backend, BackendKind::Flex);
+        assert_eq!(one.resolved_reduce().unwrap(), Reduce::Transfer);
+        let one = parse_devices("1", BackendKind::Flex).unwrap();
+        assert_eq!(one.len(), 1);
+        let two = parse_devices("flex, ndarray", BackendKind::Auto).unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two.devices[1].backend, BackendKind::Ndarray);
+        assert_eq!(two.resolved_reduce().unwrap(), Reduce::Transfer);
+        let e = devices_err("2", BackendKind::Flex);
+        assert!(e.contains("the CPU is one device"), "{e}");
+        let e = devices_err("flex,flex:0", BackendKind::Auto);
+        assert!(e.contains("listed twice"), "{e}");
+        let e = devices_err("flex:1", BackendKind::Auto);
+        assert!(e.contains("has one device"), "{e}");
+        let e = devices_err("tpu:0", BackendKind::Auto);
+        assert!(e.contains("unknown backend `tpu`"), "{e}");
+        let e = devices_err("0", BackendKind::Flex);
+        assert!(e.contains("at least one device"), "{e}");
+        let e = devices_err(" , ", BackendKind::Flex);
+        assert!(e.contains("names no device"), "{e}");
+        if !cfg!(feature = "cuda") {
+            let e = devices_err("cuda:0,cuda:1", BackendKind::Auto);
+            assert!(e.contains("not compiled") && e.contains("`cuda`"), "{e}");
+        }
+        // Collectives where Burn has none: refused up front.
+        let mut set = parse_devices("flex,ndarray", BackendKind::Auto).unwrap();
+        set.reduce = Reduce::Collective;
+        let e = set.resolved_reduce().unwrap_err().to_string();
+        assert!(e.contains("only there"), "{e}");
+        assert_eq!("nccl".parse::<Reduce>().unwrap(), Reduce::Collective);
+        assert!("ring".parse::<Reduce>().is_err());
+    }
 }

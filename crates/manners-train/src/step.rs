@@ -290,7 +290,11 @@ impl Learner {
     pub fn seed(&self, seed: u64) {
         self.device.seed(seed);
         for (i, d) in self.replicas.iter().enumerate() {
-            d.seed(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)));
+            // A device listed twice shares its RNG with the main one: seeding it again would
+            // override the main seed.
+            if d != &self.device {
+                d.seed(seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)));
+            }
         }
     }
 
@@ -438,7 +442,9 @@ impl Learner {
         use manners_model::burn::optim::GradientsAccumulator;
         let model = self.model();
         let n = self.n_devices();
-        let share = |d: usize| -> Vec<&HostBatch> { micro.iter().skip(d).step_by(n).collect() };
+        let share = |d: usize| -> Vec<(usize, &HostBatch)> {
+            micro.iter().enumerate().skip(d).step_by(n).collect()
+        };
         let group = self.collective.as_ref().map(|c| c.group.as_slice());
         let normalizer = n_sup as f32;
         let mut shares: Vec<Share> = std::thread::scope(|scope| {
@@ -472,9 +478,25 @@ impl Learner {
                 secs: s.secs,
             })
             .collect();
-        let nll: f64 = shares.iter().map(|s| s.nll).sum();
-        let mixed: Option<f64> = shares.iter().filter_map(|s| s.mixed).reduce(|a, b| a + b);
+        // The NLL sums of the micro-batches, gathered on the main device and added in
+        // micro-batch order, as one device adds them.
         let main = self.device.clone().inner();
+        let gather = |parts: Vec<(usize, Tensor<1>)>| -> Option<f64> {
+            let mut parts: Vec<(usize, Tensor<1>)> = parts
+                .into_iter()
+                .map(|(i, t)| (i, t.to_device(&main)))
+                .collect();
+            parts.sort_by_key(|(i, _)| *i);
+            let parts: Vec<Tensor<1>> = parts.into_iter().map(|(_, t)| t).collect();
+            (!parts.is_empty()).then(|| scalar(Tensor::cat(parts, 0).sum()))
+        };
+        let nll = gather(shares.iter_mut().flat_map(|s| s.sums.drain(..)).collect()).unwrap_or(0.0);
+        let mixed = gather(
+            shares
+                .iter_mut()
+                .flat_map(|s| s.mixed_sums.drain(..))
+                .collect(),
+        );
         let grads = if self.collective.is_some() {
             // `all_reduce` left the sum on every device: the main device's copy is the result.
             shares.swap_remove(0).grads
@@ -546,8 +568,10 @@ impl Learner {
 /// One device's part of a data-parallel step.
 struct Share {
     grads: manners_model::burn::optim::GradientsParams,
-    nll: f64,
-    mixed: Option<f64>,
+    /// `(micro-batch index, NLL sum)` of each micro-batch with a supervised target.
+    sums: Vec<(usize, Tensor<1>)>,
+    /// The same for the mixed raw text's targets.
+    mixed_sums: Vec<(usize, Tensor<1>)>,
     tokens: usize,
     secs: f64,
 }
@@ -558,7 +582,7 @@ struct Share {
 fn run_share(
     model: &Model,
     device: &Device,
-    batches: &[&HostBatch],
+    batches: &[(usize, &HostBatch)],
     normalizer: f32,
     group: Option<&[Device]>,
 ) -> Share {
@@ -567,19 +591,19 @@ fn run_share(
     let mut acc = GradientsAccumulator::<Model>::new();
     let (mut sums, mut mixed_sums) = (Vec::new(), Vec::new());
     let mut tokens = 0;
-    for hb in batches {
+    for &(i, hb) in batches {
         tokens += hb.n_tokens;
         if hb.n_supervised == 0 {
             continue;
         }
         let db = DeviceBatch::from_host(hb, device);
         let (surrogate, sum, mixed) = loss_for_backward_split(model, &db, normalizer);
-        mixed_sums.extend(mixed);
+        mixed_sums.extend(mixed.map(|m| (i, m)));
         acc.accumulate(
             model,
             GradientsParams::from_grads(surrogate.backward(), model),
         );
-        sums.push(sum);
+        sums.push((i, sum));
     }
     let mut grads = if sums.is_empty() {
         GradientsParams::new()
@@ -589,18 +613,12 @@ fn run_share(
     if let Some(group) = group {
         grads = crate::clip::all_reduce_sum(model, grads, group);
     }
-    let nll = if sums.is_empty() {
-        0.0
-    } else {
-        scalar(Tensor::cat(sums, 0).sum())
-    };
-    let mixed = (!mixed_sums.is_empty()).then(|| scalar(Tensor::cat(mixed_sums, 0).sum()));
     // Wait for the device so the time is its work, not the time to queue it.
     let _ = device.sync();
     Share {
         grads,
-        nll,
-        mixed,
+        sums,
+        mixed_sums,
         tokens,
         secs: t0.elapsed().as_secs_f64(),
     }

@@ -739,3 +739,126 @@ fn dedup_and_quality_filter_drop_and_report_conversations() {
     let err = r.err().unwrap().to_string();
     assert!(err.contains("response too short"), "{err}");
 }
+
+/// A data-parallel run (two devices; here flex twice, two threads on one device, so the
+/// comparison is exact) gives the losses and the final weights of a one-device run with the
+/// same global batch, reports each device's throughput, and resumes on one device as if it
+/// had never been split. Too few micro-batches for the devices is a clear error.
+#[test]
+fn data_parallel_runs_equal_one_device_and_resume_on_another_count() {
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = TrainConfig {
+        max_steps: Some(12),
+        save_every: 6,
+        batch_size: 4,
+        grad_accum: 2,
+        lr: 1e-3,
+        ..base_config(tmp.path())
+    };
+    let pair = manners_model::DeviceSet {
+        devices: vec![flex(), flex()],
+        reduce: manners_model::Reduce::Auto,
+    };
+
+    let mut one_events = Vec::new();
+    let one = train(
+        TrainConfig {
+            name: Some("one".into()),
+            ..base.clone()
+        },
+        flex(),
+        &mut one_events,
+        &Control::new(),
+    )
+    .unwrap();
+
+    let control = Control::new();
+    let stopper = control.clone();
+    let mut first = Vec::new();
+    let mut sink = FnSink(|e: TrainEvent| {
+        if matches!(&e, TrainEvent::Step(s) if s.step == 6) {
+            stopper.request_stop();
+        }
+        first.push(e);
+    });
+    let part = train(
+        TrainConfig {
+            name: Some("two".into()),
+            ..base.clone()
+        },
+        pair.clone(),
+        &mut sink,
+        &control,
+    )
+    .unwrap();
+    assert_eq!(part.summary.steps, 6);
+    let mut second = Vec::new();
+    let resumed = resume(&part.run_dir, flex(), |_| {}, &mut second, &Control::new()).unwrap();
+    assert_eq!(resumed.summary.steps, 12);
+
+    let want = step_losses(&one_events);
+    let got: Vec<(u64, f64)> = step_losses(&first)
+        .into_iter()
+        .chain(step_losses(&second))
+        .collect();
+    assert_eq!(want, got);
+    let a = std::fs::read(one.run_dir.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(resumed.run_dir.join("final/model.safetensors")).unwrap();
+    assert!(a == b, "final weights differ");
+
+    // Per-device throughput on the two-device steps, none on one device.
+    let rates: Vec<&Vec<manners_events::DeviceRate>> = first
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(s) => Some(&s.devices),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rates.len(), 6);
+    for (r, e) in rates.iter().zip(first.iter().filter_map(|e| match e {
+        TrainEvent::Step(s) => Some(s),
+        _ => None,
+    })) {
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|d| d.tokens > 0 && d.tokens_per_sec > 0.0));
+        assert_eq!(r.iter().map(|d| d.tokens).sum::<u64>(), e.tokens);
+    }
+    assert!(step_devices_empty(&one_events));
+    let started = first.iter().find_map(|e| match e {
+        TrainEvent::Started(i) => Some(i.clone()),
+        _ => None,
+    });
+    let info = started.unwrap();
+    assert!(info.backend.contains(" + "), "{}", info.backend);
+    assert!(
+        info.facts
+            .iter()
+            .any(|(k, v)| k == "devices" && v.contains("2 data-parallel")),
+        "{:?}",
+        info.facts
+    );
+
+    // Two devices need at least two micro-batches per step.
+    let err = train(
+        TrainConfig {
+            name: Some("too-few".into()),
+            grad_accum: 1,
+            ..base
+        },
+        pair,
+        &mut Vec::new(),
+        &Control::new(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("2 devices but grad_accum 1"), "{err}");
+}
+
+fn step_devices_empty(events: &[TrainEvent]) -> bool {
+    events.iter().all(|e| match e {
+        TrainEvent::Step(s) => s.devices.is_empty(),
+        _ => true,
+    })
+}
