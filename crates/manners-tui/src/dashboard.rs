@@ -110,6 +110,24 @@ pub(crate) struct Pending {
 /// let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
 /// terminal.draw(|frame| dash.render(frame)).unwrap();
 /// ```
+/// One device of a data-parallel run, as the dashboard shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceMeter {
+    pub name: String,
+    /// Tokens per second in the latest step.
+    pub now: f64,
+    /// Tokens and busy seconds over the run.
+    pub tokens: u64,
+    pub secs: f64,
+}
+
+impl DeviceMeter {
+    /// Mean tokens per second over the run.
+    pub fn mean(&self) -> Option<f64> {
+        (self.secs > 0.0).then(|| self.tokens as f64 / self.secs)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Dashboard {
     pub(crate) info: Option<RunInfo>,
@@ -133,6 +151,9 @@ pub struct Dashboard {
     pub(crate) supervised_total: u64,
     pub(crate) tps_sum: f64,
     pub(crate) tps_n: u64,
+    /// Data-parallel runs, per device (main first): name, last step's tokens/s, and the
+    /// tokens and busy seconds of the whole run (for the mean).
+    pub(crate) devices: Vec<DeviceMeter>,
     pub(crate) skipped: u64,
     pub(crate) last_eval: Option<EvalStats>,
     pub(crate) best_eval: Option<(u64, f64)>,
@@ -184,6 +205,7 @@ impl Dashboard {
             supervised_total: 0,
             tps_sum: 0.0,
             tps_n: 0,
+            devices: Vec::new(),
             skipped: 0,
             last_eval: None,
             best_eval: None,
@@ -334,6 +356,18 @@ impl Dashboard {
         }
         self.tokens_total += s.tokens;
         self.supervised_total += s.supervised_tokens;
+        for (i, d) in s.devices.iter().enumerate() {
+            if self.devices.len() <= i {
+                self.devices.push(DeviceMeter::default());
+            }
+            let m = &mut self.devices[i];
+            m.name.clone_from(&d.device);
+            m.now = d.tokens_per_sec;
+            if d.tokens_per_sec > 0.0 && d.tokens_per_sec.is_finite() {
+                m.tokens += d.tokens;
+                m.secs += d.tokens as f64 / d.tokens_per_sec;
+            }
+        }
         self.last = Some(s.clone());
     }
 
@@ -566,6 +600,11 @@ impl Dashboard {
     /// Fraction of tokens that are supervised, over the whole run so far.
     pub fn supervised_fraction(&self) -> Option<f64> {
         (self.tokens_total > 0).then(|| self.supervised_total as f64 / self.tokens_total as f64)
+    }
+
+    /// Per-device meters of a data-parallel run (empty on one device).
+    pub fn devices(&self) -> &[DeviceMeter] {
+        &self.devices
     }
 
     pub(crate) fn mean_tps(&self) -> Option<f64> {

@@ -51,7 +51,7 @@ mod log;
 mod render;
 mod terminal;
 
-pub use dashboard::{ChartView, Dashboard, RunStatus};
+pub use dashboard::{ChartView, Dashboard, DeviceMeter, RunStatus};
 pub use format::{
     eta_secs, fmt_count, fmt_duration, fmt_gnorm, fmt_loss, fmt_lr, fmt_pct, fmt_rate, fmt_si,
     fmt_sig3,

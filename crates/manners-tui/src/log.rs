@@ -33,6 +33,8 @@ pub struct StepLine {
     pub eta_secs: Option<f64>,
     /// Steps skipped in the interval (shown only when non-zero).
     pub skipped: u64,
+    /// Data-parallel runs: each device's tokens per second over the interval, main first.
+    pub devices: Vec<f64>,
 }
 
 impl fmt::Display for StepLine {
@@ -62,6 +64,10 @@ impl fmt::Display for StepLine {
         if self.skipped > 0 {
             write!(f, " | skipped {}", self.skipped)?;
         }
+        if !self.devices.is_empty() {
+            let each: Vec<String> = self.devices.iter().map(|&r| fmt_rate(r)).collect();
+            write!(f, " | per device {}", each.join(" / "))?;
+        }
         Ok(())
     }
 }
@@ -76,6 +82,8 @@ struct Window {
     skipped: u64,
     tokens: u64,
     supervised: u64,
+    /// Per device (data-parallel runs): tokens and busy seconds.
+    device_tokens: Vec<(u64, f64)>,
     /// Elapsed seconds at the end of the previous line's step.
     t0: Option<f64>,
 }
@@ -275,6 +283,15 @@ impl<W: Write + Send> LogPrinter<W> {
         }
         w.tokens += s.tokens;
         w.supervised += s.supervised_tokens;
+        if w.device_tokens.len() < s.devices.len() {
+            w.device_tokens.resize(s.devices.len(), (0, 0.0));
+        }
+        for (acc, d) in w.device_tokens.iter_mut().zip(&s.devices) {
+            if d.tokens_per_sec > 0.0 {
+                acc.0 += d.tokens;
+                acc.1 += d.tokens as f64 / d.tokens_per_sec;
+            }
+        }
         let eta = run_eta(s, (step0, t0), self.start_step, self.total);
         self.bar.set_position(s.step);
         if s.loss.is_finite() {
@@ -307,6 +324,11 @@ impl<W: Write + Send> LogPrinter<W> {
             supervised: (w.tokens > 0).then(|| w.supervised as f64 / w.tokens as f64),
             eta_secs: if last { None } else { eta },
             skipped: w.skipped,
+            devices: w
+                .device_tokens
+                .iter()
+                .map(|&(t, secs)| if secs > 0.0 { t as f64 / secs } else { 0.0 })
+                .collect(),
         };
         self.window.t0 = Some(s.elapsed_secs);
         self.print(&line.to_string());
@@ -391,6 +413,7 @@ mod tests {
             supervised: Some(0.38),
             eta_secs: Some(130.0),
             skipped: 0,
+            devices: Vec::new(),
         };
         assert_eq!(
             line.to_string(),
@@ -402,7 +425,7 @@ mod tests {
             skipped: 2,
             eta_secs: None,
             supervised: None,
-            ..line
+            ..line.clone()
         };
         assert_eq!(
             early.to_string(),
@@ -411,12 +434,56 @@ mod tests {
         let mixing = StepLine {
             loss: Some(0.9),
             mixed_loss: Some(4.61),
-            ..line
+            ..line.clone()
         };
         assert_eq!(
             mixing.to_string(),
             "step 120/800 | loss 0.9000 | raw text 4.6100 | lr 3.00e-4 | gnorm 0.81 | 4,120 tok/s | sup 38% | eta 2m10s"
         );
+        let parallel = StepLine {
+            devices: vec![2100.0, 2020.4],
+            ..line
+        };
+        assert!(
+            parallel
+                .to_string()
+                .ends_with("| eta 2m10s | per device 2,100 / 2,020"),
+            "{parallel}"
+        );
+    }
+
+    /// A data-parallel run's line gives each device's rate over the interval: its tokens over
+    /// its busy seconds, summed over the steps.
+    #[test]
+    fn per_device_rates_are_averaged_over_the_interval() {
+        let mut log = LogPrinter::new(Vec::new(), 2);
+        for (i, (a, b)) in [(1000.0, 500.0), (3000.0, 500.0)].into_iter().enumerate() {
+            log.send(TrainEvent::Step(StepStats {
+                step: i as u64 + 1,
+                total_steps: 10,
+                loss: 1.0,
+                tokens: 2000,
+                tokens_per_sec: 1000.0,
+                elapsed_secs: i as f64 + 1.0,
+                devices: vec![
+                    manners_events::DeviceRate {
+                        device: "a".into(),
+                        tokens: 1000,
+                        tokens_per_sec: a,
+                    },
+                    manners_events::DeviceRate {
+                        device: "b".into(),
+                        tokens: 1000,
+                        tokens_per_sec: b,
+                    },
+                ],
+                ..Default::default()
+            }));
+        }
+        let text = String::from_utf8(log.into_inner()).unwrap();
+        // Step 1 is printed alone; step 2 covers step 2 only: 1000 tokens in 1/3 s and in 2 s.
+        assert!(text.contains("per device 1,000 / 500"), "{text}");
+        assert!(text.contains("per device 3,000 / 500"), "{text}");
     }
 
     fn step(step: u64, loss: f64) -> TrainEvent {

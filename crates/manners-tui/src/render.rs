@@ -506,7 +506,62 @@ impl Dashboard {
         let block = panel_with("Tokens/s", &format!("· {now} now · avg {avg}"));
         let inner = block.inner(area);
         frame.render_widget(block, area);
-        self.render_sparkline(frame, inner);
+        if self.devices.is_empty() {
+            self.render_sparkline(frame, inner);
+            return;
+        }
+        // Data-parallel: one line per device with its mean when they fit (the sparkline takes
+        // what is left), else the latest rates packed several to a line.
+        let width = inner.width.saturating_sub(2) as usize;
+        let lines: Vec<Line> = if self.devices.len() <= inner.height as usize {
+            self.devices
+                .iter()
+                .map(|d| {
+                    let mean = d.mean().map_or("--".to_string(), fmt_rate);
+                    Line::from(vec![
+                        Span::styled(format!("{:<14.14} ", d.name), Style::new().fg(Color::Gray)),
+                        Span::raw(format!("{:>7} now · avg {mean}", fmt_rate(d.now))),
+                    ])
+                })
+                .collect()
+        } else {
+            // `#3 2.1K`: the device's place in the list (as in --devices) and its rate.
+            let mut lines = vec![String::new()];
+            for (i, d) in self.devices.iter().enumerate() {
+                let rate = if d.now.is_finite() && d.now >= 0.0 {
+                    fmt_si(d.now.round() as u64)
+                } else {
+                    "--".into()
+                };
+                let item = format!("#{i} {rate}");
+                let cur = lines.last_mut().expect("one line");
+                if !cur.is_empty() && cur.chars().count() + 2 + item.chars().count() > width {
+                    lines.push(item);
+                } else {
+                    if !cur.is_empty() {
+                        cur.push_str("  ");
+                    }
+                    cur.push_str(&item);
+                }
+            }
+            lines.into_iter().map(Line::from).collect()
+        };
+        let rows = (lines.len() as u16).min(inner.height);
+        let text_area = Rect {
+            x: inner.x + 1,
+            width: inner.width.saturating_sub(2),
+            height: rows,
+            ..inner
+        };
+        frame.render_widget(Paragraph::new(lines), text_area);
+        let spark = Rect {
+            y: inner.y + rows,
+            height: inner.height - rows,
+            ..inner
+        };
+        if spark.height > 0 {
+            self.render_sparkline(frame, spark);
+        }
     }
 
     fn render_sparkline(&self, frame: &mut Frame, area: Rect) {

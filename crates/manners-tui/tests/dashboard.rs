@@ -279,3 +279,68 @@ fn mixing_raw_text_wide_and_narrow() {
     insta::assert_snapshot!("mixing_raw_text_wide", draw(&d, 120, 40));
     insta::assert_snapshot!("mixing_raw_text_narrow", draw(&d, 80, 24));
 }
+
+/// A data-parallel run shows each device's tokens/s (latest step and run mean) in the
+/// throughput panel.
+#[test]
+fn data_parallel_devices_wide() {
+    let mut d = Dashboard::new();
+    for ev in events(300) {
+        let ev = match ev {
+            TrainEvent::Step(s) => {
+                let f = 1.0 + 0.05 * ((s.step as f64) * 0.3).sin();
+                TrainEvent::Step(StepStats {
+                    devices: vec![
+                        manners_events::DeviceRate {
+                            device: "cuda:0".into(),
+                            tokens: 3_900,
+                            tokens_per_sec: 2_100.0 * f,
+                        },
+                        manners_events::DeviceRate {
+                            device: "cuda:1".into(),
+                            tokens: 3_900,
+                            tokens_per_sec: 2_000.0,
+                        },
+                    ],
+                    ..s
+                })
+            }
+            other => other,
+        };
+        d.update(&ev);
+    }
+    assert_eq!(d.devices().len(), 2);
+    assert_eq!(d.devices()[1].mean().map(|m| m.round()), Some(2_000.0));
+    let wide = draw(&d, 120, 40).to_string();
+    assert!(wide.contains("cuda:0") && wide.contains("cuda:1"), "{wide}");
+    assert!(wide.contains("2,000 now · avg 2,000"), "{wide}");
+    insta::assert_snapshot!(draw(&d, 120, 40));
+}
+
+/// Eight devices in a two-row panel: the latest rates, packed several to a line, each device
+/// by its place in the list.
+#[test]
+fn eight_devices_pack_into_the_throughput_panel() {
+    let mut d = Dashboard::new();
+    for ev in events(20) {
+        let ev = match ev {
+            TrainEvent::Step(s) => TrainEvent::Step(StepStats {
+                devices: (0..8)
+                    .map(|i| manners_events::DeviceRate {
+                        device: format!("cuda:{i}"),
+                        tokens: 1_000,
+                        tokens_per_sec: 1_000.0 + 100.0 * i as f64,
+                    })
+                    .collect(),
+                ..s
+            }),
+            other => other,
+        };
+        d.update(&ev);
+    }
+    let wide = draw(&d, 120, 40).to_string();
+    for i in 0..8 {
+        let want = format!("#{i} {}", manners_tui::fmt_si(1_000 + 100 * i));
+        assert!(wide.contains(&want), "{want} missing:\n{wide}");
+    }
+}
