@@ -41,6 +41,24 @@ pub enum Command {
     Bench(BenchArgs),
     /// Rerun an SFT experiment on the shipped data: noise, lr, mix, quality.
     Experiment(ExperimentArgs),
+    /// Serve this machine's devices to a run on another machine (`train --devices
+    /// ws://HOST:PORT`); a build with `--features remote`.
+    ServeDevice(ServeDeviceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeDeviceArgs {
+    /// The devices to serve: a list as for `train --devices` (default: the --backend device).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Address to listen on (0.0.0.0 for every interface; the protocol has no authentication:
+    /// serve on a trusted network only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logits(a) => cmd::export::logits(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
+        Command::ServeDevice(a) => cmd::info::serve_device(a),
     }
 }
 

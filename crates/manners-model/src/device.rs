@@ -26,6 +26,9 @@ pub enum BackendKind {
     Cuda,
     /// AMD GPUs through ROCm/HIP (the opt-in Cargo feature `rocm`).
     Rocm,
+    /// A device on another machine, served by `manners serve-device` (Burn's remote backend;
+    /// the opt-in Cargo feature `remote`). Named by address: `ws://host:3000`.
+    Remote,
 }
 
 impl BackendKind {
@@ -37,6 +40,7 @@ impl BackendKind {
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
             BackendKind::Rocm => "rocm",
+            BackendKind::Remote => "remote",
         }
     }
 
@@ -57,6 +61,9 @@ impl BackendKind {
         }
         if cfg!(feature = "rocm") {
             v.push(BackendKind::Rocm);
+        }
+        if cfg!(feature = "remote") {
+            v.push(BackendKind::Remote);
         }
         v
     }
@@ -85,6 +92,7 @@ impl FromStr for BackendKind {
             "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
             "cuda" => Ok(BackendKind::Cuda),
             "rocm" | "hip" => Ok(BackendKind::Rocm),
+            "remote" => Ok(BackendKind::Remote),
             _ => Err(ModelError::UnknownBackend(s.to_string())),
         }
     }
@@ -192,7 +200,52 @@ pub fn select_device(kind: BackendKind) -> Result<DeviceChoice> {
             Err(ModelError::BackendNotCompiled("wgpu".into()))
         }
         BackendKind::Cuda | BackendKind::Rocm => gpu_choice(kind, 0),
+        BackendKind::Remote => Err(ModelError::BadDevices(
+            "a remote device is named by its server's address: --devices ws://HOST:PORT (start \
+             `manners serve-device` there)"
+                .into(),
+        )),
     }
+}
+
+/// Connects to device `index` of the server at `url` (`ws://host:port`), started there with
+/// `manners serve-device` (Burn's remote backend; tensors and operations travel over the
+/// WebSocket, the autodiff graph stays here).
+#[allow(unused_variables)]
+pub fn remote_device(url: &str, index: usize) -> Result<DeviceChoice> {
+    #[cfg(feature = "remote")]
+    {
+        use burn::tensor::remote::RemoteHost;
+        let host = RemoteHost::websocket(url);
+        let device = Device::remote_options(&host)
+            .device_index(index)
+            .init()
+            .map_err(|e| ModelError::NoDevice(format!("{url}#{index}: {e}")))?;
+        Ok(DeviceChoice {
+            device,
+            backend: BackendKind::Remote,
+            description: format!("{url}#{index}"),
+        })
+    }
+    #[cfg(not(feature = "remote"))]
+    Err(ModelError::BackendNotCompiled("remote".into()))
+}
+
+/// Serves `devices` to other machines on `listener` (Burn's remote backend over WebSocket)
+/// until the process is stopped: what `manners serve-device` runs. All devices must be of one
+/// backend family (CubeCL runtimes together, or one CPU backend).
+#[allow(unused_variables)]
+pub fn serve_devices(devices: Vec<Device>, listener: std::net::TcpListener) -> Result<()> {
+    #[cfg(feature = "remote")]
+    {
+        use burn::tensor::server::{RemoteServer, WebSocketTransport};
+        let devices = devices.into_iter().map(|d| d.without_autodiff());
+        RemoteServer::new(devices)
+            .serve(WebSocketTransport::from_listener(listener))
+            .map_err(|e| ModelError::NoDevice(format!("serving devices: {e}")))
+    }
+    #[cfg(not(feature = "remote"))]
+    Err(ModelError::BackendNotCompiled("remote".into()))
 }
 
 /// The devices Burn sees for a CUDA or ROCm build (empty without a driver or without the
@@ -354,7 +407,7 @@ pub fn parse_devices(spec: &str, backend: BackendKind) -> Result<DeviceSet> {
     let mut out: Vec<DeviceChoice> = Vec::new();
     if let Ok(n) = spec.parse::<usize>() {
         if n == 0 {
-            return Err(bad("--devices 0: at least one device is needed".into()));
+            return Err(bad("0: at least one device is needed".into()));
         }
         let kind = match backend {
             BackendKind::Auto => select_device(BackendKind::Auto)?.backend,
@@ -363,8 +416,8 @@ pub fn parse_devices(spec: &str, backend: BackendKind) -> Result<DeviceSet> {
         match kind {
             BackendKind::Flex | BackendKind::Ndarray if n > 1 => {
                 return Err(bad(format!(
-                    "--devices {n} on {kind}: the CPU is one device (its threads already use \
-                     every core); several devices need GPUs (--backend cuda or wgpu)"
+                    "{n} on {kind}: the CPU is one device (its threads already use every \
+                     core); several devices need GPUs (--backend cuda or wgpu)"
                 )));
             }
             BackendKind::Flex | BackendKind::Ndarray => out.push(select_device(kind)?),
@@ -376,6 +429,21 @@ pub fn parse_devices(spec: &str, backend: BackendKind) -> Result<DeviceSet> {
         }
     } else {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item.contains("://") {
+                // `ws://host:port` or `ws://host:port#1` (the server's second device).
+                let (url, index) = item.split_once('#').unwrap_or((item, "0"));
+                let index: usize = index.parse().map_err(|_| {
+                    bad(format!(
+                        "device `{item}`: expected ws://HOST:PORT or ws://HOST:PORT#N"
+                    ))
+                })?;
+                let choice = remote_device(url, index)?;
+                if out.iter().any(|d| d.description == choice.description) {
+                    return Err(bad(format!("device `{item}` is listed twice")));
+                }
+                out.push(choice);
+                continue;
+            }
             let (name, index) = item.split_once(':').unwrap_or((item, "0"));
             let kind: BackendKind = name
                 .parse()
@@ -392,7 +460,7 @@ pub fn parse_devices(spec: &str, backend: BackendKind) -> Result<DeviceSet> {
             out.push(choice);
         }
         if out.is_empty() {
-            return Err(bad(format!("--devices `{spec}` names no device")));
+            return Err(bad(format!("`{spec}` names no device")));
         }
     }
     Ok(DeviceSet {
@@ -422,7 +490,7 @@ fn named_device(kind: BackendKind, index: &str) -> Result<DeviceChoice> {
             })?;
             gpu_choice(kind, i)
         }
-        BackendKind::Auto => select_device(kind),
+        BackendKind::Auto | BackendKind::Remote => select_device(kind),
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use serde_json::json;
 
-use crate::args::InfoArgs;
+use crate::args::{InfoArgs, ServeDeviceArgs};
 
 pub fn run(a: InfoArgs) -> anyhow::Result<std::process::ExitCode> {
     if a.devices {
@@ -149,4 +149,24 @@ fn devices(json: bool) -> anyhow::Result<()> {
     }
     println!("auto     {auto}");
     Ok(())
+}
+
+/// `manners serve-device`: lends this machine's devices to runs elsewhere (Burn's remote backend
+/// over WebSocket) until stopped.
+pub fn serve_device(a: ServeDeviceArgs) -> anyhow::Result<std::process::ExitCode> {
+    let backend = a.backend.backend.into();
+    let set = match &a.devices {
+        Some(spec) => manners::parse_devices(spec, backend)?,
+        None => manners::select_device(backend)?.into(),
+    };
+    let listener = std::net::TcpListener::bind((a.host.as_str(), a.port))
+        .with_context(|| format!("listening on {}:{}", a.host, a.port))?;
+    let addr = listener.local_addr()?;
+    for (i, d) in set.devices.iter().enumerate() {
+        eprintln!("serving {} as ws://{addr}#{i}", d.description);
+    }
+    eprintln!("(Ctrl+C stops; the protocol has no authentication: trusted networks only)");
+    let devices = set.devices.into_iter().map(|d| d.device).collect();
+    manners::serve_devices(devices, listener)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
