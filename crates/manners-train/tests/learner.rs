@@ -599,3 +599,35 @@ fn data_parallel_on_cpu_devices_trains_like_one_device() {
     let d = max_abs_diff(&single.1, &mixed.1);
     eprintln!("flex + ndarray: max weight difference after 3 steps {d:e}");
 }
+
+/// Devices on another machine, through Burn's remote backend: two flex devices, each served by
+/// `serve_devices` on 127.0.0.1 (as `manners serve-device` does), train like one local device.
+/// Only in a build with the `remote` feature (`cargo test --release --workspace --features
+/// manners-train/remote --test learner -- remote`).
+#[cfg(feature = "remote")]
+#[test]
+fn two_remote_devices_on_localhost_train_like_one_local_device() {
+    let serve = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || manners_model::serve_devices(vec![Device::flex()], listener));
+        format!("ws://127.0.0.1:{port}")
+    };
+    let spec = format!("{},{}", serve(), serve());
+    let set = manners_model::parse_devices(&spec, BackendKind::Auto).unwrap();
+    assert_eq!(set.len(), 2);
+    assert!(set.devices.iter().all(|d| d.backend == BackendKind::Remote));
+    let micro = split(4, false);
+    let single = parallel_run(&micro, flex_autodiff(), Vec::new(), 3);
+    let remote = parallel_run(
+        &micro,
+        set.devices[0].device.clone().autodiff(),
+        vec![set.devices[1].device.clone().autodiff()],
+        3,
+    );
+    eprintln!("local: {:?}\nremote x2: {:?}", single.0, remote.0);
+    assert_close("remote x2", &single.0, &remote.0, 1e-6);
+    let d = max_abs_diff(&single.1, &remote.1);
+    eprintln!("max weight difference after 3 steps: {d:e}");
+    assert!(d < 1e-5, "weights differ by {d:e}");
+}
