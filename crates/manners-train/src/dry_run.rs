@@ -140,6 +140,16 @@ impl fmt::Display for DryRun {
             fmt_bytes(m.activations),
             fmt_bytes(m.data)
         )?;
+        if let Some(devices) = &self.config.devices {
+            // Data-parallel: the figure above is the first device's (it also holds AdamW and
+            // the summed gradients); the others hold a weight copy, gradients, activations.
+            writeln!(
+                f,
+                "           that is the first device of --devices {devices}; each other device \
+                 about {} (weights, gradients, activations)",
+                fmt_bytes(m.weights + m.gradients + m.activations)
+            )?;
+        }
         writeln!(f, "config     (run.toml would hold)")?;
         write!(f, "{}", self.config.to_toml())
     }
