@@ -262,8 +262,10 @@ fn gpu_devices(kind: BackendKind) -> Vec<Device> {
     };
     match filter {
         // Enumeration loads the driver library; a broken install must not take us down.
-        Some(f) => std::panic::catch_unwind(|| Device::enumerate(f).into_iter().collect())
-            .unwrap_or_default(),
+        Some(f) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Device::enumerate(f).into_iter().collect()
+        }))
+        .unwrap_or_default(),
         None => Vec::new(),
     }
 }
@@ -271,11 +273,8 @@ fn gpu_devices(kind: BackendKind) -> Vec<Device> {
 /// The `index`-th CUDA or ROCm device, or why there is none.
 #[allow(unused_variables)]
 fn gpu_choice(kind: BackendKind, index: usize) -> Result<DeviceChoice> {
-    let compiled = match kind {
-        BackendKind::Cuda => cfg!(feature = "cuda"),
-        BackendKind::Rocm => cfg!(feature = "rocm"),
-        _ => false,
-    };
+    let compiled = (kind == BackendKind::Cuda && cfg!(feature = "cuda"))
+        || (kind == BackendKind::Rocm && cfg!(feature = "rocm"));
     if !compiled {
         return Err(ModelError::BackendNotCompiled(kind.name().into()));
     }
