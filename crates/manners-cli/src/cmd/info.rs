@@ -128,6 +128,12 @@ fn devices(json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for (kind, devs) in &seen {
+        if *kind == manners::BackendKind::Remote {
+            println!(
+                "remote   by address: --devices ws://HOST:PORT[#N] (start `manners serve-device` there)"
+            );
+            continue;
+        }
         if devs.is_empty() {
             println!("{:<8} (compiled in; no device found)", kind.name());
         }
