@@ -379,10 +379,14 @@ impl Run {
             bad_streak: 0,
             last_eval: None,
             probe: None,
+            // `cuda:1`, `wgpu:0`, `ws://10.0.0.2:3000#0`: the description without its details.
             device_names: devices
                 .devices
                 .iter()
-                .map(|d| d.description.clone())
+                .map(|d| {
+                    let short = d.description.split(" (").next().unwrap_or_default();
+                    short.to_string()
+                })
                 .collect(),
         })
     }

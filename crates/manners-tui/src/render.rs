@@ -513,13 +513,18 @@ impl Dashboard {
         // Data-parallel: one line per device with its mean when they fit (the sparkline takes
         // what is left), else the latest rates packed several to a line.
         let width = inner.width.saturating_sub(2) as usize;
+        // The name column gives way to the rates on a narrow panel.
+        let name_w = width.saturating_sub(24).clamp(6, 20);
         let lines: Vec<Line> = if self.devices.len() <= inner.height as usize {
             self.devices
                 .iter()
                 .map(|d| {
                     let mean = d.mean().map_or("--".to_string(), fmt_rate);
                     Line::from(vec![
-                        Span::styled(format!("{:<14.14} ", d.name), Style::new().fg(Color::Gray)),
+                        Span::styled(
+                            format!("{:<name_w$.name_w$} ", d.name),
+                            Style::new().fg(Color::Gray),
+                        ),
                         Span::raw(format!("{:>7} now · avg {mean}", fmt_rate(d.now))),
                     ])
                 })
