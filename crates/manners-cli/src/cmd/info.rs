@@ -160,6 +160,12 @@ fn devices(json: bool) -> anyhow::Result<()> {
 /// `manners serve-device`: lends this machine's devices to runs elsewhere (Burn's remote backend
 /// over WebSocket) until stopped.
 pub fn serve_device(a: ServeDeviceArgs) -> anyhow::Result<std::process::ExitCode> {
+    if !manners::BackendKind::compiled().contains(&manners::BackendKind::Remote) {
+        anyhow::bail!(
+            "serving devices needs a build with the `remote` feature: cargo build --release \
+             --features remote (add cuda for NVIDIA GPUs)"
+        );
+    }
     let backend = a.backend.backend.into();
     let set = match &a.devices {
         Some(spec) => manners::parse_devices(spec, backend)?,
