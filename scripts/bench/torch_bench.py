@@ -5,6 +5,14 @@ cross-entropy with the loss mask (labels -100), AdamW, global-norm clipping. Pri
 
     python3 scripts/bench/torch_bench.py [--steps 5] [--supervised 0.35] [--threads 2] [--device cpu|cuda]
 
+Each training configuration also runs two stronger variants in the same shapes (under
+`variants`): `eager_sup`, the LM head applied only at supervised positions (the work manners
+does), and `compiled_sup`, that step under `torch.compile` (its compile time reported apart).
+Each variant reports `flops_per_step`, the FLOPs it actually performs (block matmuls, attention
+scores and values over the full t x t square, the head where it is applied; forward + backward
+= 3 x forward), and `utilisation` against `matmul_peak`, a 2048^3 (CPU) fp32 matmul measured in
+the same process. Off by default (`manners bench` does not show them yet); `--variants all`.
+
 Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own. With
 `--device cuda` the steps are timed with CUDA synchronisation, peak GPU memory
 (`torch.cuda.max_memory_allocated`) is reported as `peak_gpu_mem`, and `matmul_peak` / `mfu` use
@@ -81,7 +89,41 @@ def matmul_peak(device):
     return 2 * n**3 / best
 
 
-def train(name, steps, supervised, threads, device, q):
+def forward_flops(s, tokens, head_rows):
+    """Matmul FLOPs of one forward pass: blocks, attention (full t x t), and the head."""
+    d, L, t, v = s["n_embd"], s["n_layer"], s["seq"], s["vocab"]
+    if s.get("llama"):
+        hd = d // s["n_head"]
+        kv = s["n_kv_head"] * hd
+        per_token = 2 * (d * d + 2 * d * kv + d * d + 3 * d * s["n_inner"])
+    else:
+        per_token = 2 * 12 * d * d
+    attention = 2 * 2 * tokens * t * d  # QK^T and AV over the whole square, per layer
+    return L * (per_token * tokens + attention) + 2 * head_rows * d * v
+
+
+def variant_steps(model, s, ids, targets, span, v):
+    """The three steps: HF eager with full logits, eager with the head on supervised positions,
+    and the latter compiled. Each returns the loss and leaves gradients in the parameters."""
+    import torch
+
+    def eager_full():
+        logits = model(ids).logits
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), ignore_index=-100)
+
+    body = model.model if s.get("llama") else model.transformer
+    mask = targets.reshape(-1) != -100
+    sup_targets = targets.reshape(-1)[mask]
+
+    def eager_sup():
+        hidden = body(ids).last_hidden_state
+        h = hidden.reshape(-1, hidden.shape[-1])[mask]
+        return torch.nn.functional.cross_entropy(model.lm_head(h), sup_targets)
+
+    return {"eager_full": eager_full, "eager_sup": eager_sup, "compiled_sup": torch.compile(eager_sup)}
+
+
+def train(name, steps, supervised, threads, device, variants, q):
     import torch
 
     torch.set_num_threads(threads)
@@ -98,25 +140,34 @@ def train(name, steps, supervised, threads, device, q):
     targets = targets.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-8, weight_decay=0.0)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        logits = model(ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, v), targets.reshape(-1), ignore_index=-100)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    losses = variant_steps(model, s, ids, targets, span, v)
 
-    warm = 2 if name == "tiny" else 1
-    for _ in range(warm):
-        step()
-    times = []
-    for _ in range(steps if name == "tiny" or device == "cuda" else min(steps, 5)):
+    def timed(loss_fn):
+        """Median step seconds after warm-up, and the seconds the warm-up took."""
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss_fn().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+        warm = 2 if name == "tiny" else 1
         sync(device)
         t0 = time.perf_counter()
-        step()
+        for _ in range(warm):
+            step()
         sync(device)
-        times.append(time.perf_counter() - t0)
-    sec = statistics.median(times)
+        warm_secs = time.perf_counter() - t0
+        times = []
+        for _ in range(steps if name == "tiny" or device == "cuda" else min(steps, 5)):
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), warm_secs
+
+    sec, _ = timed(losses["eager_full"])
     params = sum(p.numel() for p in model.parameters())
     out = {
         "step_secs": sec,
@@ -125,10 +176,28 @@ def train(name, steps, supervised, threads, device, q):
         "params": params,
         **memory(device),
     }
+    peak = matmul_peak(device) if (device == "cuda" or variants) else None
     if device == "cuda":
-        peak = matmul_peak(device)
         out["matmul_peak"] = peak
         out["mfu"] = 6 * params * b * t / sec / peak
+    if variants:
+        out["matmul_peak"] = peak
+        out["variants"] = {}
+        for vname in ["eager_full", "eager_sup", "compiled_sup"]:
+            vsec, warm_secs = timed(losses[vname]) if vname != "eager_full" else (sec, None)
+            head_rows = b * t if vname == "eager_full" else b * span
+            flops = 3 * forward_flops(s, b * t, head_rows)
+            entry = {
+                "step_secs": vsec,
+                "tokens_per_sec": b * t / vsec,
+                "flops_per_step": flops,
+                "utilisation": flops / vsec / peak,
+            }
+            if vname == "compiled_sup":
+                # The warm-up steps hold the compilation; minus their steady-state time.
+                entry["compile_secs"] = max(0.0, warm_secs - (2 if name == "tiny" else 1) * vsec)
+            out["variants"][vname] = entry
+        out["peak_rss_all_variants"] = memory(device)["peak_rss"]
     q.put(out)
 
 
@@ -167,6 +236,8 @@ if __name__ == "__main__":
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--only", default="tiny,gpt2-small,smollm2-135m,generate",
                     help="comma-separated: tiny, gpt2-small, smollm2-135m, generate")
+    ap.add_argument("--variants", choices=["all", "none"], default="none",
+                    help="also time eager with the head on supervised positions and its torch.compile")
     a = ap.parse_args()
     only = a.only.split(",")
     import torch, transformers
@@ -176,7 +247,7 @@ if __name__ == "__main__":
         res["gpu"] = torch.cuda.get_device_name(0)
     for name in SHAPES:
         if name in only:
-            res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device)
+            res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device, a.variants == "all")
     if "generate" in only:
         res["generate"] = run(generate, a.threads, a.device)
     print(json.dumps(res))
