@@ -204,6 +204,15 @@ pub fn medians(ours: &Runs, theirs: &Runs) -> serde_json::Map<String, Value> {
                 .zip(t)
                 .filter_map(|(o, t)| Some(f(o, key)? / f(t, tk)?));
             v["ratio_vs_pytorch"] = median(r).into();
+            // Against the fastest PyTorch variant of the same round (when the script ran them).
+            let r: Vec<f64> = runs
+                .iter()
+                .zip(t)
+                .filter_map(|(o, t)| Some(f(o, key)? / fastest_variant(t)?))
+                .collect();
+            if !r.is_empty() {
+                v["ratio_vs_fastest"] = median(r).into();
+            }
         }
         if job == "adamw-gpt2-small" {
             let r = runs
@@ -228,6 +237,15 @@ pub fn medians(ours: &Runs, theirs: &Runs) -> serde_json::Map<String, Value> {
 
 fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
+}
+
+/// Tokens/s of the fastest of PyTorch's variants in one run (`None` without variants).
+fn fastest_variant(t: &Value) -> Option<f64> {
+    t.get("variants")?
+        .as_object()?
+        .values()
+        .filter_map(|x| f(x, "tokens_per_sec"))
+        .reduce(f64::max)
 }
 
 /// Peak memory: GPU memory where the measurement has it (manners' allocator reservation on a
@@ -306,6 +324,7 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
             ));
         }
     }
+    s.push_str(&render_variants(r, torch));
     if let Some(v) = r.get("adamw-gpt2-small") {
         let (b, m) = (
             f(v, "burn_secs").unwrap_or(f64::NAN),
@@ -360,6 +379,59 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
     s
 }
 
+/// The same step against PyTorch's three variants (`torch_bench.py --variants all`): eager with
+/// full logits, eager with the head on supervised positions (manners' work), and the latter
+/// under `torch.compile`; utilisation counts the FLOPs each performs against its own run's
+/// matmul peak (manners does the supervised-head variant's FLOPs).
+pub fn render_variants(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
+    let mut s = String::new();
+    for (job, key) in [
+        ("train-tiny", "tiny"),
+        ("train-gpt2-small", "gpt2-small"),
+        ("train-smollm2-135m", "smollm2-135m"),
+    ] {
+        let (Some(v), Some(t)) = (r.get(job), torch.and_then(|t| t.get(key))) else {
+            continue;
+        };
+        let Some(vars) = t.get("variants") else {
+            continue;
+        };
+        if s.is_empty() {
+            s.push_str("\n| same step, tokens/s (utilisation) | PyTorch eager, full logits | eager, head on supervised | torch.compile of that | manners | vs fastest |\n|---|---|---|---|---|---|\n");
+        }
+        let cell = |name: &str| -> String {
+            let Some(x) = vars.get(name) else {
+                return "-".into();
+            };
+            let compile = f(x, "compile_secs")
+                .map(|c| format!(", compile {c:.0} s"))
+                .unwrap_or_default();
+            format!(
+                "{:.0} ({:.2}{compile})",
+                f(x, "tokens_per_sec").unwrap_or(f64::NAN),
+                f(x, "utilisation").unwrap_or(f64::NAN)
+            )
+        };
+        let flops = vars.get("eager_sup").and_then(|x| f(x, "flops_per_step"));
+        let ours = match (flops, f(v, "step_secs"), f(v, "matmul_peak")) {
+            (Some(fl), Some(sec), Some(peak)) => format!("{:.2}", fl / sec / peak),
+            _ => "-".into(),
+        };
+        let tps = f(v, "tokens_per_sec").unwrap_or(f64::NAN);
+        s.push_str(&format!(
+            "| {key} | {} | {} | {} | {tps:.0} ({ours}) | {} |\n",
+            cell("eager_full"),
+            cell("eager_sup"),
+            cell("compiled_sup"),
+            f(v, "ratio_vs_fastest")
+                .or(fastest_variant(t).map(|x| tps / x))
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -400,5 +472,36 @@ mod tests {
         // Speedups 3, 1.5, 0.75: the median is 1.5, not 30 / 20.
         assert_eq!(f(&m["epoch-manners"], "speedup_vs_padded"), Some(1.5));
         assert!(!m.contains_key("generate-gpt2-small"), "every round failed");
+    }
+
+    #[test]
+    fn variants_give_the_ratio_against_the_fastest_and_utilisation_from_flops() {
+        let mut ours = Runs::new();
+        let mut theirs = Runs::new();
+        let run = |tps: f64| json!({ "tokens_per_sec": tps, "step_secs": 4096.0 / tps, "matmul_peak": 1e11 });
+        ours.insert("train-tiny".into(), vec![run(3000.0), run(3400.0)]);
+        let torch = |full: f64, sup: f64, compiled: f64| {
+            json!({ "tokens_per_sec": full, "variants": {
+                "eager_full": { "tokens_per_sec": full, "utilisation": 0.4 },
+                "eager_sup": { "tokens_per_sec": sup, "utilisation": 0.5, "flops_per_step": 1e11 },
+                "compiled_sup": { "tokens_per_sec": compiled, "utilisation": 0.7, "compile_secs": 3.6 },
+            }})
+        };
+        theirs.insert(
+            "tiny".into(),
+            vec![torch(2500.0, 3900.0, 5000.0), torch(2500.0, 3900.0, 4000.0)],
+        );
+        let m = medians(&ours, &theirs);
+        // Same-round ratios against the fastest variant: 3000/5000 = 0.6 and 3400/4000 = 0.85
+        // (the median of two is the upper one, as for every bench median); pairing across
+        // rounds would give 3400/5000.
+        assert_eq!(f(&m["train-tiny"], "ratio_vs_fastest"), Some(0.85));
+        let table = render_variants(&m, Some(&json!({ "tiny": torch(2500.0, 3900.0, 5000.0) })));
+        // The median run (3400 tok/s): 1e11 FLOPs in 4096/3400 s of a 1e11 FLOP/s peak = 0.83.
+        assert!(table.contains("| tiny | 2500 (0.40) | 3900 (0.50) | 5000 (0.70, compile 4 s) | 3400 (0.83) | 0.85x |"), "{table}");
+        // Without variants, no table.
+        assert!(
+            render_variants(&m, Some(&json!({ "tiny": { "tokens_per_sec": 1.0 } }))).is_empty()
+        );
     }
 }

@@ -133,6 +133,9 @@ fn torch_numbers(python: &Path, assets: &Path, a: &BenchArgs, key: &str) -> Opti
             &a.torch_device,
             "--only",
             key,
+            // Also eager with the head on supervised positions and its torch.compile.
+            "--variants",
+            "all",
         ])
         .output()
         .ok()?;
