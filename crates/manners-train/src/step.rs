@@ -372,47 +372,15 @@ impl Learner {
         StepLoss,
         Vec<DeviceWork>,
     )> {
-        use manners_model::burn::optim::{GradientsAccumulator, GradientsParams};
         let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
         if n_sup == 0 {
             return None;
         }
-        if !self.replicas.is_empty() {
-            let (grads, split, work) = self.gradients_parallel(micro, n_sup);
-            return Some((self.mask_token_rows(grads), split, work));
+        let (grads, split, mut work) = self.gradients_on_devices(micro, n_sup);
+        if self.replicas.is_empty() {
+            work.clear(); // per-device work is reported for data-parallel runs only
         }
-        let model = self.model();
-        let mut acc = GradientsAccumulator::<Model>::new();
-        let mut sums = Vec::with_capacity(micro.len());
-        let mut mixed_sums = Vec::new();
-        for hb in micro.iter().filter(|b| b.n_supervised > 0) {
-            let db = DeviceBatch::from_host(hb, &self.device);
-            let (surrogate, sum, mixed) = loss_for_backward_split(model, &db, n_sup as f32);
-            mixed_sums.extend(mixed);
-            acc.accumulate(
-                model,
-                GradientsParams::from_grads(surrogate.backward(), model),
-            );
-            sums.push(sum);
-        }
-        let n_mixed: usize = micro.iter().map(|b| b.n_mixed).sum();
-        let total = scalar(Tensor::cat(sums, 0).sum());
-        let loss = total / n_sup as f64;
-        let split = if mixed_sums.is_empty() {
-            StepLoss {
-                loss,
-                sft: None,
-                mixed: None,
-            }
-        } else {
-            let mixed = scalar(Tensor::cat(mixed_sums, 0).sum());
-            StepLoss {
-                loss,
-                sft: (n_sup > n_mixed).then(|| (total - mixed) / (n_sup - n_mixed) as f64),
-                mixed: Some(mixed / n_mixed as f64),
-            }
-        };
-        Some((self.mask_token_rows(acc.grads()), split, Vec::new()))
+        Some((self.mask_token_rows(grads), split, work))
     }
 
     /// Zeroes the gradient rows of tokens that must not learn (LoRA runs that add tokens).
@@ -428,9 +396,10 @@ impl Learner {
         grads
     }
 
-    /// The data-parallel step: micro-batch `i` runs on device `i % n` (one thread per device,
-    /// the main device on this thread), then the gradients are summed on the main device.
-    fn gradients_parallel(
+    /// Micro-batch `i` runs on device `i % n` (one thread per extra device, the main device on
+    /// this thread), then the gradients are summed on the main device. With one device this is
+    /// the plain accumulation loop.
+    fn gradients_on_devices(
         &self,
         micro: &[HostBatch],
         n_sup: usize,
