@@ -23,12 +23,32 @@ pub(crate) enum AttnMask {
     Bool(Option<Tensor<4, Bool>>),
     /// `[b or 1, 1, t, t]`: 0 where attention is allowed, -inf elsewhere (causality included).
     Bias(Tensor<4>),
+    /// Document ids `[b, t]` as floats (all zero for plain causal attention), for the fused
+    /// attention on flex, which masks from them without materialising a mask.
+    Docs(Tensor<2>),
 }
 
 impl AttnMask {
-    /// The mask of a full-sequence forward: `mask` is `[b, t, t]` (`true` = may not attend, a
-    /// [`document_mask`]) or `None` for plain causal attention.
-    pub(crate) fn for_sequence(mask: Option<Tensor<3, Bool>>, t: usize, device: &Device) -> Self {
+    /// The mask of a full-sequence forward over `b` rows of `t` tokens: `mask` is `[b, t, t]`
+    /// (`true` = may not attend, a [`document_mask`]), `docs` the document ids `[b, t]` of
+    /// packed rows (used when `mask` is `None`), neither for plain causal attention. On flex
+    /// the ids go to the fused attention as they are; elsewhere they become a mask.
+    pub(crate) fn for_sequence(
+        mask: Option<Tensor<3, Bool>>,
+        docs: Option<Tensor<2, Int>>,
+        b: usize,
+        t: usize,
+        device: &Device,
+    ) -> Self {
+        if mask.is_none() && fused::attention_fusable(device) {
+            let docs = docs.map_or_else(|| Tensor::zeros([b, t], device), |d| d.float());
+            return AttnMask::Docs(docs);
+        }
+        let mask = mask.or_else(|| docs.map(|d| docs_mask(d.float())));
+        Self::from_mask(mask, t, device)
+    }
+
+    fn from_mask(mask: Option<Tensor<3, Bool>>, t: usize, device: &Device) -> Self {
         let mask = mask.map(|m| m.unsqueeze_dim::<4>(1)); // [b, 1, t, t]
         if device.is_autodiff() {
             let mask =
@@ -42,11 +62,33 @@ impl AttnMask {
     }
 }
 
+/// The `[b, t, t]` mask (`true` = may not attend) of document ids `[b, t]`: later positions
+/// and other documents. [`document_mask`] on the device.
+fn docs_mask(docs: Tensor<2>) -> Tensor<3, Bool> {
+    let [b, t] = docs.dims();
+    let device = docs.device();
+    let query = docs.clone().unsqueeze_dim::<3>(2).expand([b, t, t]);
+    let key = docs.unsqueeze_dim::<3>(1).expand([b, t, t]);
+    let later = Tensor::<2, Bool>::tril_mask([t, t], 0, &device)
+        .unsqueeze::<3>()
+        .expand([b, t, t]);
+    query.not_equal(key).bool_or(later)
+}
+
 /// `softmax(q k^T / sqrt(hd) + mask) v` for `q` `[b, h, t, hd]` and `k`, `v`
 /// `[b, kv_h, t_k, hd]` with `h` a multiple of `kv_h` (grouped-query attention: each key/value
 /// head serves `h / kv_h` query heads). Returns `[b, h, t, hd]`.
 pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) -> Tensor<4> {
     let [b, h, t, hd] = q.dims();
+    if let AttnMask::Docs(docs) = mask {
+        let scale = 1.0 / (hd as f64).sqrt();
+        if let Some(y) = fused::attention(q.clone(), k.clone(), v.clone(), docs, scale) {
+            return y;
+        }
+        // Not fusable after all (a dtype other than f32): the same mask, materialised.
+        let m = AttnMask::from_mask(Some(docs_mask(docs.clone())), t, &q.device());
+        return attend(q, k, v, &m);
+    }
     let kv_h = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kv_h), repeat_kv(v, h / kv_h));
     let t_k = k.dims()[2];
@@ -65,6 +107,7 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) 
             let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, t]
             fused::softmax_with_bias(scores, bias.clone()).matmul(v)
         }
+        AttnMask::Docs(_) => unreachable!("handled above"),
     }
 }
 

@@ -13,7 +13,6 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
-use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -439,7 +438,7 @@ impl Gpt2 {
 
     /// The tied LM head: `[..., d] -> [..., vocab]`.
     pub fn head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        linear(hidden, self.wte.weight.val().transpose(), None)
+        fused::linear(hidden, self.wte.weight.val().transpose(), None)
     }
 
     /// Runs new tokens through the model, reading and extending `cache`; returns the logits of
@@ -624,7 +623,15 @@ impl Attention {
         let [b, t, d] = x.dims();
         let nh = self.n_head;
         let hd = d / nh;
-        let qkv = self.c_attn.forward(x); // [b, t, 3d]
+        let qkv = fused::linear_layer(&self.c_attn, x); // [b, t, 3d]
+        if let (None, AttnMask::Docs(docs)) = (&past, mask) {
+            // Whole sequences on flex: attention straight from the packed projection.
+            let scale = 1.0 / (hd as f64).sqrt();
+            if let Some(y) = fused::attention_qkv(qkv.clone(), nh, docs, scale) {
+                let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d], no copy
+                return (fused::linear_layer(&self.c_proj, y), None);
+            }
+        }
         let qkv = qkv.reshape([b, t, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // [3, b, nh, t, hd]
         let take = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0); // [b, nh, t, hd]
         let (q, mut k, mut v) = (take(0), take(1), take(2));
@@ -635,19 +642,22 @@ impl Attention {
         }
         let y = attend(q, k.clone(), v.clone(), mask); // [b, nh, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
-        (self.c_proj.forward(y), using_cache.then_some((k, v)))
+        (
+            fused::linear_layer(&self.c_proj, y),
+            using_cache.then_some((k, v)),
+        )
     }
 }
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hdn = self.c_fc.forward(x); // [b, t, 4d]
+        let hdn = fused::linear_layer(&self.c_fc, x); // [b, t, 4d]
         let hdn = if self.exact_gelu {
             gelu(hdn)
         } else {
             gelu_tanh(hdn)
         };
-        self.c_proj.forward(hdn) // [b, t, d]
+        fused::linear_layer(&self.c_proj, hdn) // [b, t, d]
     }
 }
 

@@ -18,7 +18,6 @@ use burn::nn::{
     RmsNormConfig,
 };
 use burn::prelude::*;
-use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -653,8 +652,8 @@ impl Llama {
     /// The LM head: `[..., d] -> [..., vocab]` (the embedding when tied).
     pub fn head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
-            Some(h) => h.forward(hidden),
-            None => linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+            Some(h) => fused::linear_layer(h, hidden),
+            None => fused::linear(hidden, self.embed_tokens.weight.val().transpose(), None),
         }
     }
 
@@ -991,9 +990,17 @@ impl LlamaAttention {
             };
             y.swap_dims(1, 2) // [b, n, t, hd]
         };
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), h, &self.q_norm));
-        let mut k = rope.apply(split(self.k_proj.forward(x.clone()), kv_h, &self.k_norm));
-        let mut v = split(self.v_proj.forward(x), kv_h, &None);
+        let q = rope.apply(split(
+            fused::linear_layer(&self.q_proj, x.clone()),
+            h,
+            &self.q_norm,
+        ));
+        let mut k = rope.apply(split(
+            fused::linear_layer(&self.k_proj, x.clone()),
+            kv_h,
+            &self.k_norm,
+        ));
+        let mut v = split(fused::linear_layer(&self.v_proj, x), kv_h, &None);
         let using_cache = past.is_some();
         if let Some(Some((pk, pv))) = past {
             k = Tensor::cat(vec![pk, k], 2); // [b, kv_h, past + t, hd]
@@ -1001,15 +1008,18 @@ impl LlamaAttention {
         }
         let y = attend(q, k.clone(), v.clone(), mask); // [b, h, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, h * hd]);
-        (self.o_proj.forward(y), using_cache.then_some((k, v)))
+        (
+            fused::linear_layer(&self.o_proj, y),
+            using_cache.then_some((k, v)),
+        )
     }
 }
 
 impl LlamaMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = self.gate_proj.forward(x.clone());
-        self.down_proj
-            .forward(fused::silu_mul(gate, self.up_proj.forward(x)))
+        let gate = fused::linear_layer(&self.gate_proj, x.clone());
+        let up = fused::linear_layer(&self.up_proj, x);
+        fused::linear_layer(&self.down_proj, fused::silu_mul(gate, up))
     }
 }
 

@@ -26,6 +26,11 @@ pub struct ForwardOptions {
     /// Attention mask `[b, t, t]`, `true` = may NOT attend. Default: causal only. Packed rows
     /// pass a block-diagonal causal mask (see [`crate::document_mask`]).
     pub mask: Option<Tensor<3, Bool>>,
+    /// Document ids `[b, t]` of packed rows, instead of `mask`: position `i` attends to `j`
+    /// only when `j <= i` and both have the same id (the mask [`crate::document_mask`] builds).
+    /// On flex the fused attention masks from the ids directly, never materialising a
+    /// `[b, t, t]` mask. Ignored when `mask` is given.
+    pub docs: Option<Tensor<2, Int>>,
 }
 
 impl ForwardOptions {
@@ -44,7 +49,7 @@ impl ForwardOptions {
         });
         (
             positions,
-            crate::attention::AttnMask::for_sequence(self.mask, t, device),
+            crate::attention::AttnMask::for_sequence(self.mask, self.docs, b, t, device),
         )
     }
 }

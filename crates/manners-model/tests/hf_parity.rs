@@ -237,14 +237,28 @@ fn packed_documents_match_separate_forwards() {
     let docs: Vec<u32> = std::iter::repeat_n(1, n1)
         .chain(std::iter::repeat_n(2, n2))
         .collect();
-    let opts = ForwardOptions {
-        positions: Some(Tensor::from_data(TensorData::new(positions, [1, t]), &dev)),
+    let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [1, t]), &dev);
+    let ids: Vec<i64> = docs.iter().map(|&d| i64::from(d)).collect();
+    // The materialised mask, and the document ids (on flex: the fused attention's own masking).
+    let with_mask = ForwardOptions {
+        positions: Some(positions.clone()),
         mask: Some(document_mask(&docs, 1, t, &dev)),
+        docs: None,
     };
-    let got = to_vec(m.model.forward_with(ids_tensor(&[packed], &dev), opts));
+    let with_docs = ForwardOptions {
+        positions: Some(positions),
+        mask: None,
+        docs: Some(Tensor::from_data(TensorData::new(ids, [1, t]), &dev)),
+    };
     let v = m.model.vocab_size();
-    let a = to_vec(m.model.forward(ids_tensor(&[d1], &dev)));
-    let b = to_vec(m.model.forward(ids_tensor(&[d2], &dev)));
-    assert!(max_abs_diff(&got[..n1 * v], &a) < 1e-5);
-    assert!(max_abs_diff(&got[n1 * v..], &b) < 1e-5);
+    let a = to_vec(m.model.forward(ids_tensor(std::slice::from_ref(&d1), &dev)));
+    let b = to_vec(m.model.forward(ids_tensor(std::slice::from_ref(&d2), &dev)));
+    for opts in [with_mask, with_docs] {
+        let got = to_vec(
+            m.model
+                .forward_with(ids_tensor(std::slice::from_ref(&packed), &dev), opts),
+        );
+        assert!(max_abs_diff(&got[..n1 * v], &a) < 1e-5);
+        assert!(max_abs_diff(&got[n1 * v..], &b) < 1e-5);
+    }
 }

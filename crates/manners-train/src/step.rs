@@ -9,14 +9,15 @@ use manners_data::HostBatch;
 use manners_model::burn::module::ParamId;
 use manners_model::burn::prelude::*;
 use manners_model::burn::tensor::activation::log_softmax;
-use manners_model::{ForwardOptions, Model, document_mask};
+use manners_model::{ForwardOptions, Model};
 
 /// A micro-batch on the device.
 pub struct DeviceBatch {
     pub inputs: Tensor<2, Int>,
     pub positions: Tensor<2, Int>,
-    /// Block-diagonal causal mask when a row holds several documents (or padding).
-    pub mask: Option<Tensor<3, Bool>>,
+    /// Document ids `[b, t]` when a row holds several documents (or padding): attention is
+    /// causal within each document.
+    pub docs: Option<Tensor<2, Int>>,
     /// Flat indices (into `b * t`) of supervised positions.
     pub sup_index: Tensor<1, Int>,
     /// Targets at those positions.
@@ -40,7 +41,8 @@ impl DeviceBatch {
             let docs = &h.doc_ids[r * t..(r + 1) * t];
             docs.iter().any(|&d| d != docs[0])
         });
-        let mask = needs_mask.then(|| document_mask(&h.doc_ids, b, t, device));
+        let docs = needs_mask
+            .then(|| Tensor::from_data(TensorData::new(ints(&h.doc_ids), [b, t]), device));
         let idx: Vec<i64> = (0..b * t)
             .filter(|&i| h.loss_mask[i])
             .map(|i| i as i64)
@@ -60,7 +62,7 @@ impl DeviceBatch {
         DeviceBatch {
             inputs,
             positions,
-            mask,
+            docs,
             sup_index: Tensor::from_data(TensorData::new(idx, [n]), device),
             sup_targets: Tensor::from_data(TensorData::new(tgt, [n, 1]), device),
             sup_mixed,
@@ -77,7 +79,8 @@ fn supervised_logits(model: &Model, batch: &DeviceBatch) -> Tensor<2> {
         batch.inputs.clone(),
         ForwardOptions {
             positions: Some(batch.positions.clone()),
-            mask: batch.mask.clone(),
+            mask: None,
+            docs: batch.docs.clone(),
         },
     ); // [b, t, d]
     let [b, t, d] = hidden.dims();

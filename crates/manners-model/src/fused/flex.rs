@@ -12,6 +12,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Bytes, DType, Flex, backend_extension};
 use rayon::prelude::*;
 
+use super::flash;
+use super::gemm::{self, Mat};
 use super::kernels;
 
 /// Elements per rayon task for elementwise kernels.
@@ -41,6 +43,34 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
     /// `silu(gate) * up`, elementwise (same shapes).
     fn fused_silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Causal attention over whole sequences: `q` `[b, h, t, hd]`, `k` and `v`
+    /// `[b, kvh, t, hd]` (any strides), `docs` `[b, t]` document ids (a constant: a query sees
+    /// earlier keys of its own document only; all equal for plain causal attention). Returns
+    /// `[b, h, t, hd]`, stored `[b, t, h, hd]`.
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// [`FusedOps::fused_attention`] on a packed projection `qkv` `[b, t, 3 * heads * hd]` (q,
+    /// then k, then v, heads in order: GPT-2's `c_attn` output), whose gradient comes back as
+    /// one tensor. Returns `[b, heads, t, hd]`, stored `[b, t, heads, hd]`.
+    fn fused_attention_qkv(
+        qkv: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        heads: usize,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// `x [.., in] * w [in, out]`.
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x [.., in] * w [in, out] + b [out]`.
+    fn fused_linear_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// A contiguous `f32` view of `t` starting at offset 0 (copies only when it is not one).
@@ -271,6 +301,149 @@ fn softmax_backward(y: &FlexTensor, g: FlexTensor) -> FlexTensor {
     g
 }
 
+/// A 2-d `f32` tensor as a gemm operand (any strides, no copy).
+fn mat(t: &FlexTensor) -> Mat {
+    let l = t.layout();
+    let strides = l.strides();
+    let ptr = t.storage::<f32>()[l.start_offset()..].as_ptr();
+    Mat {
+        ptr,
+        rs: strides[0],
+        cs: strides[1],
+    }
+}
+
+/// `x` as a contiguous matrix of its rows (`[.., k] -> [m, k]`): `(x, m, k)`.
+fn rows(x: &FlexTensor) -> (FlexTensor, usize, usize) {
+    let x = contiguous(x);
+    let shape = x.layout().shape();
+    let k = shape[shape.num_dims() - 1];
+    let m = shape.iter().rev().skip(1).product();
+    (x, m, k)
+}
+
+/// `x * w (+ b)` for `x` `[.., k]`, `w` `[k, n]`: `[.., n]`.
+fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
+    let (x, m, k) = rows(x);
+    let n = w.layout().shape()[1];
+    let lhs = Mat::rows(values(&x).as_ptr(), k);
+    let y = match b {
+        Some(b) => gemm::product_plus_bias(m, n, k, lhs, mat(w), values(&contiguous(b))),
+        None => gemm::product(m, n, k, lhs, mat(w)),
+    };
+    let mut shape = x.layout().shape().clone();
+    let last = shape.num_dims() - 1;
+    shape[last] = n;
+    new_tensor(y, shape)
+}
+
+/// The gradients of [`linear_forward`] for the inputs that want one: `dx = g w^T`,
+/// `dw = x^T g`, `db` = column sums of `g`.
+fn linear_backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    g: FlexTensor,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let (x, m, k) = rows(x);
+    let g = contiguous(&g);
+    let n = w.layout().shape()[1];
+    let gm = Mat::rows(values(&g).as_ptr(), n);
+    let dx = want[0].then(|| {
+        let dx = gemm::product(m, k, n, gm, mat(w).t());
+        new_tensor(dx, x.layout().shape().clone())
+    });
+    let dw = want[1].then(|| {
+        let xt = Mat::rows(values(&x).as_ptr(), k).t();
+        new_tensor(gemm::product(k, n, m, xt, gm), w.layout().shape().clone())
+    });
+    let db = want[2].then(|| new_tensor(gemm::column_sums(values(&g), n), [n].into()));
+    [dx, dw, db]
+}
+
+/// A 4-d `f32` tensor as an attention operand (any strides, no copy).
+fn view(t: &FlexTensor) -> flash::View {
+    let l = t.layout();
+    let s = l.strides();
+    flash::View {
+        ptr: t.storage::<f32>()[l.start_offset()..].as_ptr(),
+        s: [s[0], s[1], s[2], s[3]],
+    }
+}
+
+/// `[b, heads, t, hd]` over a buffer stored `[b, t, heads, hd]`.
+fn heads_view(data: Vec<f32>, b: usize, heads: usize, t: usize, hd: usize) -> FlexTensor {
+    let strides = vec![
+        (t * heads * hd) as isize,
+        hd as isize,
+        (heads * hd) as isize,
+        1,
+    ];
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::new([b, heads, t, hd].into(), strides, 0),
+        DType::F32,
+    )
+}
+
+fn attention_dims(q: &FlexTensor, k: &FlexTensor) -> flash::Dims {
+    let qs = q.layout().shape();
+    flash::Dims {
+        b: qs[0],
+        h: qs[1],
+        kvh: k.layout().shape()[1],
+        t: qs[2],
+        hd: qs[3],
+    }
+}
+
+/// [`flash::forward`] on tensors: the output and the log-sum-exps.
+fn attention_forward(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    docs: &FlexTensor,
+    scale: f32,
+) -> (FlexTensor, Vec<f32>) {
+    let d = attention_dims(q, k);
+    let docs = contiguous(docs);
+    let (o, lse) = flash::forward(view(q), view(k), view(v), values(&docs), scale, d);
+    (heads_view(o, d.b, d.h, d.t, d.hd), lse)
+}
+
+/// The q, k and v views of a contiguous packed `qkv` `[b, t, 3 * heads * hd]`.
+fn qkv_views(qkv: &FlexTensor, heads: usize) -> ([flash::View; 3], flash::Dims) {
+    let shape = qkv.layout().shape();
+    let (b, t, width) = (shape[0], shape[1], shape[2]);
+    let hd = width / 3 / heads;
+    let base = values(qkv).as_ptr();
+    let s = [(t * width) as isize, hd as isize, width as isize, 1];
+    let part = |i: usize| flash::View {
+        ptr: base.wrapping_add(i * heads * hd),
+        s,
+    };
+    let d = flash::Dims {
+        b,
+        h: heads,
+        kvh: heads,
+        t,
+        hd,
+    };
+    ([part(0), part(1), part(2)], d)
+}
+
+/// [`flash::forward`] on a packed `qkv` (contiguous).
+fn attention_qkv_forward(
+    qkv: &FlexTensor,
+    docs: &FlexTensor,
+    heads: usize,
+    scale: f32,
+) -> (FlexTensor, Vec<f32>) {
+    let ([q, k, v], d) = qkv_views(qkv, heads);
+    let (o, lse) = flash::forward(q, k, v, values(docs), scale, d);
+    (heads_view(o, d.b, d.h, d.t, d.hd), lse)
+}
+
 impl FusedOps for Flex {
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         gelu_forward(&x)
@@ -299,6 +472,37 @@ impl FusedOps for Flex {
 
     fn fused_silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_mul_forward(&gate, &up)
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention_forward(&q, &k, &v, &docs, scale).0
+    }
+
+    fn fused_attention_qkv(
+        qkv: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        heads: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        attention_qkv_forward(&contiguous(&qkv), &contiguous(&docs), heads, scale).0
+    }
+
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear_forward(&x, &w, None)
+    }
+
+    fn fused_linear_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear_forward(&x, &w, Some(&b))
     }
 }
 
@@ -386,6 +590,103 @@ impl Backward<Flex, 2> for SiluMulBackward {
         }
         if let Some(p) = pup {
             grads.register::<Flex>(p.id, dup);
+        }
+    }
+}
+
+/// The backward step of [`attention_forward`] (the document ids get no gradient).
+#[derive(Debug)]
+struct AttentionBackward {
+    scale: f32,
+}
+
+impl Backward<Flex, 3> for AttentionBackward {
+    /// q, k, v, the output, the document ids and the log-sum-exps.
+    type State = (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        std::sync::Arc<Vec<f32>>,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let (q, k, v, o, docs, lse) = ops.state;
+        let d = attention_dims(&q, &k);
+        let o_len = o.layout().num_elements();
+        let (dq, dk, dv) = flash::backward(
+            [view(&q), view(&k), view(&v)],
+            &o.storage::<f32>()[..o_len],
+            &lse,
+            view(&g),
+            values(&docs),
+            self.scale,
+            d,
+        );
+        let grads_of = [
+            heads_view(dq, d.b, d.h, d.t, d.hd),
+            heads_view(dk, d.b, d.kvh, d.t, d.hd),
+            heads_view(dv, d.b, d.kvh, d.t, d.hd),
+        ];
+        for (parent, grad) in ops.parents.into_iter().zip(grads_of) {
+            if let Some(p) = parent {
+                grads.register::<Flex>(p.id, grad);
+            }
+        }
+    }
+}
+
+/// The backward step of [`attention_qkv_forward`]: one gradient for the packed `qkv`.
+#[derive(Debug)]
+struct AttentionQkvBackward {
+    heads: usize,
+    scale: f32,
+}
+
+impl Backward<Flex, 1> for AttentionQkvBackward {
+    /// The packed qkv (contiguous), the output, the document ids and the log-sum-exps.
+    type State = (FlexTensor, FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [parent] = ops.parents;
+        let Some(parent) = parent else { return };
+        let (qkv, o, docs, lse) = ops.state;
+        let ([q, k, v], d) = qkv_views(&qkv, self.heads);
+        let o_len = o.layout().num_elements();
+        let dqkv = flash::backward_packed(
+            [q, k, v],
+            &o.storage::<f32>()[..o_len],
+            &lse,
+            view(&g),
+            values(&docs),
+            self.scale,
+            d,
+        );
+        grads.register::<Flex>(parent.id, new_tensor(dqkv, qkv.layout().shape().clone()));
+    }
+}
+
+/// The backward step of [`linear_forward`], with or without a bias (`N` = 2 or 3 parents).
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<const N: usize> Backward<Flex, N> for LinearBackward {
+    /// The input and the weight.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let (x, w) = ops.state;
+        let parent = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref());
+        let want = [0, 1, 2].map(|i| parent(i).is_some());
+        let out = linear_backward(&x, &w, g, want);
+        for (i, grad) in out.into_iter().enumerate() {
+            if let (Some(p), Some(grad)) = (parent(i), grad) {
+                grads.register::<Flex>(p.id, grad);
+            }
         }
     }
 }
@@ -488,6 +789,99 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(silu_mul_forward(gate.primitive(), up.primitive()))
             }
+        }
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [q.node(), k.node(), v.node()];
+        let op = AttentionBackward { scale };
+        let (qp, kp, vp, dp) = (
+            q.primitive(),
+            k.primitive(),
+            v.primitive(),
+            docs.primitive(),
+        );
+        match op.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let docs = contiguous(dp);
+                let (y, lse) = attention_forward(qp, kp, vp, &docs, scale);
+                let state = (
+                    qp.clone(),
+                    kp.clone(),
+                    vp.clone(),
+                    y.clone(),
+                    docs,
+                    std::sync::Arc::new(lse),
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(attention_forward(qp, kp, vp, dp, scale).0),
+        }
+    }
+
+    fn fused_attention_qkv(
+        qkv: FloatTensor<Self>,
+        docs: FloatTensor<Self>,
+        heads: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let op = AttentionQkvBackward { heads, scale };
+        let packed = contiguous(qkv.primitive());
+        let docs = contiguous(docs.primitive());
+        match op.prepare::<C>([qkv.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, lse) = attention_qkv_forward(&packed, &docs, heads, scale);
+                prep.finish((packed, y.clone(), docs, std::sync::Arc::new(lse)), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(attention_qkv_forward(&packed, &docs, heads, scale).0)
+            }
+        }
+    }
+
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [x.node(), w.node()];
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = linear_forward(x.primitive(), w.primitive(), None);
+                prep.finish((x.primitive().clone(), w.primitive().clone()), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(linear_forward(x.primitive(), w.primitive(), None))
+            }
+        }
+    }
+
+    fn fused_linear_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), w.node(), b.node()];
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = linear_forward(x.primitive(), w.primitive(), Some(b.primitive()));
+                prep.finish((x.primitive().clone(), w.primitive().clone()), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(linear_forward(
+                x.primitive(),
+                w.primitive(),
+                Some(b.primitive()),
+            )),
         }
     }
 }

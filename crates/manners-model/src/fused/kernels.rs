@@ -273,6 +273,70 @@ multiversion! {
 }
 
 multiversion! {
+    /// One row of attention probabilities, in place: `s <- softmax(scale * s)`, where masked
+    /// entries hold `-inf` on entry (they become 0). `lse[0]` receives the log-sum-exp of
+    /// `scale * s`, from which the backward pass recomputes the row. The row must keep at least
+    /// one finite entry.
+    pub fn attention_softmax_row(s: &mut [f32], scale: f32, lse: &mut [f32]) {
+        // Eight independent lanes, so the max and the sum vectorise (a single accumulator
+        // would be a serial chain).
+        let mut max = [f32::NEG_INFINITY; 8];
+        let mut chunks = s.chunks_exact_mut(8);
+        for c in &mut chunks {
+            for (m, v) in max.iter_mut().zip(c.iter_mut()) {
+                *v *= scale;
+                *m = if *v > *m { *v } else { *m };
+            }
+        }
+        for v in chunks.into_remainder() {
+            *v *= scale;
+            max[0] = if *v > max[0] { *v } else { max[0] };
+        }
+        let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let mut sum = [0.0f32; 8];
+        let mut chunks = s.chunks_exact_mut(8);
+        for c in &mut chunks {
+            for (acc, v) in sum.iter_mut().zip(c.iter_mut()) {
+                let e = exp(*v - max);
+                *v = e;
+                *acc += e;
+            }
+        }
+        for v in chunks.into_remainder() {
+            let e = exp(*v - max);
+            *v = e;
+            sum[0] += e;
+        }
+        let sum: f32 = sum.iter().sum();
+        let inv = 1.0 / sum;
+        for v in s.iter_mut() {
+            *v *= inv;
+        }
+        lse[0] = max + sum.ln();
+    }
+}
+
+multiversion! {
+    /// Probabilities recomputed from the scores and the row's log-sum-exp, in place:
+    /// `s <- exp(scale * s - lse)` (`-inf`, masked, gives 0).
+    pub fn attention_probs_row(s: &mut [f32], scale: f32, lse: f32) {
+        for v in s.iter_mut() {
+            *v = exp(v.mul_add(scale, -lse));
+        }
+    }
+}
+
+multiversion! {
+    /// Gradients of the scaled scores from those of the probabilities, in place:
+    /// `dp <- scale * p * (dp - d)`, with `d = sum(p * dp)` over the row (= `dO . O`).
+    pub fn attention_dscores_row(p: &[f32], dp: &mut [f32], d: f32, scale: f32) {
+        for (g, &p) in dp.iter_mut().zip(p) {
+            *g = scale * p * (*g - d);
+        }
+    }
+}
+
+multiversion! {
     /// Softmax backward over rows of `n`: `g <- y * (g - sum(g * y))`, in place.
     pub fn softmax_backward_rows(y: &[f32], g: &mut [f32], n: usize) {
         for (y, g) in y.chunks_exact(n).zip(g.chunks_exact_mut(n)) {

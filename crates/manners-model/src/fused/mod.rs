@@ -11,13 +11,17 @@
 //! the fused path off, for A/B measurements.
 
 #[cfg(feature = "flex")]
+mod flash;
+#[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod gemm;
 #[cfg(feature = "flex")]
 mod kernels;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::nn::{LayerNorm, RmsNorm};
+use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::prelude::*;
 #[cfg(feature = "flex")]
 use burn::tensor::DType;
@@ -125,6 +129,134 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
         ));
     }
     silu(gate) * up
+}
+
+/// Whether [`attention`] runs fused on this device: flex with fusion on.
+pub fn attention_fusable(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        enabled() && *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Causal attention over whole sequences where [`attention_fusable`] holds and the tensors are
+/// `f32`: `softmax(q k^T * scale + mask) v` for `q` `[b, h, t, hd]` and `k`, `v`
+/// `[b, kvh, t, hd]` (`h` a multiple of `kvh`: grouped-query heads share key/value heads
+/// without copies), where query `i` sees key `j` only when `j <= i` and `docs[j] == docs[i]`
+/// (`docs` `[b, t]`, document ids of packed rows, as floats; all equal for plain causal
+/// attention). Returns `[b, h, t, hd]` (stored `[b, t, h, hd]`, so merging heads is free), or
+/// `None` where the fused path does not apply. Never materialises the `[b, h, t, t]` scores or
+/// a mask; gradients flow into `q`, `k` and `v`.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    docs: &Tensor<2>,
+    scale: f64,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        let [b, h, t, hd] = q.dims();
+        let [kb, kvh, kt, khd] = k.dims();
+        let fits = fusable(&q)
+            && [&k, &v].iter().all(|x| x.dtype() == DType::F32)
+            && v.dims() == k.dims()
+            && (kb, kt, khd) == (b, t, hd)
+            && kvh > 0
+            && h % kvh == 0
+            && docs.dims() == [b, t]
+            && docs.dtype() == DType::F32;
+        if fits {
+            use self::flex::FusedOps;
+            return Some(Tensor::from_dispatch(
+                <burn::backend::Dispatch as FusedOps>::fused_attention(
+                    q.into_dispatch(),
+                    k.into_dispatch(),
+                    v.into_dispatch(),
+                    docs.clone().into_dispatch(),
+                    scale as f32,
+                ),
+            ));
+        }
+    }
+    let _ = (q, k, v, docs, scale);
+    None
+}
+
+/// [`attention`] on a packed projection `qkv` `[b, t, 3 * heads * hd]` (queries, then keys,
+/// then values, heads in order, as GPT-2's `c_attn` produces them): the gradient flows back
+/// into `qkv` as one tensor, with no slicing of heads. `None` where the fused path does not
+/// apply.
+pub fn attention_qkv(
+    qkv: Tensor<3>,
+    heads: usize,
+    docs: &Tensor<2>,
+    scale: f64,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        let [b, t, width] = qkv.dims();
+        let fits = fusable(&qkv)
+            && heads > 0
+            && width % (3 * heads) == 0
+            && docs.dims() == [b, t]
+            && docs.dtype() == DType::F32;
+        if fits {
+            use self::flex::FusedOps;
+            return Some(Tensor::from_dispatch(
+                <burn::backend::Dispatch as FusedOps>::fused_attention_qkv(
+                    qkv.into_dispatch(),
+                    docs.clone().into_dispatch(),
+                    heads,
+                    scale as f32,
+                ),
+            ));
+        }
+    }
+    let _ = (qkv, heads, docs, scale);
+    None
+}
+
+/// `l.forward(x)`: see [`linear`].
+pub fn linear_layer<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    linear(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
+}
+
+/// `x * weight + bias` over the last dimension (Burn's `linear`: `x` `[.., in]`, `weight`
+/// `[in, out]`, any strides). On flex the product and its gradients are computed by gemm
+/// straight into buffers allocated once (burn-flex's matmul zero-fills and then copies every
+/// product, see `gemm.rs`), the bias is the product's starting value, and its gradient is a
+/// column sum; elsewhere this is Burn's `linear`.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        let [d_in, d_out] = weight.dims();
+        let fits = fusable(&x)
+            && weight.dtype() == DType::F32
+            && x.dims()[D - 1] == d_in
+            && bias
+                .as_ref()
+                .is_none_or(|b| b.dtype() == DType::F32 && b.dims()[0] == d_out);
+        if fits {
+            use self::flex::FusedOps;
+            type B = burn::backend::Dispatch;
+            let (x, w) = (x.into_dispatch(), weight.into_dispatch());
+            return Tensor::from_dispatch(match bias {
+                Some(b) => <B as FusedOps>::fused_linear_bias(x, w, b.into_dispatch()),
+                None => <B as FusedOps>::fused_linear(x, w),
+            });
+        }
+    }
+    burn::tensor::module::linear(x, weight, bias)
 }
 
 /// `softmax(scores + bias)` over the last dimension. `bias` (`[b or 1, h or 1, t, t_k]`) holds 0
@@ -427,5 +559,175 @@ mod tests {
             .try_to_vec::<f32>()
             .expect("f32");
         assert_close(&fused, &composite, 1e-5, "gelu without autodiff");
+    }
+
+    /// Attention from Burn's own operations with the mask materialised: key/value heads
+    /// repeated, `softmax(q k^T * scale + bias) v`, `bias` -inf where query `i` may not see key
+    /// `j` (`j > i` or another document).
+    fn attention_reference(
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        docs: &[Vec<f32>],
+    ) -> Tensor<4> {
+        let [b, h, t, hd] = q.dims();
+        let kvh = k.dims()[1];
+        let rep = |x: Tensor<4>| {
+            x.unsqueeze_dim::<5>(2)
+                .expand([b, kvh, h / kvh, t, hd])
+                .reshape([b, h, t, hd])
+        };
+        let mut bias = vec![0.0f32; b * t * t];
+        for (r, ids) in docs.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..t {
+                    if j > i || ids[j] != ids[i] {
+                        bias[(r * t + i) * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, 1, t, t]), &q.device());
+        let scores = q.matmul(rep(k).swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        softmax(scores + bias, 3).matmul(rep(v))
+    }
+
+    /// Document ids for two rows of `t`: three documents and padding (0), and ids that come
+    /// back after another document (not contiguous: the masking must follow the ids exactly).
+    fn attention_docs(t: usize) -> Vec<Vec<f32>> {
+        let row0 = (0..t)
+            .map(|i| match i {
+                _ if i < 60 => 1.0,
+                _ if i < 110 => 2.0,
+                _ if i < 130 => 3.0,
+                _ => 0.0,
+            })
+            .collect();
+        let row1 = (0..t).map(|i| ((i / 25) % 2) as f32 + 1.0).collect();
+        vec![row0, row1]
+    }
+
+    fn values_of<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+        x.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    #[test]
+    fn fused_attention_equals_the_masked_composite_with_grouped_heads_and_documents() {
+        let _guard = Switch::set(true);
+        let dev = Device::flex().autodiff();
+        // 150 positions: two full blocks of 64 queries and a ragged one; 4 query heads over 2
+        // key/value heads; inputs made [b, heads, t, hd] by swapping dims (strided views).
+        let (b, h, kvh, t, hd) = (2, 4, 2, 150, 16);
+        let docs = attention_docs(t);
+        let ids = Tensor::<2>::from_data(TensorData::new(docs.concat(), [b, t]), &dev);
+        let make = |heads: usize| {
+            Tensor::<4>::random([b, t, heads, hd], Distribution::Normal(0.0, 1.5), &dev)
+                .swap_dims(1, 2)
+                .detach()
+                .require_grad()
+        };
+        let (q, k, v) = (make(h), make(kvh), make(kvh));
+        let run = |fused: bool| {
+            let (q, k, v) = (q.clone(), k.clone(), v.clone());
+            let y = if fused {
+                let scale = 1.0 / (hd as f64).sqrt();
+                attention(q.clone(), k.clone(), v.clone(), &ids, scale).expect("fusable")
+            } else {
+                attention_reference(q.clone(), k.clone(), v.clone(), &docs)
+            };
+            let w = weights(y.dims(), &dev);
+            let grads = (y.clone() * w).sum().backward();
+            let g = |x: &Tensor<4>| values_of(x.grad(&grads).expect("gradient"));
+            [values_of(y), g(&q), g(&k), g(&v)]
+        };
+        let (fused, reference) = (run(true), run(false));
+        for (what, (f, r)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(fused.iter().zip(&reference))
+        {
+            assert_close(f, r, 1e-5, what);
+        }
+        assert!(fused[0].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn fused_attention_from_packed_qkv_equals_the_composite_with_its_gradient() {
+        let _guard = Switch::set(true);
+        let dev = Device::flex().autodiff();
+        let (b, h, t, hd) = (2, 3, 150, 8);
+        let d = h * hd;
+        let docs = attention_docs(t);
+        let ids = Tensor::<2>::from_data(TensorData::new(docs.concat(), [b, t]), &dev);
+        let qkv =
+            Tensor::<3>::random([b, t, 3 * d], Distribution::Normal(0.0, 1.5), &dev).require_grad();
+        let run = |fused: bool| {
+            let y = if fused {
+                let scale = 1.0 / (hd as f64).sqrt();
+                attention_qkv(qkv.clone(), h, &ids, scale).expect("fusable")
+            } else {
+                let heads = qkv
+                    .clone()
+                    .reshape([b, t, 3, h, hd])
+                    .permute([2, 0, 3, 1, 4]);
+                let part = |i: usize| heads.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+                attention_reference(part(0), part(1), part(2), &docs)
+            };
+            let w = weights(y.dims(), &dev);
+            let grads = (y.clone() * w).sum().backward();
+            [values_of(y), values_of(qkv.grad(&grads).expect("gradient"))]
+        };
+        let (fused, reference) = (run(true), run(false));
+        assert_close(&fused[0], &reference[0], 1e-5, "output");
+        assert_close(&fused[1], &reference[1], 1e-5, "dqkv");
+    }
+
+    #[test]
+    fn fused_linear_equals_burns_with_all_three_gradients() {
+        let _guard = Switch::set(true);
+        let dev = Device::flex().autodiff();
+        let x =
+            Tensor::<3>::random([3, 70, 24], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let w = Tensor::<2>::random([24, 40], Distribution::Normal(0.0, 0.5), &dev).require_grad();
+        let bias = Tensor::<1>::random([40], Distribution::Normal(0.0, 0.5), &dev).require_grad();
+        // And a transposed (strided) weight without bias, as the tied LM head uses.
+        let wt = Tensor::<2>::random([40, 24], Distribution::Normal(0.0, 0.5), &dev).require_grad();
+        let run = |fused: bool| {
+            let (y1, y2) = if fused {
+                (
+                    linear(x.clone(), w.clone(), Some(bias.clone())),
+                    linear(x.clone(), wt.clone().transpose(), None),
+                )
+            } else {
+                (
+                    x.clone().matmul(w.clone().unsqueeze()) + bias.clone().unsqueeze(),
+                    x.clone().matmul(wt.clone().transpose().unsqueeze()),
+                )
+            };
+            let loss = (y1.clone() * weights(y1.dims(), &dev)).sum()
+                + (y2.clone() * weights(y2.dims(), &dev)).sum();
+            let grads = loss.backward();
+            vec![
+                values_of(y1),
+                values_of(y2),
+                values_of(x.grad(&grads).expect("dx")),
+                values_of(w.grad(&grads).expect("dw")),
+                values_of(bias.grad(&grads).expect("db")),
+                values_of(wt.grad(&grads).expect("dwt")),
+            ]
+        };
+        let (fused, reference) = (run(true), run(false));
+        for (what, (f, r)) in [
+            "y",
+            "y (transposed weight)",
+            "dx",
+            "dw",
+            "db",
+            "dw (transposed)",
+        ]
+        .iter()
+        .zip(fused.iter().zip(&reference))
+        {
+            assert_close(f, r, 1e-5, what);
+        }
     }
 }

@@ -1,0 +1,402 @@
+//! Causal attention over whole sequences on `f32` buffers, forward and backward, for training
+//! and full-sequence evaluation on flex: packed documents are masked from their ids, and
+//! neither the `[b, h, t, t]` scores nor a mask is ever materialised.
+//!
+//! Each task owns one row of the batch and one key/value head (with the query heads that
+//! share it under grouped-query attention, so no key/value head is repeated and the key and
+//! value gradients of a task are its own). Queries go in blocks of [`BLOCK`]; a block's scores
+//! are computed only against the keys some query of the block may see (from the first
+//! position of the earliest query's document to the last query), masked exactly inside that
+//! range, and turned into probabilities in place. The forward pass keeps one log-sum-exp per
+//! query; the backward pass recomputes the probabilities from it (FlashAttention-2's
+//! recomputation), so memory grows with `t`, not `t^2`.
+//!
+//! Layouts: inputs are `[b, heads, t, hd]` views with any strides (as the models produce them
+//! by splitting heads); outputs are stored `[b, t, heads, hd]`, so merging heads afterwards is
+//! free.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+use super::gemm::{self, Mat, gemm_into};
+use super::kernels;
+
+/// Queries per block.
+const BLOCK: usize = 64;
+
+/// A read-only `[b, heads, t, hd]` tensor: element `(i, j, k, l)` at `ptr + i*s[0] + ... `.
+#[derive(Clone, Copy)]
+pub(super) struct View {
+    pub ptr: *const f32,
+    pub s: [isize; 4],
+}
+
+impl View {
+    /// The `[t, hd]` matrix of row `bi`, head `h`, from position `from`.
+    fn mat(&self, bi: usize, h: usize, from: usize) -> Mat {
+        let off = bi as isize * self.s[0] + h as isize * self.s[1] + from as isize * self.s[2];
+        Mat {
+            ptr: self.ptr.wrapping_offset(off),
+            rs: self.s[2],
+            cs: self.s[3],
+        }
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Dims {
+    pub b: usize,
+    /// Query heads.
+    pub h: usize,
+    /// Key/value heads (`h` is a multiple).
+    pub kvh: usize,
+    pub t: usize,
+    pub hd: usize,
+}
+
+/// A pointer that tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every task writes only the rows of its own (batch row, head) pair.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer `at` elements in (a method, so closures capture the whole `Out`).
+    fn at(self, at: usize) -> *mut f32 {
+        self.0.wrapping_add(at)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct In(View);
+// SAFETY: inputs are only read while the call runs; the caller keeps them alive.
+unsafe impl Send for In {}
+unsafe impl Sync for In {}
+
+/// For each position, the first position of the same row with the same document id: no key
+/// before it can be attended (every position before it has another id). `docs` is `[b, t]`.
+fn first_positions(docs: &[f32], d: Dims) -> Vec<usize> {
+    let mut first = vec![0usize; d.b * d.t];
+    let mut seen = std::collections::HashMap::new();
+    for (r, row) in docs.chunks(d.t).enumerate() {
+        seen.clear();
+        for (i, id) in row.iter().enumerate() {
+            first[r * d.t + i] = *seen.entry(id.to_bits()).or_insert(i);
+        }
+    }
+    first
+}
+
+/// The keys block `i0..i1` of row `bi` may see: `lo..i1`.
+fn key_start(first: &[usize], d: Dims, bi: usize, i0: usize, i1: usize) -> usize {
+    first[bi * d.t + i0..bi * d.t + i1]
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(i0)
+}
+
+/// Sets to `-inf` the scores (keys `lo..`) that query `i` may not see: later positions and
+/// other documents.
+fn mask_row(row: &mut [f32], docs: &[f32], i: usize, lo: usize) {
+    for (j, s) in (lo..).zip(row.iter_mut()) {
+        if j > i || docs[j] != docs[i] {
+            *s = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The scores `q_blk k_range^T` of block `i0..i1` against keys `lo..i1`, into `s` (row-major,
+/// `i1 - lo` wide), masked.
+#[allow(clippy::too_many_arguments)]
+fn block_scores(
+    s: &mut [f32],
+    q: View,
+    k: View,
+    docs: &[f32],
+    d: Dims,
+    (bi, qh, kh): (usize, usize, usize),
+    (i0, i1, lo): (usize, usize, usize),
+) {
+    let (rows, l) = (i1 - i0, i1 - lo);
+    // SAFETY: `s` holds `rows * l` values; q and k are valid `[b, heads, t, hd]` views.
+    unsafe {
+        gemm_into(
+            rows,
+            l,
+            d.hd,
+            s.as_mut_ptr(),
+            l as isize,
+            false,
+            q.mat(bi, qh, i0),
+            k.mat(bi, kh, lo).t(),
+            gemm::Parallelism::None,
+        );
+    }
+    let row_docs = &docs[bi * d.t..(bi + 1) * d.t];
+    for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+        mask_row(row, row_docs, i0 + r, lo);
+    }
+}
+
+/// Forward: the output, stored `[b, t, h, hd]`, and the log-sum-exp of each query's scaled
+/// scores, `[b, h, t]`. `docs` is `[b, t]` (all equal: plain causal attention).
+pub(super) fn forward(
+    q: View,
+    k: View,
+    v: View,
+    docs: &[f32],
+    scale: f32,
+    d: Dims,
+) -> (Vec<f32>, Vec<f32>) {
+    let first = first_positions(docs, d);
+    let mut out = gemm::uninit(d.b * d.t * d.h * d.hd);
+    let mut lse = vec![0.0f32; d.b * d.h * d.t];
+    let (o_ptr, lse_ptr) = (Out(out.as_mut_ptr().cast()), Out(lse.as_mut_ptr()));
+    let (q, k, v) = (In(q), In(k), In(v));
+    let rep = d.h / d.kvh;
+    (0..d.b * d.kvh).into_par_iter().for_each(|task| {
+        let (bi, kh) = (task / d.kvh, task % d.kvh);
+        let (q, k, v) = (q, k, v);
+        let (q, k, v) = (q.0, k.0, v.0);
+        let mut s = vec![0.0f32; BLOCK * d.t];
+        for qh in kh * rep..(kh + 1) * rep {
+            for i0 in (0..d.t).step_by(BLOCK) {
+                let i1 = (i0 + BLOCK).min(d.t);
+                let lo = key_start(&first, d, bi, i0, i1);
+                let (rows, l) = (i1 - i0, i1 - lo);
+                block_scores(&mut s, q, k, docs, d, (bi, qh, kh), (i0, i1, lo));
+                for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+                    let at = (bi * d.h + qh) * d.t + i0 + r;
+                    // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
+                    let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
+                    kernels::attention_softmax_row(row, scale, slot);
+                }
+                let row_stride = (d.h * d.hd) as isize;
+                let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
+                // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
+                // holds `rows * l` probabilities.
+                unsafe {
+                    gemm_into(
+                        rows,
+                        d.hd,
+                        l,
+                        o_ptr.at(dst),
+                        row_stride,
+                        false,
+                        Mat::rows(s.as_ptr(), l),
+                        v.mat(bi, kh, lo),
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        }
+    });
+    // SAFETY: the tasks wrote every query row of every head.
+    (unsafe { gemm::assume_init(out) }, lse)
+}
+
+/// A `[b, heads, t, hd]` destination with unit stride along `hd`: element `(i, j, k, l)` at
+/// `ptr + i*s[0] + j*s[1] + k*s[2] + l`.
+#[derive(Clone, Copy)]
+pub(super) struct Dst {
+    pub ptr: *mut f32,
+    pub s: [isize; 3],
+}
+
+impl Dst {
+    /// The row `(bi, h, i)` and the stride between consecutive positions.
+    fn row(self, bi: usize, h: usize, i: usize) -> (*mut f32, isize) {
+        let off = bi as isize * self.s[0] + h as isize * self.s[1] + i as isize * self.s[2];
+        (self.ptr.wrapping_offset(off), self.s[2])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Dsts([Dst; 3]);
+// SAFETY: each task writes only its own rows (see `backward`).
+unsafe impl Send for Dsts {}
+unsafe impl Sync for Dsts {}
+
+/// Backward: `(dq, dk, dv)`, stored `[b, t, h, hd]`, `[b, t, kvh, hd]` and `[b, t, kvh, hd]`.
+/// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
+/// output's gradient as a `[b, h, t, hd]` view.
+pub(super) fn backward(
+    [q, k, v]: [View; 3],
+    o: &[f32],
+    lse: &[f32],
+    g: View,
+    docs: &[f32],
+    scale: f32,
+    d: Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dq = vec![0.0f32; d.b * d.t * d.h * d.hd];
+    let mut dk = vec![0.0f32; d.b * d.t * d.kvh * d.hd];
+    let mut dv = vec![0.0f32; d.b * d.t * d.kvh * d.hd];
+    let dst = |buf: &mut Vec<f32>, heads: usize| Dst {
+        ptr: buf.as_mut_ptr(),
+        s: [
+            (d.t * heads * d.hd) as isize,
+            d.hd as isize,
+            (heads * d.hd) as isize,
+        ],
+    };
+    let dsts = [dst(&mut dq, d.h), dst(&mut dk, d.kvh), dst(&mut dv, d.kvh)];
+    // SAFETY: three separate zeroed buffers of the destinations' shapes, alive for the call.
+    unsafe { backward_into(q, k, v, o, lse, g, docs, scale, d, dsts) };
+    (dq, dk, dv)
+}
+
+/// Backward for a packed projection (`d.h == d.kvh`): the gradient of `qkv`, stored
+/// `[b, t, 3 * h * hd]` (queries, keys, values).
+pub(super) fn backward_packed(
+    [q, k, v]: [View; 3],
+    o: &[f32],
+    lse: &[f32],
+    g: View,
+    docs: &[f32],
+    scale: f32,
+    d: Dims,
+) -> Vec<f32> {
+    assert_eq!(
+        d.h, d.kvh,
+        "a packed projection has as many key/value heads as query heads"
+    );
+    let width = 3 * d.h * d.hd;
+    let mut dqkv = vec![0.0f32; d.b * d.t * width];
+    let base = dqkv.as_mut_ptr();
+    let dst = |i: usize| Dst {
+        ptr: base.wrapping_add(i * d.h * d.hd),
+        s: [(d.t * width) as isize, d.hd as isize, width as isize],
+    };
+    // SAFETY: the three destinations are disjoint column ranges of one zeroed buffer of the
+    // packed shape, alive for the call.
+    unsafe { backward_into(q, k, v, o, lse, g, docs, scale, d, [dst(0), dst(1), dst(2)]) };
+    dqkv
+}
+
+/// Writes the gradients of `q`, `k` and `v` into `dst` (`[b, h, t, hd]`,
+/// `[b, kvh, t, hd]`, `[b, kvh, t, hd]` destinations, which may share one buffer, e.g. a packed
+/// `qkv` gradient; the key and value destinations must hold zeros, they are accumulated into).
+/// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
+/// output's gradient as a `[b, h, t, hd]` view.
+///
+/// # Safety
+/// The destinations must be valid for writes of those shapes, not overlap each other or the
+/// inputs, and stay alive for the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_into(
+    q: View,
+    k: View,
+    v: View,
+    o: &[f32],
+    lse: &[f32],
+    g: View,
+    docs: &[f32],
+    scale: f32,
+    d: Dims,
+    dst: [Dst; 3],
+) {
+    let first = first_positions(docs, d);
+    let dsts = Dsts(dst);
+    let (q, k, v, g) = (In(q), In(k), In(v), In(g));
+    let rep = d.h / d.kvh;
+    (0..d.b * d.kvh).into_par_iter().for_each(|task| {
+        let (bi, kh) = (task / d.kvh, task % d.kvh);
+        let (q, k, v, g, dsts) = (q, k, v, g, dsts);
+        let (q, k, v, g) = (q.0, k.0, v.0, g.0);
+        let [dq, dk, dv] = dsts.0;
+        let mut p = vec![0.0f32; BLOCK * d.t];
+        let mut dp = vec![0.0f32; BLOCK * d.t];
+        let mut dot = vec![0.0f32; d.t];
+        for qh in kh * rep..(kh + 1) * rep {
+            // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
+            for (i, di) in dot.iter_mut().enumerate() {
+                let orow = &o[((bi * d.t + i) * d.h + qh) * d.hd..][..d.hd];
+                let gm = g.mat(bi, qh, i);
+                *di = (0..d.hd)
+                    // SAFETY: element (0, c) of a valid `[t, hd]` view, c < hd.
+                    .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
+                    .sum();
+            }
+            for i0 in (0..d.t).step_by(BLOCK) {
+                let i1 = (i0 + BLOCK).min(d.t);
+                let lo = key_start(&first, d, bi, i0, i1);
+                let (rows, l) = (i1 - i0, i1 - lo);
+                block_scores(&mut p, q, k, docs, d, (bi, qh, kh), (i0, i1, lo));
+                for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
+                    kernels::attention_probs_row(row, scale, lse[(bi * d.h + qh) * d.t + i0 + r]);
+                }
+                let p_blk = Mat::rows(p.as_ptr(), l);
+                let (dv_at, dv_rs) = dv.row(bi, kh, lo);
+                let (dk_at, dk_rs) = dk.row(bi, kh, lo);
+                let (dq_at, dq_rs) = dq.row(bi, qh, i0);
+                // SAFETY (all four products): the destinations are this task's own rows
+                // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
+                // scratch buffers hold `rows * l` values, the views are valid.
+                unsafe {
+                    // dV[lo..i1] += P^T dO_blk
+                    gemm_into(
+                        l,
+                        d.hd,
+                        rows,
+                        dv_at,
+                        dv_rs,
+                        true,
+                        p_blk.t(),
+                        g.mat(bi, qh, i0),
+                        gemm::Parallelism::None,
+                    );
+                    // dP = dO_blk V[lo..i1]^T
+                    gemm_into(
+                        rows,
+                        l,
+                        d.hd,
+                        dp.as_mut_ptr(),
+                        l as isize,
+                        false,
+                        g.mat(bi, qh, i0),
+                        v.mat(bi, kh, lo).t(),
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (r, (prow, dprow)) in p[..rows * l]
+                    .chunks(l)
+                    .zip(dp[..rows * l].chunks_mut(l))
+                    .enumerate()
+                {
+                    kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
+                }
+                let ds = Mat::rows(dp.as_ptr(), l);
+                unsafe {
+                    // dQ_blk = dS K[lo..i1]
+                    gemm_into(
+                        rows,
+                        d.hd,
+                        l,
+                        dq_at,
+                        dq_rs,
+                        false,
+                        ds,
+                        k.mat(bi, kh, lo),
+                        gemm::Parallelism::None,
+                    );
+                    // dK[lo..i1] += dS^T Q_blk
+                    gemm_into(
+                        l,
+                        d.hd,
+                        rows,
+                        dk_at,
+                        dk_rs,
+                        true,
+                        ds.t(),
+                        q.mat(bi, qh, i0),
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        }
+    });
+}
