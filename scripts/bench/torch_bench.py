@@ -27,6 +27,9 @@ import time
 
 SHAPES = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=256, vocab=8192, batch=16, seq=256),
+    # Long context: the tiny model with the same 4,096 tokens per step in longer rows.
+    "tiny-1024": dict(n_layer=4, n_head=4, n_embd=256, vocab=8192, batch=4, seq=1024),
+    "tiny-2048": dict(n_layer=4, n_head=4, n_embd=256, vocab=8192, batch=2, seq=2048),
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768, vocab=50257, batch=4, seq=256),
     # SmolLM2-135M's shape: Llama family, 9 heads over 3 key/value heads, SwiGLU, tied head.
     "smollm2-135m": dict(llama=True, n_layer=30, n_head=9, n_kv_head=3, n_embd=576, n_inner=1536,
@@ -48,7 +51,7 @@ def model_for(shape):
         torch.manual_seed(0)
         return LlamaForCausalLM(cfg)
     cfg = GPT2Config(
-        vocab_size=shape["vocab"], n_positions=1024, n_embd=shape["n_embd"], n_layer=shape["n_layer"],
+        vocab_size=shape["vocab"], n_positions=max(1024, shape["seq"]), n_embd=shape["n_embd"], n_layer=shape["n_layer"],
         n_head=shape["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     torch.manual_seed(0)
@@ -90,7 +93,12 @@ def matmul_peak(device):
 
 
 def forward_flops(s, tokens, head_rows):
-    """Matmul FLOPs of one forward pass: blocks, attention (full t x t), and the head."""
+    """Matmul FLOPs of one forward pass: blocks, causal attention, and the head.
+
+    Attention counts the causal half of the t x t square (t (t + 1) / 2 scores per row and
+    head, for QK^T and again for AV): the work causal attention needs, which flash-style
+    kernels (SDPA's, manners') do; an implementation that computes the whole square and masks
+    half of it does extra work that is not counted."""
     d, L, t, v = s["n_embd"], s["n_layer"], s["seq"], s["vocab"]
     if s.get("llama"):
         hd = d // s["n_head"]
@@ -98,7 +106,7 @@ def forward_flops(s, tokens, head_rows):
         per_token = 2 * (d * d + 2 * d * kv + d * d + 3 * d * s["n_inner"])
     else:
         per_token = 2 * 12 * d * d
-    attention = 2 * 2 * tokens * t * d  # QK^T and AV over the whole square, per layer
+    attention = 2 * 2 * tokens * (t + 1) / 2 * d  # QK^T and AV over the causal half, per layer
     return L * (per_token * tokens + attention) + 2 * head_rows * d * v
 
 
@@ -151,7 +159,7 @@ def train(name, steps, supervised, threads, device, variants, q):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
 
-        warm = 2 if name == "tiny" else 1
+        warm = 2 if name.startswith("tiny") else 1
         sync(device)
         t0 = time.perf_counter()
         for _ in range(warm):
@@ -159,7 +167,7 @@ def train(name, steps, supervised, threads, device, variants, q):
         sync(device)
         warm_secs = time.perf_counter() - t0
         times = []
-        for _ in range(steps if name == "tiny" or device == "cuda" else min(steps, 5)):
+        for _ in range(steps if name.startswith("tiny") or device == "cuda" else min(steps, 5)):
             sync(device)
             t0 = time.perf_counter()
             step()
@@ -195,7 +203,7 @@ def train(name, steps, supervised, threads, device, variants, q):
             }
             if vname == "compiled_sup":
                 # The warm-up steps hold the compilation; minus their steady-state time.
-                entry["compile_secs"] = max(0.0, warm_secs - (2 if name == "tiny" else 1) * vsec)
+                entry["compile_secs"] = max(0.0, warm_secs - (2 if name.startswith("tiny") else 1) * vsec)
             out["variants"][vname] = entry
         out["peak_rss_all_variants"] = memory(device)["peak_rss"]
     q.put(out)

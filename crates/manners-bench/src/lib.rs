@@ -33,6 +33,8 @@ pub use measure::*;
 /// Every measurement, in the order the table shows them.
 pub const JOBS: &[&str] = &[
     "train-tiny",
+    "train-tiny-1024",
+    "train-tiny-2048",
     "train-gpt2-small",
     "train-gpt2-small-lora",
     "train-smollm2-135m",
@@ -66,6 +68,17 @@ pub fn run_job(
             steps,
             None,
         ))?,
+        "train-tiny-1024" | "train-tiny-2048" => {
+            let seq = if job.ends_with("1024") { 1024 } else { 2048 };
+            serde_json::to_value(train_step(
+                &BenchShape::tiny_long(seq),
+                &dev.device,
+                SUPERVISED,
+                2,
+                steps,
+                None,
+            ))?
+        }
         "train-gpt2-small" => serde_json::to_value(train_step(
             &BenchShape::gpt2_small(),
             &dev.device,
@@ -149,6 +162,8 @@ pub fn run_job(
 pub fn torch_key(job: &str) -> Option<&'static str> {
     match job {
         "train-tiny" => Some("tiny"),
+        "train-tiny-1024" => Some("tiny-1024"),
+        "train-tiny-2048" => Some("tiny-2048"),
         "train-gpt2-small" => Some("gpt2-small"),
         "train-smollm2-135m" => Some("smollm2-135m"),
         "generate-gpt2-small" => Some("generate"),
@@ -281,6 +296,8 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
     ));
     let trains = [
         "train-tiny",
+        "train-tiny-1024",
+        "train-tiny-2048",
         "train-gpt2-small",
         "train-gpt2-small-lora",
         "train-smollm2-135m",
@@ -290,6 +307,8 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
     }
     for (job, key) in [
         ("train-tiny", "tiny"),
+        ("train-tiny-1024", "tiny-1024"),
+        ("train-tiny-2048", "tiny-2048"),
         ("train-gpt2-small", "gpt2-small"),
         ("train-gpt2-small-lora", "gpt2-small LoRA r8"),
         ("train-smollm2-135m", "smollm2-135m"),
@@ -387,6 +406,8 @@ pub fn render_variants(r: &serde_json::Map<String, Value>, torch: Option<&Value>
     let mut s = String::new();
     for (job, key) in [
         ("train-tiny", "tiny"),
+        ("train-tiny-1024", "tiny-1024"),
+        ("train-tiny-2048", "tiny-2048"),
         ("train-gpt2-small", "gpt2-small"),
         ("train-smollm2-135m", "smollm2-135m"),
     ] {

@@ -73,6 +73,17 @@ impl BenchShape {
         Self::gpt2("tiny", 4, 4, 256, 8192, 16)
     }
 
+    /// The tiny model on long rows, the same 4,096 tokens per step: batch `4096 / seq` x `seq`
+    /// (1,024 or 2,048 positions).
+    pub fn tiny_long(seq: usize) -> Self {
+        let mut s = Self::gpt2(&format!("tiny-{seq}"), 4, 4, 256, 8192, 4096 / seq);
+        s.seq = seq;
+        if let ModelConfig::Gpt2(c) = &mut s.model {
+            c.n_positions = c.n_positions.max(seq);
+        }
+        s
+    }
+
     /// GPT-2 small (12/768/12, vocab 50257), batch 4 x 256.
     pub fn gpt2_small() -> Self {
         Self::gpt2("gpt2-small", 12, 12, 768, 50257, 4)

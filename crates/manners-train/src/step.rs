@@ -126,6 +126,19 @@ pub fn loss_for_backward_split(
     use manners_model::burn::tensor::activation::softmax;
     use manners_model::burn::tensor::ops::IndexingUpdateOp;
     let logits = supervised_logits(model, batch); // [n, vocab], tracked
+    // On flex: the per-row cross-entropy as one fused operation with a closed-form backward.
+    if let Some(rows) =
+        manners_model::fused::cross_entropy(logits.clone(), &batch.sup_targets.clone().float())
+    {
+        let [n, _] = rows.dims();
+        let rows = rows.reshape([n]); // [n], tracked
+        let values = rows.clone().detach();
+        let mixed = batch
+            .sup_mixed
+            .clone()
+            .map(|w| (values.clone() * w.reshape([n])).sum());
+        return (rows.sum().div_scalar(normalizer), values.sum(), mixed);
+    }
     let targets = batch.sup_targets.clone().without_autodiff(); // [n, 1]
     let p = softmax(logits.clone().without_autodiff(), 1); // [n, vocab], untracked
     let logp = p

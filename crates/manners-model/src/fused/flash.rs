@@ -75,37 +75,87 @@ struct In(View);
 unsafe impl Send for In {}
 unsafe impl Sync for In {}
 
-/// For each position, the first position of the same row with the same document id: no key
-/// before it can be attended (every position before it has another id). `docs` is `[b, t]`.
-fn first_positions(docs: &[f32], d: Dims) -> Vec<usize> {
-    let mut first = vec![0usize; d.b * d.t];
-    let mut seen = std::collections::HashMap::new();
-    for (r, row) in docs.chunks(d.t).enumerate() {
-        seen.clear();
-        for (i, id) in row.iter().enumerate() {
-            first[r * d.t + i] = *seen.entry(id.to_bits()).or_insert(i);
+/// Where each position's keys start, per row of `[b, t]` document ids.
+struct Starts {
+    /// The first position of the same row with the same id: no key before it can be attended
+    /// (every position before it has another id).
+    first: Vec<usize>,
+    /// The start of the run of equal ids that holds the position. When it equals `first`, the
+    /// document is contiguous up to the position, so its keys are exactly `first..=i`.
+    run: Vec<usize>,
+}
+
+impl Starts {
+    fn new(docs: &[f32], d: Dims) -> Self {
+        let mut first = vec![0usize; d.b * d.t];
+        let mut run = vec![0usize; d.b * d.t];
+        let mut seen = std::collections::HashMap::new();
+        for (r, row) in docs.chunks(d.t).enumerate() {
+            seen.clear();
+            for (i, id) in row.iter().enumerate() {
+                first[r * d.t + i] = *seen.entry(id.to_bits()).or_insert(i);
+                run[r * d.t + i] = if i > 0 && row[i - 1] == *id {
+                    run[r * d.t + i - 1]
+                } else {
+                    i
+                };
+            }
         }
+        Starts { first, run }
     }
-    first
+
+    /// The keys block `i0..i1` of row `bi` may see: `lo..i1`.
+    fn key_start(&self, d: Dims, bi: usize, i0: usize, i1: usize) -> usize {
+        self.first[bi * d.t + i0..bi * d.t + i1]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(i0)
+    }
 }
 
-/// The keys block `i0..i1` of row `bi` may see: `lo..i1`.
-fn key_start(first: &[usize], d: Dims, bi: usize, i0: usize, i1: usize) -> usize {
-    first[bi * d.t + i0..bi * d.t + i1]
-        .iter()
-        .copied()
-        .min()
-        .unwrap_or(i0)
-}
-
-/// Sets to `-inf` the scores (keys `lo..`) that query `i` may not see: later positions and
-/// other documents.
-fn mask_row(row: &mut [f32], docs: &[f32], i: usize, lo: usize) {
+/// Sets to `-inf` the scores (keys `lo..`) that query `i` of row `bi` may not see: later
+/// positions and other documents.
+fn mask_row(
+    row: &mut [f32],
+    docs: &[f32],
+    starts: &Starts,
+    d: Dims,
+    bi: usize,
+    i: usize,
+    lo: usize,
+) {
+    let at = bi * d.t + i;
+    let first = starts.first[at];
+    if starts.run[at] == first {
+        // Contiguous document: keys `first..=i` and nothing else.
+        row[..first - lo].fill(f32::NEG_INFINITY);
+        row[i + 1 - lo..].fill(f32::NEG_INFINITY);
+        return;
+    }
     for (j, s) in (lo..).zip(row.iter_mut()) {
         if j > i || docs[j] != docs[i] {
             *s = f32::NEG_INFINITY;
         }
     }
+}
+
+/// Two scratch buffers of `n` values each, reused by the calling thread across calls (fresh
+/// allocations of this size cost page faults every layer).
+fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (a, b) = &mut *guard;
+        if a.len() < n {
+            a.resize(n, 0.0);
+            b.resize(n, 0.0);
+        }
+        f(&mut a[..n], &mut b[..n])
+    })
 }
 
 /// The scores `q_blk k_range^T` of block `i0..i1` against keys `lo..i1`, into `s` (row-major,
@@ -116,6 +166,7 @@ fn block_scores(
     q: View,
     k: View,
     docs: &[f32],
+    starts: &Starts,
     d: Dims,
     (bi, qh, kh): (usize, usize, usize),
     (i0, i1, lo): (usize, usize, usize),
@@ -137,7 +188,7 @@ fn block_scores(
     }
     let row_docs = &docs[bi * d.t..(bi + 1) * d.t];
     for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
-        mask_row(row, row_docs, i0 + r, lo);
+        mask_row(row, row_docs, starts, d, bi, i0 + r, lo);
     }
 }
 
@@ -151,7 +202,7 @@ pub(super) fn forward(
     scale: f32,
     d: Dims,
 ) -> (Vec<f32>, Vec<f32>) {
-    let first = first_positions(docs, d);
+    let starts = Starts::new(docs, d);
     let mut out = gemm::uninit(d.b * d.t * d.h * d.hd);
     let mut lse = vec![0.0f32; d.b * d.h * d.t];
     let (o_ptr, lse_ptr) = (Out(out.as_mut_ptr().cast()), Out(lse.as_mut_ptr()));
@@ -161,38 +212,48 @@ pub(super) fn forward(
         let (bi, kh) = (task / d.kvh, task % d.kvh);
         let (q, k, v) = (q, k, v);
         let (q, k, v) = (q.0, k.0, v.0);
-        let mut s = vec![0.0f32; BLOCK * d.t];
-        for qh in kh * rep..(kh + 1) * rep {
-            for i0 in (0..d.t).step_by(BLOCK) {
-                let i1 = (i0 + BLOCK).min(d.t);
-                let lo = key_start(&first, d, bi, i0, i1);
-                let (rows, l) = (i1 - i0, i1 - lo);
-                block_scores(&mut s, q, k, docs, d, (bi, qh, kh), (i0, i1, lo));
-                for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
-                    let at = (bi * d.h + qh) * d.t + i0 + r;
-                    // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
-                    let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
-                    kernels::attention_softmax_row(row, scale, slot);
-                }
-                let row_stride = (d.h * d.hd) as isize;
-                let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
-                // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
-                // holds `rows * l` probabilities.
-                unsafe {
-                    gemm_into(
-                        rows,
-                        d.hd,
-                        l,
-                        o_ptr.at(dst),
-                        row_stride,
-                        false,
-                        Mat::rows(s.as_ptr(), l),
-                        v.mat(bi, kh, lo),
-                        gemm::Parallelism::None,
-                    );
+        with_scratch(BLOCK * d.t, |s, inv| {
+            for qh in kh * rep..(kh + 1) * rep {
+                for i0 in (0..d.t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(d.t);
+                    let lo = starts.key_start(d, bi, i0, i1);
+                    let (rows, l) = (i1 - i0, i1 - lo);
+                    block_scores(s, q, k, docs, &starts, d, (bi, qh, kh), (i0, i1, lo));
+                    for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+                        let at = (bi * d.h + qh) * d.t + i0 + r;
+                        // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
+                        let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
+                        // Unnormalised: the output row is divided by the sum after the product.
+                        inv[r] = kernels::attention_exp_row(row, scale, slot);
+                    }
+                    let row_stride = (d.h * d.hd) as isize;
+                    let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
+                    // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
+                    // holds `rows * l` probabilities.
+                    unsafe {
+                        gemm_into(
+                            rows,
+                            d.hd,
+                            l,
+                            o_ptr.at(dst),
+                            row_stride,
+                            false,
+                            Mat::rows(s.as_ptr(), l),
+                            v.mat(bi, kh, lo),
+                            gemm::Parallelism::None,
+                        );
+                        for (r, &inv) in inv[..rows].iter().enumerate() {
+                            // SAFETY: the row just written, of this task.
+                            let row = std::slice::from_raw_parts_mut(
+                                o_ptr.at(dst + r * d.h * d.hd),
+                                d.hd,
+                            );
+                            row.iter_mut().for_each(|x| *x *= inv);
+                        }
+                    }
                 }
             }
-        }
+        });
     });
     // SAFETY: the tasks wrote every query row of every head.
     (unsafe { gemm::assume_init(out) }, lse)
@@ -299,7 +360,7 @@ unsafe fn backward_into(
     d: Dims,
     dst: [Dst; 3],
 ) {
-    let first = first_positions(docs, d);
+    let starts = Starts::new(docs, d);
     let dsts = Dsts(dst);
     let (q, k, v, g) = (In(q), In(k), In(v), In(g));
     let rep = d.h / d.kvh;
@@ -308,95 +369,99 @@ unsafe fn backward_into(
         let (q, k, v, g, dsts) = (q, k, v, g, dsts);
         let (q, k, v, g) = (q.0, k.0, v.0, g.0);
         let [dq, dk, dv] = dsts.0;
-        let mut p = vec![0.0f32; BLOCK * d.t];
-        let mut dp = vec![0.0f32; BLOCK * d.t];
         let mut dot = vec![0.0f32; d.t];
-        for qh in kh * rep..(kh + 1) * rep {
-            // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
-            for (i, di) in dot.iter_mut().enumerate() {
-                let orow = &o[((bi * d.t + i) * d.h + qh) * d.hd..][..d.hd];
-                let gm = g.mat(bi, qh, i);
-                *di = (0..d.hd)
-                    // SAFETY: element (0, c) of a valid `[t, hd]` view, c < hd.
-                    .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
-                    .sum();
+        with_scratch(BLOCK * d.t, |p, dp| {
+            for qh in kh * rep..(kh + 1) * rep {
+                // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
+                for (i, di) in dot.iter_mut().enumerate() {
+                    let orow = &o[((bi * d.t + i) * d.h + qh) * d.hd..][..d.hd];
+                    let gm = g.mat(bi, qh, i);
+                    *di = (0..d.hd)
+                        // SAFETY: element (0, c) of a valid `[t, hd]` view, c < hd.
+                        .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
+                        .sum();
+                }
+                for i0 in (0..d.t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(d.t);
+                    let lo = starts.key_start(d, bi, i0, i1);
+                    let (rows, l) = (i1 - i0, i1 - lo);
+                    block_scores(p, q, k, docs, &starts, d, (bi, qh, kh), (i0, i1, lo));
+                    for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
+                        kernels::attention_probs_row(
+                            row,
+                            scale,
+                            lse[(bi * d.h + qh) * d.t + i0 + r],
+                        );
+                    }
+                    let p_blk = Mat::rows(p.as_ptr(), l);
+                    let (dv_at, dv_rs) = dv.row(bi, kh, lo);
+                    let (dk_at, dk_rs) = dk.row(bi, kh, lo);
+                    let (dq_at, dq_rs) = dq.row(bi, qh, i0);
+                    // SAFETY (all four products): the destinations are this task's own rows
+                    // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
+                    // scratch buffers hold `rows * l` values, the views are valid.
+                    unsafe {
+                        // dV[lo..i1] += P^T dO_blk
+                        gemm_into(
+                            l,
+                            d.hd,
+                            rows,
+                            dv_at,
+                            dv_rs,
+                            true,
+                            p_blk.t(),
+                            g.mat(bi, qh, i0),
+                            gemm::Parallelism::None,
+                        );
+                        // dP = dO_blk V[lo..i1]^T
+                        gemm_into(
+                            rows,
+                            l,
+                            d.hd,
+                            dp.as_mut_ptr(),
+                            l as isize,
+                            false,
+                            g.mat(bi, qh, i0),
+                            v.mat(bi, kh, lo).t(),
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for (r, (prow, dprow)) in p[..rows * l]
+                        .chunks(l)
+                        .zip(dp[..rows * l].chunks_mut(l))
+                        .enumerate()
+                    {
+                        kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
+                    }
+                    let ds = Mat::rows(dp.as_ptr(), l);
+                    unsafe {
+                        // dQ_blk = dS K[lo..i1]
+                        gemm_into(
+                            rows,
+                            d.hd,
+                            l,
+                            dq_at,
+                            dq_rs,
+                            false,
+                            ds,
+                            k.mat(bi, kh, lo),
+                            gemm::Parallelism::None,
+                        );
+                        // dK[lo..i1] += dS^T Q_blk
+                        gemm_into(
+                            l,
+                            d.hd,
+                            rows,
+                            dk_at,
+                            dk_rs,
+                            true,
+                            ds.t(),
+                            q.mat(bi, qh, i0),
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
             }
-            for i0 in (0..d.t).step_by(BLOCK) {
-                let i1 = (i0 + BLOCK).min(d.t);
-                let lo = key_start(&first, d, bi, i0, i1);
-                let (rows, l) = (i1 - i0, i1 - lo);
-                block_scores(&mut p, q, k, docs, d, (bi, qh, kh), (i0, i1, lo));
-                for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
-                    kernels::attention_probs_row(row, scale, lse[(bi * d.h + qh) * d.t + i0 + r]);
-                }
-                let p_blk = Mat::rows(p.as_ptr(), l);
-                let (dv_at, dv_rs) = dv.row(bi, kh, lo);
-                let (dk_at, dk_rs) = dk.row(bi, kh, lo);
-                let (dq_at, dq_rs) = dq.row(bi, qh, i0);
-                // SAFETY (all four products): the destinations are this task's own rows
-                // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
-                // scratch buffers hold `rows * l` values, the views are valid.
-                unsafe {
-                    // dV[lo..i1] += P^T dO_blk
-                    gemm_into(
-                        l,
-                        d.hd,
-                        rows,
-                        dv_at,
-                        dv_rs,
-                        true,
-                        p_blk.t(),
-                        g.mat(bi, qh, i0),
-                        gemm::Parallelism::None,
-                    );
-                    // dP = dO_blk V[lo..i1]^T
-                    gemm_into(
-                        rows,
-                        l,
-                        d.hd,
-                        dp.as_mut_ptr(),
-                        l as isize,
-                        false,
-                        g.mat(bi, qh, i0),
-                        v.mat(bi, kh, lo).t(),
-                        gemm::Parallelism::None,
-                    );
-                }
-                for (r, (prow, dprow)) in p[..rows * l]
-                    .chunks(l)
-                    .zip(dp[..rows * l].chunks_mut(l))
-                    .enumerate()
-                {
-                    kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
-                }
-                let ds = Mat::rows(dp.as_ptr(), l);
-                unsafe {
-                    // dQ_blk = dS K[lo..i1]
-                    gemm_into(
-                        rows,
-                        d.hd,
-                        l,
-                        dq_at,
-                        dq_rs,
-                        false,
-                        ds,
-                        k.mat(bi, kh, lo),
-                        gemm::Parallelism::None,
-                    );
-                    // dK[lo..i1] += dS^T Q_blk
-                    gemm_into(
-                        l,
-                        d.hd,
-                        rows,
-                        dk_at,
-                        dk_rs,
-                        true,
-                        ds.t(),
-                        q.mat(bi, qh, i0),
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-        }
+        });
     });
 }

@@ -63,6 +63,12 @@ pub trait FusedOps: Backend {
         heads: usize,
         scale: f32,
     ) -> FloatTensor<Self>;
+    /// Cross-entropy per row, `lse(x) - x[target]`, for logits `[n, vocab]` and targets
+    /// `[n, 1]` (token ids as floats, a constant): `[n, 1]`.
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// `x [.., in] * w [in, out]`.
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x [.., in] * w [in, out] + b [out]`.
@@ -444,6 +450,52 @@ fn attention_qkv_forward(
     (heads_view(o, d.b, d.h, d.t, d.hd), lse)
 }
 
+/// Per-row cross-entropy of `logits` `[n, vocab]` against `targets` `[n, 1]` (float ids):
+/// the losses `[n, 1]` and each row's log-sum-exp.
+fn cross_entropy_forward(logits: &FlexTensor, targets: &FlexTensor) -> (FlexTensor, Vec<f32>) {
+    let (x, tg) = (contiguous(logits), contiguous(targets));
+    let (xs, ts) = (values(&x), values(&tg));
+    let n = ts.len();
+    let vocab = xs.len().checked_div(n).unwrap_or(0);
+    let mut lse = vec![0.0f32; n];
+    let mut loss = vec![0.0f32; n];
+    lse.par_iter_mut()
+        .zip(loss.par_iter_mut())
+        .zip(xs.par_chunks(vocab.max(1)))
+        .zip(ts.par_iter())
+        .for_each_init(
+            || vec![0.0f32; vocab],
+            |scratch, (((lse, loss), row), &t)| {
+                kernels::log_sum_exp_row(row, scratch, std::slice::from_mut(lse));
+                *loss = *lse - row[t as usize];
+            },
+        );
+    (new_tensor(loss, [n, 1].into()), lse)
+}
+
+/// Its gradient: `g_i (softmax(x_i) - onehot(t_i))` per row, written over the logits' buffer
+/// when nothing else holds it (the head's output is needed by nothing else after the loss).
+fn cross_entropy_backward(
+    logits: FlexTensor,
+    targets: &FlexTensor,
+    lse: &[f32],
+    g: FlexTensor,
+) -> FlexTensor {
+    let (tg, g) = (contiguous(targets), contiguous(&g));
+    let (ts, gs) = (values(&tg), values(&g));
+    let mut x = take_mut(logits);
+    let n = x.layout().num_elements();
+    let xs = &mut x.storage_mut::<f32>()[..n];
+    let vocab = n.checked_div(ts.len()).unwrap_or(0);
+    xs.par_chunks_mut(vocab.max(1))
+        .zip(lse.par_iter().zip(ts.par_iter()).zip(gs.par_iter()))
+        .for_each(|(row, ((&lse, &t), &g))| {
+            kernels::softmax_scaled_row(row, lse, g);
+            row[t as usize] -= g;
+        });
+    x
+}
+
 impl FusedOps for Flex {
     fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         gelu_forward(&x)
@@ -491,6 +543,13 @@ impl FusedOps for Flex {
         scale: f32,
     ) -> FloatTensor<Self> {
         attention_qkv_forward(&contiguous(&qkv), &contiguous(&docs), heads, scale).0
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cross_entropy_forward(&logits, &targets).0
     }
 
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -669,6 +728,24 @@ impl Backward<Flex, 1> for AttentionQkvBackward {
     }
 }
 
+/// The backward step of [`cross_entropy_forward`] (the targets get no gradient).
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl Backward<Flex, 1> for CrossEntropyBackward {
+    /// The logits, the targets and each row's log-sum-exp.
+    type State = (FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [parent] = ops.parents;
+        let (logits, targets, lse) = ops.state;
+        if let Some(p) = parent {
+            grads.register::<Flex>(p.id, cross_entropy_backward(logits, &targets, &lse, g));
+        }
+    }
+}
+
 /// The backward step of [`linear_forward`], with or without a bias (`N` = 2 or 3 parents).
 #[derive(Debug)]
 struct LinearBackward;
@@ -842,6 +919,24 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(attention_qkv_forward(&packed, &docs, heads, scale).0)
             }
+        }
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x, t) = (logits.primitive(), targets.primitive());
+        match CrossEntropyBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse) = cross_entropy_forward(x, t);
+                prep.finish((x.clone(), t.clone(), std::sync::Arc::new(lse)), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(cross_entropy_forward(x, t).0),
         }
     }
 

@@ -272,47 +272,91 @@ multiversion! {
     }
 }
 
+/// One row of unnormalised attention weights, in place: `s <- exp(scale * (s - max))`, where
+/// masked entries hold `-inf` on entry (they become 0). `lse[0]` receives the log-sum-exp of
+/// `scale * s`, from which the backward pass recomputes the probabilities; returns `1 / sum`,
+/// by which the caller scales the row's output (normalising `hd` values, not `t`). The row
+/// must keep at least one finite entry; `scale` must be positive.
+pub fn attention_exp_row(s: &mut [f32], scale: f32, lse: &mut [f32]) -> f32 {
+    let max = row_max(s);
+    let mut sum = [0.0f32];
+    attention_exp_pass(s, scale, scale * max, &mut sum);
+    lse[0] = scale * max + sum[0].ln();
+    1.0 / sum[0]
+}
+
 multiversion! {
-    /// One row of attention probabilities, in place: `s <- softmax(scale * s)`, where masked
-    /// entries hold `-inf` on entry (they become 0). `lse[0]` receives the log-sum-exp of
-    /// `scale * s`, from which the backward pass recomputes the row. The row must keep at least
-    /// one finite entry.
-    pub fn attention_softmax_row(s: &mut [f32], scale: f32, lse: &mut [f32]) {
-        // Eight independent lanes, so the max and the sum vectorise (a single accumulator
-        // would be a serial chain).
+    /// The largest value of a row, into `out[0]` (eight lanes, so it vectorises).
+    fn row_max_into(x: &[f32], out: &mut [f32]) {
         let mut max = [f32::NEG_INFINITY; 8];
-        let mut chunks = s.chunks_exact_mut(8);
+        let mut chunks = x.chunks_exact(8);
         for c in &mut chunks {
-            for (m, v) in max.iter_mut().zip(c.iter_mut()) {
-                *v *= scale;
-                *m = if *v > *m { *v } else { *m };
+            for (m, &v) in max.iter_mut().zip(c) {
+                *m = if v > *m { v } else { *m };
             }
         }
-        for v in chunks.into_remainder() {
-            *v *= scale;
-            max[0] = if *v > max[0] { *v } else { max[0] };
+        for &v in chunks.remainder() {
+            max[0] = if v > max[0] { v } else { max[0] };
         }
-        let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-        let mut sum = [0.0f32; 8];
-        let mut chunks = s.chunks_exact_mut(8);
-        for c in &mut chunks {
-            for (acc, v) in sum.iter_mut().zip(c.iter_mut()) {
-                let e = exp(*v - max);
-                *v = e;
-                *acc += e;
-            }
-        }
-        for v in chunks.into_remainder() {
-            let e = exp(*v - max);
-            *v = e;
-            sum[0] += e;
-        }
-        let sum: f32 = sum.iter().sum();
-        let inv = 1.0 / sum;
+        out[0] = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    }
+}
+
+fn row_max(x: &[f32]) -> f32 {
+    let mut out = [0.0f32];
+    row_max_into(x, &mut out);
+    out[0]
+}
+
+multiversion! {
+    /// `s <- exp(scale * s - shift)` and the sum of the results into `sum[0]`. Two plain loops:
+    /// the exponentials vectorise across elements, the sum over eight lanes (one loop doing
+    /// both compiled to scalar code, 3x slower).
+    fn attention_exp_pass(s: &mut [f32], scale: f32, shift: f32, sum: &mut [f32]) {
         for v in s.iter_mut() {
-            *v *= inv;
+            *v = exp(v.mul_add(scale, -shift));
         }
-        lse[0] = max + sum.ln();
+        sum[0] = lane_sum(s);
+    }
+}
+
+/// The sum of a slice over eight independent lanes (so it vectorises); inlined into the
+/// kernels that call it.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    for &v in chunks.remainder() {
+        acc[0] += v;
+    }
+    acc.iter().sum()
+}
+
+multiversion! {
+    /// Log-sum-exp of one row of logits into `lse[0]`, with `scratch` (the row's length) for
+    /// the exponentials: one vectorised pass for them, one for their sum.
+    pub fn log_sum_exp_row(x: &[f32], scratch: &mut [f32], lse: &mut [f32]) {
+        let mut max = [0.0f32];
+        row_max_into(x, &mut max);
+        for (e, &v) in scratch.iter_mut().zip(x) {
+            *e = exp(v - max[0]);
+        }
+        lse[0] = max[0] + lane_sum(scratch).ln();
+    }
+}
+
+multiversion! {
+    /// The cross-entropy gradient of one row, in place over its logits: `x <- g * softmax(x)`
+    /// from the row's log-sum-exp (the caller subtracts `g` at the target).
+    pub fn softmax_scaled_row(x: &mut [f32], lse: f32, g: f32) {
+        for v in x.iter_mut() {
+            *v = g * exp(*v - lse);
+        }
     }
 }
 

@@ -222,6 +222,29 @@ pub fn attention_qkv(
     None
 }
 
+/// The cross-entropy of each row, `-ln softmax(logits)[target]`, for `logits` `[n, vocab]`
+/// and `targets` `[n, 1]` (token ids as floats; they get no gradient): `[n, 1]`. On flex one
+/// multi-threaded pass per row forward, and the gradient `g (softmax - onehot)` in closed form
+/// from the saved log-sum-exps, one pass backward (no `[n, vocab]` intermediates kept between
+/// them but the logits). `None` where the fused path does not apply.
+pub fn cross_entropy(logits: Tensor<2>, targets: &Tensor<2>) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    {
+        let [n, _] = logits.dims();
+        if fusable(&logits) && targets.dims() == [n, 1] && targets.dtype() == DType::F32 {
+            use self::flex::FusedOps;
+            return Some(Tensor::from_dispatch(
+                <burn::backend::Dispatch as FusedOps>::fused_cross_entropy(
+                    logits.into_dispatch(),
+                    targets.clone().into_dispatch(),
+                ),
+            ));
+        }
+    }
+    let _ = (logits, targets);
+    None
+}
+
 /// `l.forward(x)`: see [`linear`].
 pub fn linear_layer<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
     linear(x, l.weight.val(), l.bias.as_ref().map(|b| b.val()))
@@ -729,5 +752,37 @@ mod tests {
         {
             assert_close(f, r, 1e-5, what);
         }
+    }
+
+    #[test]
+    fn fused_cross_entropy_equals_log_softmax_with_its_gradient() {
+        let _guard = Switch::set(true);
+        let dev = Device::flex().autodiff();
+        let (n, vocab) = (37, 203); // a vocab that is not a multiple of the 8 lanes
+        let logits =
+            Tensor::<2>::random([n, vocab], Distribution::Normal(0.0, 3.0), &dev).require_grad();
+        let ids: Vec<i64> = (0..n as i64).map(|i| (i * 53) % vocab as i64).collect();
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, 1]), &dev);
+        let run = |fused: bool| {
+            let rows = if fused {
+                cross_entropy(logits.clone(), &targets.clone().float()).expect("fusable")
+            } else {
+                burn::tensor::activation::log_softmax(logits.clone(), 1)
+                    .gather(1, targets.clone())
+                    .neg()
+            };
+            // Per-row weights, and the logits used once more: the fused backward must not
+            // overwrite a buffer another operation still needs.
+            let loss = (rows.clone() * weights([n, 1], &dev)).sum()
+                + (logits.clone() * weights([n, vocab], &dev)).sum();
+            let grads = loss.backward();
+            [
+                values_of(rows),
+                values_of(logits.grad(&grads).expect("gradient")),
+            ]
+        };
+        let (fused, reference) = (run(true), run(false));
+        assert_close(&fused[0], &reference[0], 1e-5, "cross-entropy");
+        assert_close(&fused[1], &reference[1], 1e-5, "its gradient");
     }
 }
