@@ -664,11 +664,16 @@ mod tests {
             [values_of(y), g(&q), g(&k), g(&v)]
         };
         let (fused, reference) = (run(true), run(false));
-        for (what, (f, r)) in ["output", "dq", "dk", "dv"]
-            .iter()
-            .zip(fused.iter().zip(&reference))
-        {
-            assert_close(f, r, 1e-5, what);
+        // Key and value gradients sum over every query that sees them (and over the query heads
+        // of a group): a different summation order than Burn's, so 1e-4 as for other
+        // reductions; the mutations this test guards against give errors near 1.
+        for (what, (f, r), tol) in [
+            ("output", (&fused[0], &reference[0]), 1e-5),
+            ("dq", (&fused[1], &reference[1]), 1e-5),
+            ("dk", (&fused[2], &reference[2]), 1e-4),
+            ("dv", (&fused[3], &reference[3]), 1e-4),
+        ] {
+            assert_close(f, r, tol, what);
         }
         assert!(fused[0].iter().all(|v| v.is_finite()));
     }
@@ -701,7 +706,12 @@ mod tests {
         };
         let (fused, reference) = (run(true), run(false));
         assert_close(&fused[0], &reference[0], 1e-5, "output");
-        assert_close(&fused[1], &reference[1], 1e-5, "dqkv");
+        assert_close(
+            &fused[1],
+            &reference[1],
+            1e-4,
+            "dqkv (key and value parts are sums)",
+        );
     }
 
     #[test]
@@ -739,18 +749,17 @@ mod tests {
             ]
         };
         let (fused, reference) = (run(true), run(false));
-        for (what, (f, r)) in [
+        // The weight and bias gradients sum over all 210 rows: 1e-4, as for LayerNorm's.
+        let names = [
             "y",
             "y (transposed weight)",
             "dx",
             "dw",
             "db",
             "dw (transposed)",
-        ]
-        .iter()
-        .zip(fused.iter().zip(&reference))
-        {
-            assert_close(f, r, 1e-5, what);
+        ];
+        for (i, (what, (f, r))) in names.iter().zip(fused.iter().zip(&reference)).enumerate() {
+            assert_close(f, r, if i < 3 { 1e-5 } else { 1e-4 }, what);
         }
     }
 
