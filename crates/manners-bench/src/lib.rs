@@ -124,7 +124,7 @@ pub fn run_job(
                     .context("the epoch benchmark uses the shipped base model")?;
             let t = &m.tokenizer;
             let specials = SpecialTokens::from_roles(t.bos_token(), t.eos_token(), t.pad_token());
-            let template = choose_template(Some("chatml"), None, None, &specials)?;
+            let template = choose_template(Some("chatml-tools"), None, None, &specials)?;
             let (convs, _) = read_conversations(
                 &assets.join("sft/train.jsonl"),
                 Format::Auto,
