@@ -67,7 +67,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p.mul_add(r, 1.666_666_5e-1);
     let p = p.mul_add(r, 0.5);
     let e = p.mul_add(r2, r) + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // 2^n from the exponent bits. `n` is a whole number in [-126, 128] (x is clamped), so
+    // `n + 127 + 2^23` holds `n + 127` exactly in its low mantissa bits; shifting them into
+    // the exponent field stays vectorised, where `n as i32` (saturating, NaN to 0) compiles
+    // to a scalar conversion per lane.
+    let scale = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
