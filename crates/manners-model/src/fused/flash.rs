@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{self, Mat, gemm_into};
+use super::gemm::{self, Mat, Threads, gemm_into};
 use super::kernels;
 
 /// Queries per block.
@@ -55,25 +55,37 @@ pub(super) struct Dims {
     pub hd: usize,
 }
 
-/// A pointer that tasks write disjoint parts of.
+/// A pointer (or view) the tasks share: `Send`/`Sync` for the parallel loop.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes only the rows of its own (batch row, head) pair.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
+struct Shared<T>(T);
+// SAFETY: inputs are only read while the call runs (the caller keeps them alive), and every
+// task writes only the rows of its own (batch row, key/value head) pair.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
 
-impl Out {
-    /// The pointer `at` elements in (a method, so closures capture the whole `Out`).
+impl Shared<*mut f32> {
+    /// The pointer `at` elements in (a method, so closures capture the whole `Shared`).
     fn at(self, at: usize) -> *mut f32 {
         self.0.wrapping_add(at)
     }
 }
 
-#[derive(Clone, Copy)]
-struct In(View);
-// SAFETY: inputs are only read while the call runs; the caller keeps them alive.
-unsafe impl Send for In {}
-unsafe impl Sync for In {}
+/// `dst (+)= lhs * rhs` for an `m x n` block on the calling thread (the tasks are the
+/// parallelism); `dst` is a pointer and its row stride.
+///
+/// # Safety
+/// As [`gemm_into`]: `dst` valid for writes of the block (initialised when accumulating), the
+/// operands valid for reads, no overlap.
+unsafe fn block(
+    (dst, dst_rs): (*mut f32, isize),
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat,
+    rhs: Mat,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { gemm_into(m, n, k, dst, dst_rs, accumulate, lhs, rhs, Threads::Calling) }
+}
 
 /// Where each position's keys start, per row of `[b, t]` document ids.
 struct Starts {
@@ -174,16 +186,12 @@ fn block_scores(
     let (rows, l) = (i1 - i0, i1 - lo);
     // SAFETY: `s` holds `rows * l` values; q and k are valid `[b, heads, t, hd]` views.
     unsafe {
-        gemm_into(
-            rows,
-            l,
-            d.hd,
-            s.as_mut_ptr(),
-            l as isize,
+        block(
+            (s.as_mut_ptr(), l as isize),
             false,
+            (rows, l, d.hd),
             q.mat(bi, qh, i0),
             k.mat(bi, kh, lo).t(),
-            gemm::Parallelism::None,
         );
     }
     let row_docs = &docs[bi * d.t..(bi + 1) * d.t];
@@ -205,8 +213,8 @@ pub(super) fn forward(
     let starts = Starts::new(docs, d);
     let mut out = gemm::uninit(d.b * d.t * d.h * d.hd);
     let mut lse = vec![0.0f32; d.b * d.h * d.t];
-    let (o_ptr, lse_ptr) = (Out(out.as_mut_ptr().cast()), Out(lse.as_mut_ptr()));
-    let (q, k, v) = (In(q), In(k), In(v));
+    let (o_ptr, lse_ptr) = (Shared(out.as_mut_ptr().cast()), Shared(lse.as_mut_ptr()));
+    let (q, k, v) = (Shared(q), Shared(k), Shared(v));
     let rep = d.h / d.kvh;
     (0..d.b * d.kvh).into_par_iter().for_each(|task| {
         let (bi, kh) = (task / d.kvh, task % d.kvh);
@@ -231,16 +239,12 @@ pub(super) fn forward(
                     // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
                     // holds `rows * l` probabilities.
                     unsafe {
-                        gemm_into(
-                            rows,
-                            d.hd,
-                            l,
-                            o_ptr.at(dst),
-                            row_stride,
+                        block(
+                            (o_ptr.at(dst), row_stride),
                             false,
+                            (rows, d.hd, l),
                             Mat::rows(s.as_ptr(), l),
                             v.mat(bi, kh, lo),
-                            gemm::Parallelism::None,
                         );
                         for (r, &inv) in inv[..rows].iter().enumerate() {
                             // SAFETY: the row just written, of this task.
@@ -274,12 +278,6 @@ impl Dst {
         (self.ptr.wrapping_offset(off), self.s[2])
     }
 }
-
-#[derive(Clone, Copy)]
-struct Dsts([Dst; 3]);
-// SAFETY: each task writes only its own rows (see `backward`).
-unsafe impl Send for Dsts {}
-unsafe impl Sync for Dsts {}
 
 /// Backward: `(dq, dk, dv)`, stored `[b, t, h, hd]`, `[b, t, kvh, hd]` and `[b, t, kvh, hd]`.
 /// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
@@ -361,8 +359,8 @@ unsafe fn backward_into(
     dst: [Dst; 3],
 ) {
     let starts = Starts::new(docs, d);
-    let dsts = Dsts(dst);
-    let (q, k, v, g) = (In(q), In(k), In(v), In(g));
+    let dsts = Shared(dst);
+    let (q, k, v, g) = (Shared(q), Shared(k), Shared(v), Shared(g));
     let rep = d.h / d.kvh;
     (0..d.b * d.kvh).into_par_iter().for_each(|task| {
         let (bi, kh) = (task / d.kvh, task % d.kvh);
@@ -394,36 +392,25 @@ unsafe fn backward_into(
                         );
                     }
                     let p_blk = Mat::rows(p.as_ptr(), l);
-                    let (dv_at, dv_rs) = dv.row(bi, kh, lo);
-                    let (dk_at, dk_rs) = dk.row(bi, kh, lo);
-                    let (dq_at, dq_rs) = dq.row(bi, qh, i0);
                     // SAFETY (all four products): the destinations are this task's own rows
                     // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
                     // scratch buffers hold `rows * l` values, the views are valid.
                     unsafe {
                         // dV[lo..i1] += P^T dO_blk
-                        gemm_into(
-                            l,
-                            d.hd,
-                            rows,
-                            dv_at,
-                            dv_rs,
+                        block(
+                            dv.row(bi, kh, lo),
                             true,
+                            (l, d.hd, rows),
                             p_blk.t(),
                             g.mat(bi, qh, i0),
-                            gemm::Parallelism::None,
                         );
                         // dP = dO_blk V[lo..i1]^T
-                        gemm_into(
-                            rows,
-                            l,
-                            d.hd,
-                            dp.as_mut_ptr(),
-                            l as isize,
+                        block(
+                            (dp.as_mut_ptr(), l as isize),
                             false,
+                            (rows, l, d.hd),
                             g.mat(bi, qh, i0),
                             v.mat(bi, kh, lo).t(),
-                            gemm::Parallelism::None,
                         );
                     }
                     for (r, (prow, dprow)) in p[..rows * l]
@@ -436,28 +423,20 @@ unsafe fn backward_into(
                     let ds = Mat::rows(dp.as_ptr(), l);
                     unsafe {
                         // dQ_blk = dS K[lo..i1]
-                        gemm_into(
-                            rows,
-                            d.hd,
-                            l,
-                            dq_at,
-                            dq_rs,
+                        block(
+                            dq.row(bi, qh, i0),
                             false,
+                            (rows, d.hd, l),
                             ds,
                             k.mat(bi, kh, lo),
-                            gemm::Parallelism::None,
                         );
                         // dK[lo..i1] += dS^T Q_blk
-                        gemm_into(
-                            l,
-                            d.hd,
-                            rows,
-                            dk_at,
-                            dk_rs,
+                        block(
+                            dk.row(bi, kh, lo),
                             true,
+                            (l, d.hd, rows),
                             ds.t(),
                             q.mat(bi, qh, i0),
-                            gemm::Parallelism::None,
                         );
                     }
                 }

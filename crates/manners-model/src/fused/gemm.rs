@@ -1,19 +1,30 @@
-//! Matrix products on `f32` buffers through the `gemm` crate (the kernel burn-flex itself
-//! calls), into outputs allocated here.
+//! Matrix products on `f32` buffers, into outputs allocated here.
 //!
 //! Why not `Tensor::matmul` on flex: burn-flex 0.22 allocates every product as a zeroed
 //! `Vec<u8>` and then `Bytes::from_bytes_vec` copies it into a buffer of Burn's runtime
 //! alignment, so each product costs a zero fill and a full copy on one thread (about 10% of a
-//! tiny training step in a profile: `memset`, `memmove` and page clearing, while gemm's worker
-//! threads wait). Here the output is allocated once, uninitialised, and written by gemm.
+//! tiny training step in a profile: `memset`, `memmove` and page clearing, while the worker
+//! threads wait). Here the output is allocated once, uninitialised, and written by the kernel.
 //!
-//! The one module of the crate with `unsafe` code: gemm takes raw pointers and strides, and
-//! the outputs start uninitialised. Callers pass operands built from live tensors' storage.
+//! Two kernel libraries, both pure Rust and both already in Burn's dependency tree:
+//! - `gemm` (what burn-flex calls) for products on the calling thread (the attention blocks,
+//!   where the tasks are the parallelism) and for split products on machines with more than
+//!   four threads;
+//! - `matrixmultiply` for split products on machines with up to four threads: its threading
+//!   stops at four, and below that its split measured faster than `gemm`'s on the training
+//!   shapes (2-core AMD EPYC: median 114-131 vs 98-111 GFLOP/s on the `4096 x 256 x 768`-like
+//!   products of a tiny step; see `docs/performance.md`).
+//!
+//! `MANNERS_GEMM=gemm` or `MANNERS_GEMM=matrixmultiply` overrides the choice (for comparing
+//! them on a machine).
+//!
+//! The one module of the crate with `unsafe` code besides the attention kernel: the kernels
+//! take raw pointers and strides, and the outputs start uninitialised. Callers pass operands
+//! built from live tensors' storage.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
-
-pub(super) use gemm::Parallelism;
+use std::sync::OnceLock;
 
 /// A read-only matrix operand: element `(i, j)` is at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -43,17 +54,37 @@ impl Mat {
     }
 }
 
+/// Where a product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Threads {
+    /// On the calling thread (a task among many, e.g. one attention block).
+    Calling,
+    /// Split over the machine's threads when it is large enough to pay for the split.
+    Split,
+}
+
 /// Products smaller than this (multiply-adds) run on the calling thread: below it, splitting
 /// the work costs more than it saves (burn-flex uses the same threshold).
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
-/// `gemm`'s threading for an `m x k` by `k x n` product.
-pub(super) fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    }
+/// The library that runs split products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Library {
+    Gemm,
+    MatrixMultiply,
+}
+
+/// `matrixmultiply` threads up to this many (its own cap).
+const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
+
+fn split_library() -> Library {
+    static CHOICE: OnceLock<Library> = OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("MANNERS_GEMM").as_deref() {
+        Ok("gemm") => Library::Gemm,
+        Ok("matrixmultiply") => Library::MatrixMultiply,
+        _ if rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS => Library::MatrixMultiply,
+        _ => Library::Gemm,
+    })
 }
 
 /// `dst = lhs * rhs` (or `dst += lhs * rhs` when `accumulate`) for `lhs` `m x k`, `rhs` `k x n`
@@ -72,11 +103,76 @@ pub(super) unsafe fn gemm_into(
     accumulate: bool,
     lhs: Mat,
     rhs: Mat,
-    par: Parallelism,
+    threads: Threads,
+) {
+    let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD;
+    let kernel = match (threads, big, split_library()) {
+        (Threads::Split, true, Library::Gemm) => Kernel::GemmSplit,
+        (Threads::Split, true, Library::MatrixMultiply) => Kernel::MatrixMultiplySplit,
+        _ => Kernel::GemmHere,
+    };
+    // SAFETY: the caller's contract.
+    unsafe { run(kernel, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
+}
+
+/// What runs one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `gemm` on the calling thread.
+    GemmHere,
+    /// `gemm` split over rayon's threads.
+    GemmSplit,
+    /// `matrixmultiply` split over its own threads.
+    MatrixMultiplySplit,
+}
+
+/// [`gemm_into`] with the kernel chosen.
+///
+/// # Safety
+/// As [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
 ) {
     if m == 0 || n == 0 {
         return;
     }
+    if kernel == Kernel::MatrixMultiplySplit {
+        // SAFETY: the caller's contract; with beta 0 matrixmultiply does not read `dst`.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                lhs.ptr,
+                lhs.rs,
+                lhs.cs,
+                rhs.ptr,
+                rhs.rs,
+                rhs.cs,
+                if accumulate { 1.0 } else { 0.0 },
+                dst,
+                dst_rs,
+                1,
+            );
+        }
+        return;
+    }
+    let par = if kernel == Kernel::GemmSplit {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller's contract; gemm does not read `dst` when not accumulating.
     unsafe {
         gemm::gemm(
             m, n, k, dst, 1, dst_rs, accumulate, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs,
@@ -120,7 +216,7 @@ pub(super) fn product(m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat) -> Vec<f
                 false,
                 lhs,
                 rhs,
-                parallelism(m, n, k),
+                Threads::Split,
             );
         }
     }
@@ -164,7 +260,7 @@ pub(super) fn product_plus_bias(
                 true,
                 lhs,
                 rhs,
-                parallelism(m, n, k),
+                Threads::Split,
             );
         }
     }
@@ -187,4 +283,78 @@ pub(super) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
         .par_chunks(n * 256)
         .map(|rows| rows.chunks(n).fold(vec![0.0f32; n], add))
         .reduce(|| vec![0.0f32; n], |a, b| add(a, &b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel computes `dst = lhs rhs` and `dst += lhs rhs` for a transposed left operand
+    /// and a destination with padding columns (left untouched), against an `f64` reference, on
+    /// a product large enough to be split.
+    #[test]
+    fn every_kernel_computes_the_product_into_strided_destinations() {
+        let (m, n, k) = (203, 190, 211);
+        assert!(m * n * k >= PARALLEL_THRESHOLD);
+        let value =
+            |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        // `lhs` stored transposed (`k x m`), `rhs` row-major `k x n`.
+        let lhs_t: Vec<f32> = (0..k * m).map(|i| value(i, 1)).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+        let start: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+        let want = |acc: bool, i: usize, j: usize| {
+            let dot: f64 = (0..k)
+                .map(|p| f64::from(lhs_t[p * m + i]) * f64::from(rhs[p * n + j]))
+                .sum();
+            dot + if acc {
+                f64::from(start[i * n + j])
+            } else {
+                0.0
+            }
+        };
+        let rs = n + 5;
+        for kernel in [
+            Kernel::GemmHere,
+            Kernel::GemmSplit,
+            Kernel::MatrixMultiplySplit,
+        ] {
+            for accumulate in [false, true] {
+                let mut dst = vec![f32::NAN; m * rs];
+                if accumulate {
+                    for i in 0..m {
+                        dst[i * rs..i * rs + n].copy_from_slice(&start[i * n..(i + 1) * n]);
+                    }
+                }
+                // SAFETY: `dst` holds `m` rows of stride `rs >= n`; the operands are the
+                // vectors above, of the shapes given.
+                unsafe {
+                    run(
+                        kernel,
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        rs as isize,
+                        accumulate,
+                        Mat::rows(lhs_t.as_ptr(), m).t(),
+                        Mat::rows(rhs.as_ptr(), n),
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..rs {
+                        let got = dst[i * rs + j];
+                        if j >= n {
+                            assert!(got.is_nan(), "{kernel:?} wrote padding ({i}, {j})");
+                            continue;
+                        }
+                        let w = want(accumulate, i, j);
+                        assert!(
+                            (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{kernel:?} accumulate={accumulate} ({i}, {j}): {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
