@@ -20,6 +20,7 @@ a 4096^3 fp32 matmul on the GPU (TF32 off, so fp32 means fp32).
 """
 import argparse
 import json
+import math
 import multiprocessing as mp
 import resource
 import statistics
@@ -227,6 +228,40 @@ def generate(threads, device, q):
     q.put({"cached_tokens_per_sec": 64 / statistics.median(times), **memory(device)})
 
 
+# The matrix products of `manners bench --only matmul-shapes` (m, k, n): an m x k by k x n
+# product of row-major operands; keep in step with `matmul_shapes` in manners-bench.
+PRODUCTS = [
+    (4096, 256, 768), (4096, 256, 1024), (4096, 1024, 256), (256, 4096, 1024),
+    (1024, 4096, 256), (1434, 256, 8192), (1024, 768, 3072), (358, 768, 50257),
+]
+
+
+def matmul_shapes(threads, device, q):
+    """Median GFLOP/s of `torch.mm` on each product (10 runs after one warm-up, into a
+    preallocated output, as the manners side writes into its own buffer)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = []
+    geo = 0.0
+    for m, k, n in PRODUCTS:
+        a = torch.randn(m, k, device=device)
+        b = torch.randn(k, n, device=device)
+        c = torch.empty(m, n, device=device)
+        times = []
+        for i in range(11):
+            sync(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=c)
+            sync(device)
+            if i > 0:
+                times.append(time.perf_counter() - t0)
+        g = 2 * m * k * n / statistics.median(times) / 1e9
+        geo += math.log(g)
+        rows.append({"shape": [m, k, n], "gflops": g})
+    q.put({"products": rows, "geomean_gflops": math.exp(geo / len(rows))})
+
+
 def run(target, *args):
     q = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=target, args=(*args, q))
@@ -243,7 +278,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--only", default="tiny,gpt2-small,smollm2-135m,generate",
-                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate")
+                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate, matmul-shapes")
     ap.add_argument("--variants", choices=["all", "none"], default="none",
                     help="also time eager with the head on supervised positions and its torch.compile")
     a = ap.parse_args()
@@ -258,4 +293,6 @@ if __name__ == "__main__":
             res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device, a.variants == "all")
     if "generate" in only:
         res["generate"] = run(generate, a.threads, a.device)
+    if "matmul-shapes" in only:
+        res["matmul-shapes"] = run(matmul_shapes, a.threads, a.device)
     print(json.dumps(res))

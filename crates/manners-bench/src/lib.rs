@@ -38,6 +38,7 @@ pub const JOBS: &[&str] = &[
     "train-gpt2-small",
     "train-gpt2-small-lora",
     "train-smollm2-135m",
+    "matmul-shapes",
     "adamw-gpt2-small",
     "generate-gpt2-small",
     "epoch-manners",
@@ -103,6 +104,11 @@ pub fn run_job(
             steps.min(5),
             None,
         ))?,
+        // Flex's kernels only: on another backend the row says why it is absent.
+        "matmul-shapes" => match matmul_shapes(dev, steps.max(5)) {
+            Ok(m) => serde_json::to_value(m)?,
+            Err(e) => serde_json::json!({ "skipped": e.to_string() }),
+        },
         "adamw-gpt2-small" => serde_json::to_value(optimizer_update(
             &BenchShape::gpt2_small(),
             &dev.device,
@@ -167,6 +173,7 @@ pub fn torch_key(job: &str) -> Option<&'static str> {
         "train-gpt2-small" => Some("gpt2-small"),
         "train-smollm2-135m" => Some("smollm2-135m"),
         "generate-gpt2-small" => Some("generate"),
+        "matmul-shapes" => Some("matmul-shapes"),
         _ => None,
     }
 }
@@ -177,15 +184,16 @@ pub fn metric(job: &str) -> &'static str {
         j if j.starts_with("train") => "tokens_per_sec",
         j if j.starts_with("generate") => "cached_tokens_per_sec",
         j if j.starts_with("adamw") => "burn_secs",
+        "matmul-shapes" => "geomean_gflops",
         _ => "secs",
     }
 }
 
 pub fn torch_metric(key: &str) -> &'static str {
-    if key == "generate" {
-        "cached_tokens_per_sec"
-    } else {
-        "tokens_per_sec"
+    match key {
+        "generate" => "cached_tokens_per_sec",
+        "matmul-shapes" => "geomean_gflops",
+        _ => "tokens_per_sec",
     }
 }
 
@@ -344,6 +352,12 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
         }
     }
     s.push_str(&render_variants(r, torch));
+    if let Some(v) = r.get("matmul-shapes") {
+        s.push_str(&render_matmul_shapes(
+            v,
+            torch.and_then(|t| t.get("matmul-shapes")),
+        ));
+    }
     if let Some(v) = r.get("adamw-gpt2-small") {
         let (b, m) = (
             f(v, "burn_secs").unwrap_or(f64::NAN),
@@ -393,6 +407,72 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
         s.push_str(&format!(
             "\nmanners is {:.2}x faster than the padded loop end to end.\n",
             f(m, "speedup_vs_padded").unwrap_or(ps / ms)
+        ));
+    }
+    s
+}
+
+/// The matrix-product kernels on the training shapes (GFLOP/s, medians of interleaved runs),
+/// beside `torch.mm` on the same products when PyTorch ran.
+fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
+    let Some(rows) = v.get("products").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let pairs = |r: &Value| -> Vec<(String, f64)> {
+        r.get("gflops")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let names: Vec<String> = rows
+        .first()
+        .map(|r| pairs(r).into_iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    let theirs = torch
+        .and_then(|t| t.get("products"))
+        .and_then(Value::as_array);
+    let mut s = format!(
+        "\n| product (m x k x n), GFLOP/s | {} | PyTorch `torch.mm` |\n|---|{}---|\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let what = r.get("what").and_then(Value::as_str).unwrap_or("?");
+        let shape = r
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|d| {
+                d.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" x ")
+            })
+            .unwrap_or_default();
+        let cells: Vec<String> = pairs(r)
+            .into_iter()
+            .map(|(_, g)| format!("{g:.0}"))
+            .collect();
+        let pt = theirs
+            .and_then(|t| t.get(i))
+            .and_then(|t| f(t, "gflops"))
+            .map_or_else(|| "-".into(), |g| format!("{g:.0}"));
+        s.push_str(&format!(
+            "| {what}: {shape} | {} | {pt} |\n",
+            cells.join(" | ")
+        ));
+    }
+    if let Some(w) = v.get("split_with").and_then(Value::as_str) {
+        s.push_str(&format!(
+            "\nSplit products in this process: {w}, geometric mean {:.0} GFLOP/s{} (`MANNERS_GEMM=gemm|matrixmultiply` overrides the choice).\n",
+            f(v, "geomean_gflops").unwrap_or(f64::NAN),
+            f(v, "ratio_vs_pytorch")
+                .map(|r| format!(", {r:.2}x PyTorch's"))
+                .unwrap_or_default()
         ));
     }
     s
@@ -524,5 +604,59 @@ mod tests {
         assert!(
             render_variants(&m, Some(&json!({ "tiny": { "tokens_per_sec": 1.0 } }))).is_empty()
         );
+    }
+
+    #[test]
+    fn matmul_shapes_show_every_kernel_beside_torch_mm_and_a_same_round_ratio() {
+        let names = ["gemm, 1 thread", "gemm, split", "matrixmultiply, split"];
+        let ours_run = |g: [f64; 3]| {
+            json!({
+                "products": [{
+                    "what": "tiny qkv",
+                    "shape": [4096, 256, 768],
+                    "gflops": names.iter().zip(g).map(|(n, x)| json!([n, x])).collect::<Vec<_>>(),
+                    "split_with": "matrixmultiply",
+                }],
+                "split_with": "matrixmultiply",
+                "geomean_gflops": g[2],
+            })
+        };
+        let torch_run = |g: f64| json!({ "products": [{ "shape": [4096, 256, 768], "gflops": g }], "geomean_gflops": g });
+        let mut ours = Runs::new();
+        let mut theirs = Runs::new();
+        ours.insert(
+            "matmul-shapes".into(),
+            vec![
+                ours_run([70.0, 110.0, 120.0]),
+                ours_run([60.0, 90.0, 100.0]),
+                ours_run([75.0, 115.0, 130.0]),
+            ],
+        );
+        theirs.insert(
+            "matmul-shapes".into(),
+            vec![torch_run(150.0), torch_run(125.0), torch_run(100.0)],
+        );
+        let m = medians(&ours, &theirs);
+        // Same-round ratios 0.8, 0.8, 1.3: median 0.8 (pairing medians would give 120/125).
+        assert_eq!(f(&m["matmul-shapes"], "ratio_vs_pytorch"), Some(0.8));
+        let torch = json!({ "matmul-shapes": pick_median(&theirs["matmul-shapes"], torch_metric("matmul-shapes")) });
+        let table = render(&m, Some(&torch));
+        assert!(
+            table.contains("| product (m x k x n), GFLOP/s | gemm, 1 thread | gemm, split | matrixmultiply, split | PyTorch `torch.mm` |"),
+            "{table}"
+        );
+        // The median run (geometric mean 120) beside PyTorch's median run (125).
+        assert!(
+            table.contains("| tiny qkv: 4096 x 256 x 768 | 70 | 110 | 120 | 125 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("matrixmultiply, geometric mean 120 GFLOP/s, 0.80x PyTorch's"),
+            "{table}"
+        );
+        // On another backend the job is skipped: no table.
+        let mut skipped = serde_json::Map::new();
+        skipped.insert("matmul-shapes".into(), json!({ "skipped": "flex only" }));
+        assert!(!render(&skipped, None).contains("GFLOP/s |"));
     }
 }

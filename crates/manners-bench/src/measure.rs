@@ -226,6 +226,79 @@ pub fn train_step(
     }
 }
 
+/// One row of the `matmul-shapes` job.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProductRow {
+    /// Which product of which step.
+    pub what: &'static str,
+    #[serde(flatten)]
+    pub kernels: manners_model::fused::ProductKernels,
+}
+
+/// The matrix products of a training step (tiny: the projections' forward `x W` and weight
+/// gradient `x^T g`, the LM head at 35% of 16 x 256 positions; GPT-2 small: its widest
+/// projection and its head), each timed with every kernel the fused layers can use on flex:
+/// `runs` interleaved runs, medians. Flex only (the kernels are flex's).
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulShapes {
+    pub products: Vec<ProductRow>,
+    /// The library split products use in this process (`gemm` or `matrixmultiply`).
+    pub split_with: String,
+    /// Geometric mean over the products of the GFLOP/s of the kernel this process uses.
+    pub geomean_gflops: f64,
+}
+
+pub fn matmul_shapes(
+    dev: &manners_model::DeviceChoice,
+    runs: usize,
+) -> anyhow::Result<MatmulShapes> {
+    #[cfg(feature = "flex")]
+    if dev.device == Device::flex() {
+        let rows: [(&'static str, [usize; 3]); 8] = [
+            ("tiny qkv", [4096, 256, 768]),
+            ("tiny mlp up", [4096, 256, 1024]),
+            ("tiny mlp down", [4096, 1024, 256]),
+            ("tiny mlp up, weight gradient", [256, 4096, 1024]),
+            ("tiny mlp down, weight gradient", [1024, 4096, 256]),
+            ("tiny head, 35% of rows", [1434, 256, 8192]),
+            ("gpt2-small mlp up", [1024, 768, 3072]),
+            ("gpt2-small head, 35% of rows", [358, 768, 50257]),
+        ];
+        let products: Vec<ProductRow> = rows
+            .into_iter()
+            .map(|(what, [m, k, n])| ProductRow {
+                what,
+                kernels: manners_model::fused::product_kernels(m, k, n, runs),
+            })
+            .collect();
+        let split_with = products
+            .first()
+            .map(|p| p.kernels.split_with.clone())
+            .unwrap_or_default();
+        let used = format!("{split_with}, split");
+        let logs: Vec<f64> = products
+            .iter()
+            .filter_map(|p| {
+                p.kernels
+                    .gflops
+                    .iter()
+                    .find(|(name, _)| *name == used)
+                    .map(|(_, g)| g.ln())
+            })
+            .collect();
+        let geomean_gflops = (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp();
+        return Ok(MatmulShapes {
+            products,
+            split_with,
+            geomean_gflops,
+        });
+    }
+    anyhow::bail!(
+        "matmul-shapes times flex's kernels: run it with --backend flex (this run: {})",
+        dev.description
+    )
+}
+
 /// Generation speed, batch 1.
 #[derive(Clone, Debug, Serialize)]
 pub struct GenBench {

@@ -181,6 +181,61 @@ unsafe fn run(
     }
 }
 
+/// The library split products use in this process (`"gemm"` or `"matrixmultiply"`).
+pub(super) fn split_library_name() -> &'static str {
+    match split_library() {
+        Library::Gemm => "gemm",
+        Library::MatrixMultiply => "matrixmultiply",
+    }
+}
+
+/// Median GFLOP/s of each kernel on a row-major `m x k` by `k x n` product: `runs` timed runs
+/// each after one warm-up, the kernels taking turns run by run so the machine's drift hits
+/// them alike. Names: `gemm, 1 thread`, `gemm, split`, `matrixmultiply, split`.
+pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&'static str, f64)> {
+    let lhs: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let rhs: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let mut dst = vec![0.0f32; m * n];
+    let kernels = [
+        (Kernel::GemmHere, "gemm, 1 thread"),
+        (Kernel::GemmSplit, "gemm, split"),
+        (Kernel::MatrixMultiplySplit, "matrixmultiply, split"),
+    ];
+    let mut secs = vec![Vec::with_capacity(runs); kernels.len()];
+    for round in 0..=runs {
+        for (times, (kernel, _)) in secs.iter_mut().zip(&kernels) {
+            let t = std::time::Instant::now();
+            // SAFETY: `dst` holds the `m x n` product; the operands are the vectors above.
+            unsafe {
+                run(
+                    *kernel,
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    n as isize,
+                    false,
+                    Mat::rows(lhs.as_ptr(), k),
+                    Mat::rows(rhs.as_ptr(), n),
+                );
+            }
+            std::hint::black_box(&dst);
+            if round > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let flops = 2.0 * (m * n * k) as f64;
+    kernels
+        .iter()
+        .zip(secs)
+        .map(|((_, name), mut t)| {
+            t.sort_by(f64::total_cmp);
+            (*name, flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9)
+        })
+        .collect()
+}
+
 /// An uninitialised buffer of `len` values.
 pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
     let mut out = Vec::with_capacity(len);

@@ -372,6 +372,31 @@ pub fn adamw_update<const D: usize>(
     )
 }
 
+/// One product timed with each matrix-product kernel the fused layers can use on flex.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProductKernels {
+    /// `[m, k, n]`: an `m x k` by `k x n` product.
+    pub shape: [usize; 3],
+    /// Median GFLOP/s per kernel: `gemm, 1 thread`, `gemm, split`, `matrixmultiply, split`.
+    pub gflops: Vec<(String, f64)>,
+    /// The library this process uses for split products (`gemm` or `matrixmultiply`).
+    pub split_with: String,
+}
+
+/// Times an `m x k` by `k x n` product with each kernel (`runs` runs each, interleaved; see
+/// `docs/performance.md`): what `manners bench --only matmul-shapes` prints.
+#[cfg(feature = "flex")]
+pub fn product_kernels(m: usize, k: usize, n: usize, runs: usize) -> ProductKernels {
+    ProductKernels {
+        shape: [m, k, n],
+        gflops: gemm::kernel_gflops(m, n, k, runs.max(1))
+            .into_iter()
+            .map(|(name, g)| (name.to_string(), g))
+            .collect(),
+        split_with: gemm::split_library_name().to_string(),
+    }
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
