@@ -67,23 +67,19 @@ pub(super) enum Threads {
 /// the work costs more than it saves (burn-flex uses the same threshold).
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
-/// The library that runs split products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Library {
-    Gemm,
-    MatrixMultiply,
-}
-
 /// `matrixmultiply` threads up to this many (its own cap).
 const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
 
-fn split_library() -> Library {
-    static CHOICE: OnceLock<Library> = OnceLock::new();
+/// The kernel that runs split products in this process.
+fn split_kernel() -> Kernel {
+    static CHOICE: OnceLock<Kernel> = OnceLock::new();
     *CHOICE.get_or_init(|| match std::env::var("MANNERS_GEMM").as_deref() {
-        Ok("gemm") => Library::Gemm,
-        Ok("matrixmultiply") => Library::MatrixMultiply,
-        _ if rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS => Library::MatrixMultiply,
-        _ => Library::Gemm,
+        Ok("gemm") => Kernel::GemmSplit,
+        Ok("matrixmultiply") => Kernel::MatrixMultiplySplit,
+        _ if rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS => {
+            Kernel::MatrixMultiplySplit
+        }
+        _ => Kernel::GemmSplit,
     })
 }
 
@@ -106,10 +102,10 @@ pub(super) unsafe fn gemm_into(
     threads: Threads,
 ) {
     let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD;
-    let kernel = match (threads, big, split_library()) {
-        (Threads::Split, true, Library::Gemm) => Kernel::GemmSplit,
-        (Threads::Split, true, Library::MatrixMultiply) => Kernel::MatrixMultiplySplit,
-        _ => Kernel::GemmHere,
+    let kernel = if threads == Threads::Split && big {
+        split_kernel()
+    } else {
+        Kernel::GemmHere
     };
     // SAFETY: the caller's contract.
     unsafe { run(kernel, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
@@ -183,9 +179,9 @@ unsafe fn run(
 
 /// The library split products use in this process (`"gemm"` or `"matrixmultiply"`).
 pub(super) fn split_library_name() -> &'static str {
-    match split_library() {
-        Library::Gemm => "gemm",
-        Library::MatrixMultiply => "matrixmultiply",
+    match split_kernel() {
+        Kernel::MatrixMultiplySplit => "matrixmultiply",
+        Kernel::GemmHere | Kernel::GemmSplit => "gemm",
     }
 }
 
