@@ -468,7 +468,7 @@ fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
     }
     if let Some(w) = v.get("split_with").and_then(Value::as_str) {
         s.push_str(&format!(
-            "\nSplit products in this process: {w}, geometric mean {:.0} GFLOP/s{} (`MANNERS_GEMM=gemm|matrixmultiply` overrides the choice).\n",
+            "\nSplit products in this process: {w}, geometric mean {:.0} GFLOP/s{} (`MANNERS_GEMM=gemm|matrixmultiply` picks another).\n",
             f(v, "geomean_gflops").unwrap_or(f64::NAN),
             f(v, "ratio_vs_pytorch")
                 .map(|r| format!(", {r:.2}x PyTorch's"))
@@ -615,9 +615,9 @@ mod tests {
                     "what": "tiny qkv",
                     "shape": [4096, 256, 768],
                     "gflops": names.iter().zip(g).map(|(n, x)| json!([n, x])).collect::<Vec<_>>(),
-                    "split_with": "matrixmultiply",
+                    "split_with": "matrixmultiply, split",
                 }],
-                "split_with": "matrixmultiply",
+                "split_with": "matrixmultiply, split",
                 "geomean_gflops": g[2],
             })
         };
@@ -651,7 +651,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("matrixmultiply, geometric mean 120 GFLOP/s, 0.80x PyTorch's"),
+            table.contains("matrixmultiply, split, geometric mean 120 GFLOP/s, 0.80x PyTorch's"),
             "{table}"
         );
         // On another backend the job is skipped: no table.

@@ -242,7 +242,7 @@ pub struct ProductRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulShapes {
     pub products: Vec<ProductRow>,
-    /// The library split products use in this process (`gemm` or `matrixmultiply`).
+    /// The kernel split products use in this process (its name in the rows' `gflops`).
     pub split_with: String,
     /// Geometric mean over the products of the GFLOP/s of the kernel this process uses.
     pub geomean_gflops: f64,
@@ -275,14 +275,13 @@ pub fn matmul_shapes(
             .first()
             .map(|p| p.kernels.split_with.clone())
             .unwrap_or_default();
-        let used = format!("{split_with}, split");
         let logs: Vec<f64> = products
             .iter()
             .filter_map(|p| {
                 p.kernels
                     .gflops
                     .iter()
-                    .find(|(name, _)| *name == used)
+                    .find(|(name, _)| *name == split_with)
                     .map(|(_, g)| g.ln())
             })
             .collect();

@@ -6,17 +6,18 @@
 //! tiny training step in a profile: `memset`, `memmove` and page clearing, while the worker
 //! threads wait). Here the output is allocated once, uninitialised, and written by the kernel.
 //!
-//! Two kernel libraries, both pure Rust and both already in Burn's dependency tree:
-//! - `gemm` (what burn-flex calls) for products on the calling thread (the attention blocks,
-//!   where the tasks are the parallelism) and for split products on machines with more than
-//!   four threads;
-//! - `matrixmultiply` for split products on machines with up to four threads: its threading
-//!   stops at four, and below that its split measured faster than `gemm`'s on the training
-//!   shapes (2-core AMD EPYC: median 114-131 vs 98-111 GFLOP/s on the `4096 x 256 x 768`-like
-//!   products of a tiny step; see `docs/performance.md`).
+//! Split products (the layers' own, large enough to pay for threads) cut the output into one
+//! panel per rayon thread, along its longer side, and run `gemm` (what burn-flex calls) on
+//! each panel on one thread: no synchronisation inside a product, and each thread packs its own
+//! operands. On a 2-core Intel Xeon with AVX-512 this reaches 192-242 GFLOP/s on a training
+//! step's products, where `gemm`'s own rayon split read 105-239 and `matrixmultiply`'s 111-165
+//! (`torch.mm`: 221-255); see `docs/performance.md`. Attention blocks run `gemm` on the calling
+//! thread (the tasks are the parallelism).
 //!
-//! `MANNERS_GEMM=gemm` or `MANNERS_GEMM=matrixmultiply` overrides the choice (for comparing
-//! them on a machine).
+//! `MANNERS_GEMM=gemm` (gemm's own split) or `MANNERS_GEMM=matrixmultiply` (bluss'
+//! `matrixmultiply`, already in Burn's tree through ndarray; it measured ahead of `gemm`'s split
+//! on a 2-core AMD EPYC without AVX-512, before the panels existed) overrides the choice, for
+//! comparing them on a machine: `manners bench --only matmul-shapes` times all of them.
 //!
 //! The one module of the crate with `unsafe` code besides the attention kernel: the kernels
 //! take raw pointers and strides, and the outputs start uninitialised. Callers pass operands
@@ -67,19 +68,14 @@ pub(super) enum Threads {
 /// the work costs more than it saves (burn-flex uses the same threshold).
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
-/// `matrixmultiply` threads up to this many (its own cap).
-const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
-
-/// The kernel that runs split products in this process.
+/// The kernel that runs split products in this process: [`Kernel::GemmPanels`] unless
+/// `MANNERS_GEMM` names another.
 fn split_kernel() -> Kernel {
     static CHOICE: OnceLock<Kernel> = OnceLock::new();
     *CHOICE.get_or_init(|| match std::env::var("MANNERS_GEMM").as_deref() {
         Ok("gemm") => Kernel::GemmSplit,
         Ok("matrixmultiply") => Kernel::MatrixMultiplySplit,
-        _ if rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS => {
-            Kernel::MatrixMultiplySplit
-        }
-        _ => Kernel::GemmSplit,
+        _ => Kernel::GemmPanels,
     })
 }
 
@@ -120,6 +116,33 @@ enum Kernel {
     GemmSplit,
     /// `matrixmultiply` split over its own threads.
     MatrixMultiplySplit,
+    /// The output cut into one panel per rayon thread (along the longer of its two sides),
+    /// each panel a `gemm` product on one thread: no synchronisation inside a product.
+    GemmPanels,
+}
+
+/// Panel sides are multiples of this (a whole number of AVX-512 `f32` vectors).
+const PANEL_ALIGN: usize = 16;
+
+/// A raw operand or destination shared by the panel tasks: each task writes its own panel.
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: the panels of one product are disjoint parts of the destination, and the operands
+// are only read while the product runs (the caller keeps them alive).
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+/// `[start, len)` of each of up to `parts` panels of `len` elements, aligned to
+/// [`PANEL_ALIGN`] except for the last.
+fn panels(len: usize, parts: usize) -> Vec<(usize, usize)> {
+    let size = len
+        .div_ceil(parts.max(1))
+        .next_multiple_of(PANEL_ALIGN)
+        .max(1);
+    (0..len)
+        .step_by(size)
+        .map(|start| (start, size.min(len - start)))
+        .collect()
 }
 
 /// [`gemm_into`] with the kernel chosen.
@@ -139,6 +162,37 @@ unsafe fn run(
     rhs: Mat,
 ) {
     if m == 0 || n == 0 {
+        return;
+    }
+    if kernel == Kernel::GemmPanels {
+        let by_rows = m >= n;
+        let cuts = panels(if by_rows { m } else { n }, rayon::current_num_threads());
+        let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
+        rayon::scope(|s| {
+            for &(start, len) in &cuts {
+                s.spawn(move |_| {
+                    let (dst, lhs, rhs) = (dst, lhs, rhs);
+                    let (dst, lhs, rhs, m, n) = if by_rows {
+                        let at = start as isize;
+                        let lhs = Mat {
+                            ptr: lhs.0.ptr.wrapping_offset(at * lhs.0.rs),
+                            ..lhs.0
+                        };
+                        (dst.0.wrapping_offset(at * dst_rs), lhs, rhs.0, len, n)
+                    } else {
+                        let rhs = Mat {
+                            ptr: rhs.0.ptr.wrapping_offset(start as isize * rhs.0.cs),
+                            ..rhs.0
+                        };
+                        (dst.0.wrapping_add(start), lhs.0, rhs, m, len)
+                    };
+                    // SAFETY: the caller's contract, for this panel: rows (or columns)
+                    // `start..start + len` of the destination and of the operand cut with it;
+                    // panels are disjoint.
+                    unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
+                });
+            }
+        });
         return;
     }
     if kernel == Kernel::MatrixMultiplySplit {
@@ -177,29 +231,39 @@ unsafe fn run(
     }
 }
 
-/// The library split products use in this process (`"gemm"` or `"matrixmultiply"`).
-pub(super) fn split_library_name() -> &'static str {
-    match split_kernel() {
-        Kernel::MatrixMultiplySplit => "matrixmultiply",
-        Kernel::GemmHere | Kernel::GemmSplit => "gemm",
+impl Kernel {
+    /// How the kernel bench names it.
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::GemmHere => "gemm, 1 thread",
+            Kernel::GemmSplit => "gemm, split",
+            Kernel::MatrixMultiplySplit => "matrixmultiply, split",
+            Kernel::GemmPanels => "gemm panels, split",
+        }
     }
+}
+
+/// The name of the kernel split products use in this process, as [`kernel_gflops`] names it.
+pub(super) fn split_kernel_name() -> &'static str {
+    split_kernel().name()
 }
 
 /// Median GFLOP/s of each kernel on a row-major `m x k` by `k x n` product: `runs` timed runs
 /// each after one warm-up, the kernels taking turns run by run so the machine's drift hits
-/// them alike. Names: `gemm, 1 thread`, `gemm, split`, `matrixmultiply, split`.
+/// them alike. Names: [`Kernel::name`].
 pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&'static str, f64)> {
     let lhs: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
     let rhs: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
     let mut dst = vec![0.0f32; m * n];
     let kernels = [
-        (Kernel::GemmHere, "gemm, 1 thread"),
-        (Kernel::GemmSplit, "gemm, split"),
-        (Kernel::MatrixMultiplySplit, "matrixmultiply, split"),
+        Kernel::GemmHere,
+        Kernel::GemmSplit,
+        Kernel::MatrixMultiplySplit,
+        Kernel::GemmPanels,
     ];
     let mut secs = vec![Vec::with_capacity(runs); kernels.len()];
     for round in 0..=runs {
-        for (times, (kernel, _)) in secs.iter_mut().zip(&kernels) {
+        for (times, kernel) in secs.iter_mut().zip(&kernels) {
             let t = std::time::Instant::now();
             // SAFETY: `dst` holds the `m x n` product; the operands are the vectors above.
             unsafe {
@@ -225,9 +289,12 @@ pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&
     kernels
         .iter()
         .zip(secs)
-        .map(|((_, name), mut t)| {
+        .map(|(kernel, mut t)| {
             t.sort_by(f64::total_cmp);
-            (*name, flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9)
+            (
+                kernel.name(),
+                flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9,
+            )
         })
         .collect()
 }
@@ -345,7 +412,13 @@ mod tests {
     /// a product large enough to be split.
     #[test]
     fn every_kernel_computes_the_product_into_strided_destinations() {
-        let (m, n, k) = (203, 190, 211);
+        // Taller than wide, then wider than tall: the panel kernel cuts rows, then columns.
+        for (m, n, k) in [(203, 190, 211), (190, 203, 211)] {
+            product_into_strided_destination(m, n, k);
+        }
+    }
+
+    fn product_into_strided_destination(m: usize, n: usize, k: usize) {
         assert!(m * n * k >= PARALLEL_THRESHOLD);
         let value =
             |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
@@ -368,6 +441,7 @@ mod tests {
             Kernel::GemmHere,
             Kernel::GemmSplit,
             Kernel::MatrixMultiplySplit,
+            Kernel::GemmPanels,
         ] {
             for accumulate in [false, true] {
                 let mut dst = vec![f32::NAN; m * rs];
@@ -401,10 +475,31 @@ mod tests {
                         let w = want(accumulate, i, j);
                         assert!(
                             (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "{kernel:?} accumulate={accumulate} ({i}, {j}): {got} vs {w}"
+                            "{kernel:?} {m}x{n}x{k} accumulate={accumulate} ({i}, {j}): \
+                             {got} vs {w}"
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn panels_cover_the_side_once_in_aligned_pieces() {
+        for len in [1, 15, 16, 17, 100, 203, 4096] {
+            for parts in [1, 2, 3, 16] {
+                let cuts = panels(len, parts);
+                assert!(cuts.len() <= parts, "{len} in {parts}: {cuts:?}");
+                let mut next = 0;
+                for (i, &(start, n)) in cuts.iter().enumerate() {
+                    assert_eq!(start, next, "{len} in {parts}: {cuts:?}");
+                    assert!(n > 0);
+                    if i + 1 < cuts.len() {
+                        assert_eq!(n % PANEL_ALIGN, 0, "{len} in {parts}: {cuts:?}");
+                    }
+                    next += n;
+                }
+                assert_eq!(next, len, "{len} in {parts}: {cuts:?}");
             }
         }
     }

@@ -377,9 +377,10 @@ pub fn adamw_update<const D: usize>(
 pub struct ProductKernels {
     /// `[m, k, n]`: an `m x k` by `k x n` product.
     pub shape: [usize; 3],
-    /// Median GFLOP/s per kernel: `gemm, 1 thread`, `gemm, split`, `matrixmultiply, split`.
+    /// Median GFLOP/s per kernel, by name: `gemm, 1 thread`, `gemm, split`,
+    /// `matrixmultiply, split`, `gemm panels, split`.
     pub gflops: Vec<(String, f64)>,
-    /// The library this process uses for split products (`gemm` or `matrixmultiply`).
+    /// The name (one of those in `gflops`) of the kernel this process uses for split products.
     pub split_with: String,
 }
 
@@ -393,7 +394,7 @@ pub fn product_kernels(m: usize, k: usize, n: usize, runs: usize) -> ProductKern
             .into_iter()
             .map(|(name, g)| (name.to_string(), g))
             .collect(),
-        split_with: gemm::split_library_name().to_string(),
+        split_with: gemm::split_kernel_name().to_string(),
     }
 }
 
