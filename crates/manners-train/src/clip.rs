@@ -1,10 +1,10 @@
 //! Global gradient-norm clipping, like `torch.nn.utils.clip_grad_norm_`: the norm over all
 //! gradients together (Burn's built-in clipping works per tensor).
 
-use manners_model::Model;
 use manners_model::burn::module::{ModuleVisitor, Param};
 use manners_model::burn::optim::GradientsParams;
 use manners_model::burn::prelude::*;
+use manners_model::{Model, fused};
 
 struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
@@ -14,7 +14,7 @@ struct SquaredNorms<'a> {
 impl ModuleVisitor for SquaredNorms<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            self.parts.push(g.square().sum());
+            self.parts.push(fused::sum_of_squares(&g));
         }
     }
 }
@@ -28,7 +28,7 @@ impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
             self.grads
-                .register::<D>(param.id, g.mul_scalar(self.factor));
+                .register::<D>(param.id, fused::scale(g, self.factor));
         }
     }
 }

@@ -994,6 +994,12 @@ pub trait FusedOptimOps: Backend {
         moment_2: FloatTensor<Self>,
         scalars: kernels::AdamWScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// The sum of the squares of the values, as a one-element tensor: one multi-threaded,
+    /// read-only pass, chunks' partial sums added in `f64` in a fixed order (so the result does
+    /// not depend on how the threads split the work).
+    fn fused_sum_of_squares(t: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `t * factor` in one multi-threaded pass, in place when no other handle shares the buffer.
+    fn fused_scale(t: FloatTensor<Self>, factor: f32) -> FloatTensor<Self>;
 }
 
 impl FusedOptimOps for Flex {
@@ -1016,5 +1022,27 @@ impl FusedOptimOps for Flex {
             .zip(vs.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), m), v)| kernels::adamw(p, g, m, v, &scalars));
         (p, m, v)
+    }
+
+    fn fused_sum_of_squares(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        let t = contiguous(&t);
+        let parts: Vec<f64> = values(&t)
+            .par_chunks(CHUNK)
+            .map(|c| {
+                let mut s = 0.0;
+                kernels::sum_of_squares(c, &mut s);
+                s
+            })
+            .collect();
+        new_tensor(vec![parts.iter().sum::<f64>() as f32], [1].into())
+    }
+
+    fn fused_scale(t: FloatTensor<Self>, factor: f32) -> FloatTensor<Self> {
+        let mut t = take_mut(t);
+        let n = t.layout().num_elements();
+        t.storage_mut::<f32>()[..n]
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| kernels::scale(c, factor));
+        t
     }
 }

@@ -411,6 +411,34 @@ pub struct AdamWScalars {
     pub keep: f32,
 }
 
+/// Lanes of the partial sums in [`sum_of_squares`] (one AVX-512 vector of `f32`).
+const LANES: usize = 16;
+
+multiversion! {
+    /// `out = sum(x^2)`: `LANES` running `f32` sums (so the loop vectorises) added up in `f64`.
+    /// Callers keep slices short (a chunk of a tensor) and add the chunks' sums in `f64`.
+    pub fn sum_of_squares(x: &[f32], out: &mut f64) {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v * v;
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|v| f64::from(v * v)).sum();
+        *out = acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail;
+    }
+}
+
+multiversion! {
+    /// `x *= factor`.
+    pub fn scale(x: &mut [f32], factor: f32) {
+        for v in x.iter_mut() {
+            *v *= factor;
+        }
+    }
+}
+
 multiversion! {
     /// One AdamW update, in place: `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
     /// `p = p (1 - lr wd) - lr (m / c1) / (sqrt(v / c2) + eps)`, with Burn's order of operations.
@@ -697,6 +725,27 @@ mod tests {
             assert!(close(p[i], r[i][0], 1e-6), "p[{i}] {} vs {}", p[i], r[i][0]);
             assert!(close(m[i], r[i][1], 1e-6), "m[{i}] {} vs {}", m[i], r[i][1]);
             assert!(close(v[i], r[i][2], 1e-6), "v[{i}] {} vs {}", v[i], r[i][2]);
+        }
+    }
+
+    #[test]
+    fn sum_of_squares_and_scale_match_f64() {
+        for len in [0, 1, 15, 16, 17, 1000, 16_411] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03)
+                .collect();
+            let want: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            let mut got = -1.0;
+            sum_of_squares(&x, &mut got);
+            assert!(
+                (got - want).abs() <= 1e-6 * (1.0 + want),
+                "{len}: {got} vs {want}"
+            );
+            let mut y = x.clone();
+            scale(&mut y, -0.37);
+            for (a, b) in y.iter().zip(&x) {
+                assert_eq!(*a, b * -0.37);
+            }
         }
     }
 }

@@ -372,6 +372,35 @@ pub fn adamw_update<const D: usize>(
     )
 }
 
+/// `sum(t^2)` as a one-element tensor (a term of a global gradient norm). On flex (`f32`, fusion
+/// on) one multi-threaded, read-only pass with `f64` partial sums; elsewhere `t.square().sum()`.
+pub fn sum_of_squares<const D: usize>(t: &Tensor<D>) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if fusable(t) {
+        use self::flex::FusedOptimOps;
+        return Tensor::from_dispatch(
+            <burn::backend::Dispatch as FusedOptimOps>::fused_sum_of_squares(
+                t.clone().into_dispatch(),
+            ),
+        );
+    }
+    t.clone().square().sum()
+}
+
+/// `t * factor` (gradient clipping's scale). On flex (`f32`, fusion on) one multi-threaded pass,
+/// in place when no other handle shares `t`; elsewhere `mul_scalar`.
+pub fn scale<const D: usize>(t: Tensor<D>, factor: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if fusable(&t) {
+        use self::flex::FusedOptimOps;
+        return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOptimOps>::fused_scale(
+            t.into_dispatch(),
+            factor as f32,
+        ));
+    }
+    t.mul_scalar(factor)
+}
+
 /// One product timed with each matrix-product kernel the fused layers can use on flex.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProductKernels {
@@ -819,5 +848,37 @@ mod tests {
         let (fused, reference) = (run(true), run(false));
         assert_close(&fused[0], &reference[0], 1e-5, "cross-entropy");
         assert_close(&fused[1], &reference[1], 1e-5, "its gradient");
+    }
+
+    #[test]
+    fn fused_sum_of_squares_and_scale_equal_the_tensor_operations() {
+        let dev = Device::flex();
+        // Transposed (not contiguous) and long enough for several chunks.
+        let x = Tensor::<2>::random([300, 70], Distribution::Normal(0.0, 1.0), &dev).transpose();
+        let want: f64 = values_of(x.clone())
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        let fused = values_of(sum_of_squares(&x));
+        set_enabled(false);
+        let plain = values_of(sum_of_squares(&x));
+        set_enabled(true);
+        assert_eq!(fused.len(), 1);
+        assert!(
+            (f64::from(fused[0]) - want).abs() <= 1e-6 * want,
+            "{fused:?} vs {want}"
+        );
+        assert!(
+            (f64::from(plain[0]) - want).abs() <= 1e-4 * want,
+            "{plain:?} vs {want}"
+        );
+        // A buffer shared with another handle is copied, never changed under it.
+        let kept = x.clone();
+        let before = values_of(kept.clone());
+        let scaled = values_of(scale(x, -0.25));
+        assert_eq!(values_of(kept), before);
+        for (s, b) in scaled.iter().zip(&before) {
+            assert_eq!(*s, b * -0.25);
+        }
     }
 }
