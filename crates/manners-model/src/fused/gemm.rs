@@ -9,9 +9,9 @@
 //! Split products (the layers' own, large enough to pay for threads) cut the output into one
 //! panel per rayon thread, along its longer side, and run `gemm` (what burn-flex calls) on
 //! each panel on one thread: no synchronisation inside a product, and each thread packs its own
-//! operands. On a 2-core Intel Xeon with AVX-512 this reaches 192-242 GFLOP/s on a training
-//! step's products, where `gemm`'s own rayon split read 105-239 and `matrixmultiply`'s 111-165
-//! (`torch.mm`: 221-255); see `docs/performance.md`. Attention blocks run `gemm` on the calling
+//! operands. On a 2-core Intel Xeon with AVX-512 this reaches 199-242 GFLOP/s on a training
+//! step's products, where `gemm`'s own rayon split read 129-240 and `matrixmultiply`'s 125-157
+//! (`torch.mm`: 260-299, same run); see `docs/performance.md`. Attention blocks run `gemm` on the calling
 //! thread (the tasks are the parallelism).
 //!
 //! `MANNERS_GEMM=gemm` (gemm's own split) or `MANNERS_GEMM=matrixmultiply` (bluss'
