@@ -392,9 +392,7 @@ pub(super) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
         return Vec::new();
     }
     let add = |mut acc: Vec<f32>, row: &[f32]| {
-        for (a, v) in acc.iter_mut().zip(row) {
-            *a += v;
-        }
+        super::kernels::add_into(&mut acc, row);
         acc
     };
     values

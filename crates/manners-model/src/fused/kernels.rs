@@ -431,6 +431,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// `acc += x`, element by element.
+    pub fn add_into(acc: &mut [f32], x: &[f32]) {
+        for (a, v) in acc.iter_mut().zip(x) {
+            *a += v;
+        }
+    }
+}
+
+multiversion! {
     /// `x *= factor`.
     pub fn scale(x: &mut [f32], factor: f32) {
         for v in x.iter_mut() {
@@ -743,6 +752,11 @@ mod tests {
             );
             let mut y = x.clone();
             scale(&mut y, -0.37);
+            let mut z = x.clone();
+            add_into(&mut z, &y);
+            for ((z, a), b) in z.iter().zip(&x).zip(&y) {
+                assert_eq!(*z, a + b);
+            }
             for (a, b) in y.iter().zip(&x) {
                 assert_eq!(*a, b * -0.37);
             }
