@@ -563,9 +563,28 @@ fn two_wgpu_devices_train_like_one() {
     let pair = parallel_run(&micro, a.clone().autodiff(), vec![b.clone().autodiff()], 5);
     eprintln!("one device: {:?}\ntwo devices: {:?}", single.0, pair.0);
     assert_close("wgpu x2", &single.0, &pair.0, 1e-5);
+    // The two devices may pick different kernels (cubecl autotunes each device by timing), so
+    // the gradients can differ in their last bits; AdamW divides by each entry's running RMS,
+    // which turns that noise into updates of up to ~lr in entries whose gradient is near zero
+    // (seen on a 2-core Xeon with lavapipe: up to 2.4e-4 after 5 steps at lr 1e-3, 60 of the
+    // 43,904 weights beyond 1e-5; the one-device run itself varied between runs there). So the
+    // weights must agree to 1e-5 in all but 1% and to lr everywhere; a lost or doubled gradient
+    // share would move the losses above and most of the weights.
     let d = max_abs_diff(&single.1, &pair.1);
-    eprintln!("max weight difference after 5 steps: {d:e}");
-    assert!(d < 1e-5, "weights differ by {d:e}");
+    let off = single
+        .1
+        .iter()
+        .zip(&pair.1)
+        .filter(|(x, y)| (*x - *y).abs() > 1e-5)
+        .count();
+    let share = off as f64 / single.1.len() as f64;
+    eprintln!("after 5 steps: max weight difference {d:e}, {off} weights beyond 1e-5 ({share:e})");
+    assert!(d < 1e-3, "weights differ by {d:e}");
+    assert!(
+        share < 1e-2,
+        "{off} of {} weights differ by more than 1e-5",
+        single.1.len()
+    );
     // Each device ran one of the two micro-batches.
     assert_eq!(pair.2.len(), 2);
     for (w, b) in pair.2.iter().zip(&micro) {
