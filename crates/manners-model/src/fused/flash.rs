@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{self, Mat, Threads, gemm_into};
+use super::gemm::{self, Mat, Shared, Threads, gemm_into};
 use super::kernels;
 
 /// Queries per block.
@@ -53,21 +53,6 @@ pub(super) struct Dims {
     pub kvh: usize,
     pub t: usize,
     pub hd: usize,
-}
-
-/// A pointer (or view) the tasks share: `Send`/`Sync` for the parallel loop.
-#[derive(Clone, Copy)]
-struct Shared<T>(T);
-// SAFETY: inputs are only read while the call runs (the caller keeps them alive), and every
-// task writes only the rows of its own (batch row, key/value head) pair.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl Shared<*mut f32> {
-    /// The pointer `at` elements in (a method, so closures capture the whole `Shared`).
-    fn at(self, at: usize) -> *mut f32 {
-        self.0.wrapping_add(at)
-    }
 }
 
 /// `dst (+)= lhs * rhs` for an `m x n` block on the calling thread (the tasks are the

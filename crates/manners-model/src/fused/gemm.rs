@@ -124,13 +124,21 @@ enum Kernel {
 /// Panel sides are multiples of this (a whole number of AVX-512 `f32` vectors).
 const PANEL_ALIGN: usize = 16;
 
-/// A raw operand or destination shared by the panel tasks: each task writes its own panel.
+/// A raw operand or destination shared by parallel tasks (the panels here, flash attention's
+/// (row, head) tasks): each task writes only its own part.
 #[derive(Clone, Copy)]
-struct Shared<T>(T);
-// SAFETY: the panels of one product are disjoint parts of the destination, and the operands
-// are only read while the product runs (the caller keeps them alive).
+pub(super) struct Shared<T>(pub(super) T);
+// SAFETY: every user splits the destination into disjoint parts, one per task, and only reads
+// the operands while the call runs (the caller keeps them alive).
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
+
+impl Shared<*mut f32> {
+    /// The pointer `at` elements in (a method, so closures capture the whole `Shared`).
+    pub(super) fn at(self, at: usize) -> *mut f32 {
+        self.0.wrapping_add(at)
+    }
+}
 
 /// `[start, len)` of each of up to `parts` panels of `len` elements, aligned to
 /// [`PANEL_ALIGN`] except for the last.
