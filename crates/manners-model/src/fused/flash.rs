@@ -16,6 +16,8 @@
 //! free.
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::gemm::{self, Mat, Shared, Threads, gemm_into};
@@ -276,11 +278,11 @@ pub(super) fn backward(
     scale: f32,
     d: Dims,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut dq = vec![0.0f32; d.b * d.t * d.h * d.hd];
-    let mut dk = vec![0.0f32; d.b * d.t * d.kvh * d.hd];
-    let mut dv = vec![0.0f32; d.b * d.t * d.kvh * d.hd];
-    let dst = |buf: &mut Vec<f32>, heads: usize| Dst {
-        ptr: buf.as_mut_ptr(),
+    let mut dq = gemm::uninit(d.b * d.t * d.h * d.hd);
+    let mut dk = gemm::uninit(d.b * d.t * d.kvh * d.hd);
+    let mut dv = gemm::uninit(d.b * d.t * d.kvh * d.hd);
+    let dst = |buf: &mut Vec<MaybeUninit<f32>>, heads: usize| Dst {
+        ptr: buf.as_mut_ptr().cast(),
         s: [
             (d.t * heads * d.hd) as isize,
             d.hd as isize,
@@ -288,9 +290,16 @@ pub(super) fn backward(
         ],
     };
     let dsts = [dst(&mut dq, d.h), dst(&mut dk, d.kvh), dst(&mut dv, d.kvh)];
-    // SAFETY: three separate zeroed buffers of the destinations' shapes, alive for the call.
-    unsafe { backward_into(q, k, v, o, lse, g, docs, scale, d, dsts) };
-    (dq, dk, dv)
+    // SAFETY: three separate buffers of the destinations' shapes, alive for the call; the call
+    // writes every element of them.
+    unsafe {
+        backward_into(q, k, v, o, lse, g, docs, scale, d, dsts);
+        (
+            gemm::assume_init(dq),
+            gemm::assume_init(dk),
+            gemm::assume_init(dv),
+        )
+    }
 }
 
 /// Backward for a packed projection (`d.h == d.kvh`): the gradient of `qkv`, stored
@@ -309,21 +318,25 @@ pub(super) fn backward_packed(
         "a packed projection has as many key/value heads as query heads"
     );
     let width = 3 * d.h * d.hd;
-    let mut dqkv = vec![0.0f32; d.b * d.t * width];
-    let base = dqkv.as_mut_ptr();
+    let mut dqkv = gemm::uninit(d.b * d.t * width);
+    let base = dqkv.as_mut_ptr().cast::<f32>();
     let dst = |i: usize| Dst {
         ptr: base.wrapping_add(i * d.h * d.hd),
         s: [(d.t * width) as isize, d.hd as isize, width as isize],
     };
-    // SAFETY: the three destinations are disjoint column ranges of one zeroed buffer of the
-    // packed shape, alive for the call.
-    unsafe { backward_into(q, k, v, o, lse, g, docs, scale, d, [dst(0), dst(1), dst(2)]) };
-    dqkv
+    // SAFETY: the three destinations are disjoint column ranges that together cover one buffer
+    // of the packed shape, alive for the call, and the call writes every element of them.
+    unsafe {
+        backward_into(q, k, v, o, lse, g, docs, scale, d, [dst(0), dst(1), dst(2)]);
+        gemm::assume_init(dqkv)
+    }
 }
 
 /// Writes the gradients of `q`, `k` and `v` into `dst` (`[b, h, t, hd]`,
 /// `[b, kvh, t, hd]`, `[b, kvh, t, hd]` destinations, which may share one buffer, e.g. a packed
-/// `qkv` gradient; the key and value destinations must hold zeros, they are accumulated into).
+/// `qkv` gradient). Every element of the destinations is written (each task first zeroes its
+/// own rows, on its own thread just before using them, then accumulates into them), so they
+/// may start uninitialised.
 /// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
 /// output's gradient as a `[b, h, t, hd]` view.
 ///
@@ -352,6 +365,14 @@ unsafe fn backward_into(
         let (q, k, v, g, dsts) = (q, k, v, g, dsts);
         let (q, k, v, g) = (q.0, k.0, v.0, g.0);
         let [dq, dk, dv] = dsts.0;
+        for i in 0..d.t {
+            let rows = (kh * rep..(kh + 1) * rep).map(|qh| dq.row(bi, qh, i));
+            for (row, _) in rows.chain([dk.row(bi, kh, i), dv.row(bi, kh, i)]) {
+                // SAFETY: position `i` of this task's own heads (queries `qh` of key head `kh`,
+                // and key head `kh`) in row `bi`: `hd` values of a valid destination.
+                unsafe { std::ptr::write_bytes(row, 0, d.hd) };
+            }
+        }
         let mut dot = vec![0.0f32; d.t];
         with_scratch(BLOCK * d.t, |p, dp| {
             for qh in kh * rep..(kh + 1) * rep {
@@ -428,4 +449,87 @@ unsafe fn backward_into(
             }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backward_writes_every_destination_element_whatever_it_held() {
+        // Grouped heads, two query blocks (t > BLOCK) and two documents in the second row.
+        let d = Dims {
+            b: 2,
+            h: 4,
+            kvh: 2,
+            t: BLOCK + 6,
+            hd: 8,
+        };
+        let view = |v: &[f32], heads: usize| View {
+            ptr: v.as_ptr(),
+            s: [
+                (heads * d.t * d.hd) as isize,
+                (d.t * d.hd) as isize,
+                d.hd as isize,
+                1,
+            ],
+        };
+        let (q, k, v) = (
+            values(d.b * d.h * d.t * d.hd, 1),
+            values(d.b * d.kvh * d.t * d.hd, 2),
+            values(d.b * d.kvh * d.t * d.hd, 3),
+        );
+        let g = values(d.b * d.h * d.t * d.hd, 4);
+        let docs: Vec<f32> = (0..d.b * d.t)
+            .map(|i| if i >= d.t + 30 { 1.0 } else { 0.0 })
+            .collect();
+        let qkv = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
+        let (o, lse) = forward(qkv[0], qkv[1], qkv[2], &docs, 0.35, d);
+        let (dq, dk, dv) = backward(qkv, &o, &lse, view(&g, d.h), &docs, 0.35, d);
+        assert!(dq.iter().chain(&dk).chain(&dv).all(|x| x.is_finite()));
+        assert!(dk.iter().any(|&x| x != 0.0) && dv.iter().any(|&x| x != 0.0));
+
+        // The same into destinations full of NaN: an element left unwritten (or accumulated
+        // into without being zeroed first) stays NaN.
+        let mut nan = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
+        let dst = |buf: &mut Vec<f32>, heads: usize| Dst {
+            ptr: buf.as_mut_ptr(),
+            s: [
+                (d.t * heads * d.hd) as isize,
+                d.hd as isize,
+                (heads * d.hd) as isize,
+            ],
+        };
+        let [a, b, c] = &mut nan;
+        let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
+        // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
+        unsafe {
+            backward_into(
+                qkv[0],
+                qkv[1],
+                qkv[2],
+                &o,
+                &lse,
+                view(&g, d.h),
+                &docs,
+                0.35,
+                d,
+                dsts,
+            )
+        };
+        assert_eq!(nan, [dq, dk, dv]);
+    }
 }

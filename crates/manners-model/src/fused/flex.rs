@@ -111,10 +111,9 @@ fn take_mut(g: FlexTensor) -> FlexTensor {
 fn gelu_forward(x: &FlexTensor) -> FlexTensor {
     let x = contiguous(x);
     let xs = values(&x);
-    let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(xs.par_chunks(CHUNK))
-        .for_each(|(y, x)| kernels::gelu_tanh(x, y));
+    let y = gemm::new_by_chunks(xs.len(), CHUNK, xs.par_chunks(CHUNK), |y, x| {
+        kernels::gelu_tanh(x, y)
+    });
     new_tensor(y, x.layout().shape().clone())
 }
 
@@ -140,12 +139,11 @@ fn layer_norm_forward(
     let (xs, gs, bs) = (values(&x), values(&gamma), values(&beta));
     let d = gs.len();
     let rows = xs.len() / d;
-    let mut y = vec![0.0f32; xs.len()];
     let mut stats = vec![0.0f32; rows * 2];
-    y.par_chunks_mut(ROWS * d)
-        .zip(xs.par_chunks(ROWS * d))
-        .zip(stats.par_chunks_mut(ROWS * 2))
-        .for_each(|((y, x), st)| kernels::layer_norm_rows(x, gs, bs, eps, y, st));
+    let parts = xs.par_chunks(ROWS * d).zip(stats.par_chunks_mut(ROWS * 2));
+    let y = gemm::new_by_chunks(xs.len(), ROWS * d, parts, |y, (x, st)| {
+        kernels::layer_norm_rows(x, gs, bs, eps, y, st)
+    });
     (new_tensor(y, x.layout().shape().clone()), stats)
 }
 
@@ -198,12 +196,11 @@ fn rms_norm_forward(x: &FlexTensor, gamma: &FlexTensor, eps: f32) -> (FlexTensor
     let (xs, gs) = (values(&x), values(&gamma));
     let d = gs.len();
     let rows = xs.len() / d;
-    let mut y = vec![0.0f32; xs.len()];
     let mut stats = vec![0.0f32; rows];
-    y.par_chunks_mut(ROWS * d)
-        .zip(xs.par_chunks(ROWS * d))
-        .zip(stats.par_chunks_mut(ROWS))
-        .for_each(|((y, x), st)| kernels::rms_norm_rows(x, gs, eps, y, st));
+    let parts = xs.par_chunks(ROWS * d).zip(stats.par_chunks_mut(ROWS));
+    let y = gemm::new_by_chunks(xs.len(), ROWS * d, parts, |y, (x, st)| {
+        kernels::rms_norm_rows(x, gs, eps, y, st)
+    });
     (new_tensor(y, x.layout().shape().clone()), stats)
 }
 
@@ -244,11 +241,12 @@ fn rms_norm_backward(
 
 fn silu_mul_forward(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
     let (gate, up) = (contiguous(gate), contiguous(up));
-    let mut y = vec![0.0f32; gate.layout().num_elements()];
-    y.par_chunks_mut(CHUNK)
-        .zip(values(&gate).par_chunks(CHUNK))
-        .zip(values(&up).par_chunks(CHUNK))
-        .for_each(|((y, a), u)| kernels::silu_mul(a, u, y));
+    let parts = values(&gate)
+        .par_chunks(CHUNK)
+        .zip(values(&up).par_chunks(CHUNK));
+    let y = gemm::new_by_chunks(gate.layout().num_elements(), CHUNK, parts, |y, (a, u)| {
+        kernels::silu_mul(a, u, y)
+    });
     new_tensor(y, gate.layout().shape().clone())
 }
 
@@ -277,20 +275,17 @@ fn softmax_forward(x: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
     let bd = bias.layout().shape().to_vec();
     let (nb, nh, t, n) = (xd[0], xd[1], xd[2], xd[3]);
     let (xs, bs) = (values(&x), values(&bias));
-    let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(ROWS * n)
-        .zip(xs.par_chunks(ROWS * n))
-        .enumerate()
-        .for_each(|(c, (y, x))| {
-            for (r, (y, x)) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).enumerate() {
-                let row = c * ROWS + r; // over [nb, nh, t]
-                let (bi, hi, ti) = (row / (nh * t), row / t % nh, row % t);
-                let bb = if bd[0] == 1 { 0 } else { bi };
-                let bh = if bd[1] == 1 { 0 } else { hi };
-                let start = ((bb * bd[1] + bh) * t + ti) * n;
-                kernels::softmax_bias_row(x, &bs[start..start + n], y);
-            }
-        });
+    let parts = xs.par_chunks(ROWS * n).enumerate();
+    let y = gemm::new_by_chunks(xs.len(), ROWS * n, parts, |y, (c, x)| {
+        for (r, (y, x)) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).enumerate() {
+            let row = c * ROWS + r; // over [nb, nh, t]
+            let (bi, hi, ti) = (row / (nh * t), row / t % nh, row % t);
+            let bb = if bd[0] == 1 { 0 } else { bi };
+            let bh = if bd[1] == 1 { 0 } else { hi };
+            let start = ((bb * bd[1] + bh) * t + ti) * n;
+            kernels::softmax_bias_row(x, &bs[start..start + n], y);
+        }
+    });
     debug_assert_eq!(xs.len(), nb * nh * t * n);
     new_tensor(y, x.layout().shape().clone())
 }

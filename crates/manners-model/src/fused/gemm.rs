@@ -315,6 +315,33 @@ pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
     out
 }
 
+/// A new buffer of `len` values built by rayon tasks, one per `chunk` values: each task zeroes
+/// its part (the first touch, on its own thread, so no single-threaded `memset` runs first)
+/// and passes it to `fill` with the matching item of `with`, which must have one item per
+/// chunk.
+pub(super) fn new_by_chunks<I, F>(len: usize, chunk: usize, with: I, fill: F) -> Vec<f32>
+where
+    I: rayon::iter::IndexedParallelIterator,
+    F: Fn(&mut [f32], I::Item) + Sync + Send,
+{
+    use rayon::prelude::*;
+    let mut out = uninit(len);
+    out.par_chunks_mut(chunk.max(1))
+        .zip_eq(with)
+        .for_each(|(part, item)| {
+            part.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element of `part` was just written; `MaybeUninit<f32>` has `f32`'s
+            // layout.
+            fill(
+                unsafe { &mut *(std::ptr::from_mut(part) as *mut [f32]) },
+                item,
+            );
+        });
+    // SAFETY: `zip_eq` visited every chunk (it panics on a length mismatch), and each was
+    // zeroed before `fill` saw it.
+    unsafe { assume_init(out) }
+}
+
 /// # Safety
 /// Every element of `v` must have been written.
 pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
@@ -412,6 +439,32 @@ pub(super) fn column_sums(values: &[f32], n: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_by_chunks_zeroes_each_part_before_filling_it() {
+        use rayon::prelude::*;
+        let (len, chunk) = (10_000, 1 << 10);
+        // A freed buffer of sevens of the same size, likely what the allocator hands back next:
+        // a part left unzeroed would show a seven.
+        drop(std::hint::black_box(vec![7.0f32; len]));
+        let parts = len.div_ceil(chunk);
+        let out = new_by_chunks(len, chunk, (0..parts).into_par_iter(), |part, i| {
+            for v in part {
+                *v += i as f32;
+            }
+        });
+        assert_eq!(out.len(), len);
+        for (j, v) in out.iter().enumerate() {
+            assert_eq!(*v, (j / chunk) as f32, "element {j}");
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn new_by_chunks_refuses_fewer_items_than_parts() {
+        use rayon::prelude::*;
+        new_by_chunks(100, 10, (0..9).into_par_iter(), |_, _| {});
+    }
 
     /// Every kernel computes `dst = lhs rhs` and `dst += lhs rhs` for a transposed left operand
     /// and a destination with padding columns (left untouched), against an `f64` reference, on
