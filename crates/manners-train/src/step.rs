@@ -518,6 +518,11 @@ impl Learner {
     /// the step has no supervised target. A non-finite loss or gradient leaves the weights and
     /// the optimiser state unchanged.
     pub fn step(&mut self, micro: &[HostBatch], lr: f64) -> Option<StepResult> {
+        let device = self.device.clone();
+        manners_model::fused::on_compute_threads(&device, || self.step_here(micro, lr))
+    }
+
+    fn step_here(&mut self, micro: &[HostBatch], lr: f64) -> Option<StepResult> {
         let (grads, split, work) = self.gradients_work(micro)?;
         self.last_work = work;
         let loss = split.loss;

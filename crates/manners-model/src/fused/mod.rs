@@ -131,6 +131,21 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     silu(gate) * up
 }
 
+/// Runs `f` on one of rayon's threads when `device` is `flex`, so that the parallel kernels it
+/// starts begin at once on the calling worker, with the other workers stealing parts. Called
+/// from outside the pool, each kernel (hundreds per training step) would instead hand its work
+/// to the pool, wake a sleeping worker through the OS and sleep until the work is done: two
+/// wake-ups per kernel with a core idle during each. Elsewhere (another device, fusion off, or
+/// already on a rayon thread) `f` runs here.
+pub fn on_compute_threads<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    if enabled() && rayon::current_thread_index().is_none() && *device == Device::flex() {
+        return rayon::scope(|_| f());
+    }
+    let _ = device;
+    f()
+}
+
 /// Whether [`attention`] runs fused on this device: flex with fusion on.
 pub fn attention_fusable(device: &Device) -> bool {
     #[cfg(feature = "flex")]
@@ -477,6 +492,34 @@ mod tests {
         fn drop(&mut self) {
             set_enabled(true);
         }
+    }
+
+    #[test]
+    fn flex_work_runs_on_a_rayon_thread_and_nests_where_it_is() {
+        let where_ = |device: &Device| {
+            on_compute_threads(device, || {
+                let outer = rayon::current_thread_index();
+                (
+                    outer,
+                    on_compute_threads(device, rayon::current_thread_index),
+                )
+            })
+        };
+        let on = Switch::set(true);
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "tests run off the pool"
+        );
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let (outer, inner) = where_(&device);
+            assert!(outer.is_some(), "{device:?}: not on a rayon thread");
+            assert_eq!(inner, outer, "{device:?}: a nested call moved");
+        }
+        assert_eq!(where_(&Device::ndarray()), (None, None));
+        drop(on);
+        let _off = Switch::set(false);
+        assert_eq!(where_(&Device::flex()), (None, None));
     }
 
     fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
