@@ -314,6 +314,12 @@ fn mat(t: &FlexTensor) -> Mat {
     }
 }
 
+/// Whether the matrix `w` (`[k, n]`, `k, n > 1`) is the transpose of a contiguous `[n, k]` one.
+fn stored_transposed(w: &FlexTensor) -> bool {
+    let (l, shape) = (w.layout(), w.layout().shape());
+    shape[0] > 1 && shape[1] > 1 && l.strides() == [1, shape[0] as isize]
+}
+
 /// `x` as a contiguous matrix of its rows (`[.., k] -> [m, k]`): `(x, m, k)`.
 fn rows(x: &FlexTensor) -> (FlexTensor, usize, usize) {
     let x = contiguous(x);
@@ -355,8 +361,20 @@ fn linear_backward(
         new_tensor(dx, x.layout().shape().clone())
     });
     let dw = want[1].then(|| {
-        let xt = Mat::rows(values(&x).as_ptr(), k).t();
-        new_tensor(gemm::product(k, n, m, xt, gm), w.layout().shape().clone())
+        let xm = Mat::rows(values(&x).as_ptr(), k);
+        if stored_transposed(w) {
+            // `w` is the transpose of a stored `[n, k]` matrix (a tied LM head's embedding):
+            // give its gradient the same layout, so the transpose's backward hands the
+            // embedding a contiguous gradient and the two uses' sum is a contiguous add.
+            let dwt = gemm::product(n, k, m, gm.t(), xm);
+            let layout = Layout::new([k, n].into(), vec![1, k as isize], 0);
+            FlexTensor::new(Bytes::from_elems(dwt), layout, DType::F32)
+        } else {
+            new_tensor(
+                gemm::product(k, n, m, xm.t(), gm),
+                w.layout().shape().clone(),
+            )
+        }
     });
     let db = want[2].then(|| new_tensor(gemm::column_sums(values(&g), n), [n].into()));
     [dx, dw, db]
