@@ -516,7 +516,9 @@ mod tests {
             assert!(outer.is_some(), "{device:?}: not on a rayon thread");
             assert_eq!(inner, outer, "{device:?}: a nested call moved");
         }
-        assert_eq!(where_(&Device::ndarray()), (None, None));
+        #[allow(deprecated)] // ndarray: a CPU device that is not flex
+        let ndarray = Device::ndarray();
+        assert_eq!(where_(&ndarray), (None, None));
         drop(on);
         let _off = Switch::set(false);
         assert_eq!(where_(&Device::flex()), (None, None));
