@@ -259,6 +259,18 @@ pub(super) struct Dst {
 }
 
 impl Dst {
+    /// A destination stored `[b, t, heads, hd]` (contiguous) at `ptr`.
+    fn stored(ptr: *mut f32, d: Dims, heads: usize) -> Self {
+        Dst {
+            ptr,
+            s: [
+                (d.t * heads * d.hd) as isize,
+                d.hd as isize,
+                (heads * d.hd) as isize,
+            ],
+        }
+    }
+
     /// The row `(bi, h, i)` and the stride between consecutive positions.
     fn row(self, bi: usize, h: usize, i: usize) -> (*mut f32, isize) {
         let off = bi as isize * self.s[0] + h as isize * self.s[1] + i as isize * self.s[2];
@@ -281,14 +293,8 @@ pub(super) fn backward(
     let mut dq = gemm::uninit(d.b * d.t * d.h * d.hd);
     let mut dk = gemm::uninit(d.b * d.t * d.kvh * d.hd);
     let mut dv = gemm::uninit(d.b * d.t * d.kvh * d.hd);
-    let dst = |buf: &mut Vec<MaybeUninit<f32>>, heads: usize| Dst {
-        ptr: buf.as_mut_ptr().cast(),
-        s: [
-            (d.t * heads * d.hd) as isize,
-            d.hd as isize,
-            (heads * d.hd) as isize,
-        ],
-    };
+    let dst =
+        |buf: &mut Vec<MaybeUninit<f32>>, heads| Dst::stored(buf.as_mut_ptr().cast(), d, heads);
     let dsts = [dst(&mut dq, d.h), dst(&mut dk, d.kvh), dst(&mut dv, d.kvh)];
     // SAFETY: three separate buffers of the destinations' shapes, alive for the call; the call
     // writes every element of them.
@@ -505,14 +511,7 @@ mod tests {
         // The same into destinations full of NaN: an element left unwritten (or accumulated
         // into without being zeroed first) stays NaN.
         let mut nan = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
-        let dst = |buf: &mut Vec<f32>, heads: usize| Dst {
-            ptr: buf.as_mut_ptr(),
-            s: [
-                (d.t * heads * d.hd) as isize,
-                d.hd as isize,
-                (heads * d.hd) as isize,
-            ],
-        };
+        let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
         let [a, b, c] = &mut nan;
         let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
         // SAFETY: three separate buffers of the destinations' shapes, alive for the call.

@@ -897,6 +897,7 @@ mod tests {
 
     #[test]
     fn fused_sum_of_squares_and_scale_equal_the_tensor_operations() {
+        let on = Switch::set(true);
         let dev = Device::flex();
         // Transposed (not contiguous) and long enough for several chunks.
         let x = Tensor::<2>::random([300, 70], Distribution::Normal(0.0, 1.0), &dev).transpose();
@@ -905,9 +906,11 @@ mod tests {
             .map(|&v| f64::from(v) * f64::from(v))
             .sum();
         let fused = values_of(sum_of_squares(&x));
-        set_enabled(false);
+        drop(on);
+        let off = Switch::set(false);
         let plain = values_of(sum_of_squares(&x));
-        set_enabled(true);
+        drop(off);
+        let _on = Switch::set(true);
         assert_eq!(fused.len(), 1);
         assert!(
             (f64::from(fused[0]) - want).abs() <= 1e-6 * want,
