@@ -11,13 +11,10 @@
 //! each panel on one thread: no synchronisation inside a product, and each thread packs its own
 //! operands. On a 2-core Intel Xeon with AVX-512 this reaches 199-242 GFLOP/s on a training
 //! step's products, where `gemm`'s own rayon split read 129-240 and `matrixmultiply`'s 125-157
-//! (`torch.mm`: 260-299, same run); see `docs/performance.md`. A product much deeper than wide
-//! (a weight gradient summed over thousands of tokens) is first cut in two along `k`, so each
-//! thread packs half of each operand instead of all of the shared one, and the halves are
-//! summed. Attention blocks run `gemm` on the calling thread (the tasks are the parallelism).
+//! (`torch.mm`: 260-299, same run); see `docs/performance.md`. Attention blocks run `gemm` on the calling
+//! thread (the tasks are the parallelism).
 //!
-//! `MANNERS_GEMM=panels` (panels without the cut along `k`), `MANNERS_GEMM=gemm` (gemm's own
-//! split) or `MANNERS_GEMM=matrixmultiply` (bluss'
+//! `MANNERS_GEMM=gemm` (gemm's own split) or `MANNERS_GEMM=matrixmultiply` (bluss'
 //! `matrixmultiply`, already in Burn's tree through ndarray; it measured ahead of `gemm`'s split
 //! on a 2-core AMD EPYC without AVX-512, before the panels existed) overrides the choice, for
 //! comparing them on a machine: `manners bench --only matmul-shapes` times all of them.
@@ -78,8 +75,7 @@ fn split_kernel() -> Kernel {
     *CHOICE.get_or_init(|| match std::env::var("MANNERS_GEMM").as_deref() {
         Ok("gemm") => Kernel::GemmSplit,
         Ok("matrixmultiply") => Kernel::MatrixMultiplySplit,
-        Ok("panels") => Kernel::GemmPanels,
-        _ => Kernel::GemmKHalves,
+        _ => Kernel::GemmPanels,
     })
 }
 
@@ -123,18 +119,6 @@ enum Kernel {
     /// The output cut into one panel per rayon thread (along the longer of its two sides),
     /// each panel a `gemm` product on one thread: no synchronisation inside a product.
     GemmPanels,
-    /// [`Kernel::GemmPanels`], except that a product much deeper than it is wide (a weight
-    /// gradient summed over many tokens, see [`halves_k`]) is cut into two halves along `k`,
-    /// each half's panels packing only its own half of both operands, and the second half's
-    /// product added into the first's.
-    GemmKHalves,
-}
-
-/// Whether [`Kernel::GemmKHalves`] cuts this product along `k`: when `k` is at least twice the
-/// longer output side and large enough that the halves pay for the extra sum. A property of
-/// the shape alone, not of the thread count, so results do not depend on the machine's cores.
-fn halves_k(m: usize, n: usize, k: usize) -> bool {
-    k >= 2048 && k >= 2 * m.max(n)
 }
 
 /// Panel sides are multiples of this (a whole number of AVX-512 `f32` vectors).
@@ -149,23 +133,10 @@ pub(super) struct Shared<T>(pub(super) T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
-impl<T: Copy> Shared<T> {
-    /// The value (a method, so a closure that calls it captures the whole `Shared`, not the
-    /// bare pointers inside).
-    pub(super) fn get(self) -> T {
-        self.0
-    }
-}
-
 impl Shared<*mut f32> {
     /// The pointer `at` elements in (a method, so closures capture the whole `Shared`).
     pub(super) fn at(self, at: usize) -> *mut f32 {
         self.0.wrapping_add(at)
-    }
-
-    /// The start of row `i` of a matrix with row stride `rs`.
-    fn at_row(self, i: usize, rs: isize) -> *mut f32 {
-        self.0.wrapping_offset(i as isize * rs)
     }
 }
 
@@ -201,65 +172,34 @@ unsafe fn run(
     if m == 0 || n == 0 {
         return;
     }
-    if kernel == Kernel::GemmKHalves && halves_k(m, n, k) {
-        let half = (k / 2).next_multiple_of(PANEL_ALIGN);
-        let parts = (rayon::current_num_threads() / 2).max(1);
-        let mut second = uninit(m * n);
-        let tail = (
-            Mat {
-                ptr: lhs.ptr.wrapping_offset(half as isize * lhs.cs),
-                ..lhs
-            },
-            Mat {
-                ptr: rhs.ptr.wrapping_offset(half as isize * rhs.rs),
-                ..rhs
-            },
-        );
-        let args = Shared((dst, lhs, rhs, tail, second.as_mut_ptr().cast::<f32>()));
+    if kernel == Kernel::GemmPanels {
+        let by_rows = m >= n;
+        let cuts = panels(if by_rows { m } else { n }, rayon::current_num_threads());
+        let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
         rayon::scope(|s| {
-            let (dst, lhs, rhs, tail, into) = args.get();
-            // SAFETY: the caller's contract for `dst` and the operands' first `half` columns
-            // (rows); `second` is a fresh `m x n` buffer the second half writes whole.
-            unsafe {
-                spawn_panels(s, parts, m, n, half, dst, dst_rs, accumulate, lhs, rhs);
-                spawn_panels(
-                    s,
-                    parts,
-                    m,
-                    n,
-                    k - half,
-                    into,
-                    n as isize,
-                    false,
-                    tail.0,
-                    tail.1,
-                );
+            for &(start, len) in &cuts {
+                s.spawn(move |_| {
+                    let (dst, lhs, rhs) = (dst, lhs, rhs);
+                    let (dst, lhs, rhs, m, n) = if by_rows {
+                        let at = start as isize;
+                        let lhs = Mat {
+                            ptr: lhs.0.ptr.wrapping_offset(at * lhs.0.rs),
+                            ..lhs.0
+                        };
+                        (dst.0.wrapping_offset(at * dst_rs), lhs, rhs.0, len, n)
+                    } else {
+                        let rhs = Mat {
+                            ptr: rhs.0.ptr.wrapping_offset(start as isize * rhs.0.cs),
+                            ..rhs.0
+                        };
+                        (dst.0.wrapping_add(start), lhs.0, rhs, m, len)
+                    };
+                    // SAFETY: the caller's contract, for this panel: rows (or columns)
+                    // `start..start + len` of the destination and of the operand cut with it;
+                    // panels are disjoint.
+                    unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
+                });
             }
-        });
-        // SAFETY: the panels above wrote every element of `second`.
-        let second = unsafe { assume_init(second) };
-        let dst = Shared(dst);
-        use rayon::prelude::*;
-        second
-            .par_chunks(n * 64)
-            .enumerate()
-            .for_each(|(block, rows)| {
-                for (r, row) in rows.chunks(n).enumerate() {
-                    let i = block * 64 + r;
-                    // SAFETY: row `i` of the caller's destination, one task per block of rows.
-                    let out = unsafe { std::slice::from_raw_parts_mut(dst.at_row(i, dst_rs), n) };
-                    super::kernels::add_into(out, row);
-                }
-            });
-        return;
-    }
-    if matches!(kernel, Kernel::GemmPanels | Kernel::GemmKHalves) {
-        let args = Shared((dst, lhs, rhs));
-        rayon::scope(|s| {
-            let (dst, lhs, rhs) = args.get();
-            let parts = rayon::current_num_threads();
-            // SAFETY: the caller's contract.
-            unsafe { spawn_panels(s, parts, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
         });
         return;
     }
@@ -299,51 +239,6 @@ unsafe fn run(
     }
 }
 
-/// Spawns into `scope` one [`Kernel::GemmHere`] task per panel of the output, up to `parts`
-/// panels along its longer side.
-///
-/// # Safety
-/// As [`gemm_into`], for as long as the scope runs.
-#[allow(clippy::too_many_arguments)]
-unsafe fn spawn_panels<'s>(
-    scope: &rayon::Scope<'s>,
-    parts: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-) {
-    let by_rows = m >= n;
-    let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
-    for (start, len) in panels(if by_rows { m } else { n }, parts) {
-        scope.spawn(move |_| {
-            let (dst, lhs, rhs) = (dst, lhs, rhs);
-            let (dst, lhs, rhs, m, n) = if by_rows {
-                let at = start as isize;
-                let lhs = Mat {
-                    ptr: lhs.0.ptr.wrapping_offset(at * lhs.0.rs),
-                    ..lhs.0
-                };
-                (dst.0.wrapping_offset(at * dst_rs), lhs, rhs.0, len, n)
-            } else {
-                let rhs = Mat {
-                    ptr: rhs.0.ptr.wrapping_offset(start as isize * rhs.0.cs),
-                    ..rhs.0
-                };
-                (dst.0.wrapping_add(start), lhs.0, rhs, m, len)
-            };
-            // SAFETY: the caller's contract, for this panel: rows (or columns)
-            // `start..start + len` of the destination and of the operand cut with it; panels
-            // are disjoint.
-            unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
-        });
-    }
-}
-
 impl Kernel {
     /// How the kernel bench names it.
     fn name(self) -> &'static str {
@@ -352,7 +247,6 @@ impl Kernel {
             Kernel::GemmSplit => "gemm, split",
             Kernel::MatrixMultiplySplit => "matrixmultiply, split",
             Kernel::GemmPanels => "gemm panels, split",
-            Kernel::GemmKHalves => "gemm panels, k halves",
         }
     }
 }
@@ -374,7 +268,6 @@ pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&
         Kernel::GemmSplit,
         Kernel::MatrixMultiplySplit,
         Kernel::GemmPanels,
-        Kernel::GemmKHalves,
     ];
     let mut secs = vec![Vec::with_capacity(runs); kernels.len()];
     for round in 0..=runs {
@@ -579,47 +472,9 @@ mod tests {
     #[test]
     fn every_kernel_computes_the_product_into_strided_destinations() {
         // Taller than wide, then wider than tall: the panel kernel cuts rows, then columns.
-        // Then deep enough for `GemmKHalves` to cut `k` (an odd `k`: unequal halves).
-        for (m, n, k) in [(203, 190, 211), (190, 203, 211), (100, 70, 2051)] {
+        for (m, n, k) in [(203, 190, 211), (190, 203, 211)] {
             product_into_strided_destination(m, n, k);
         }
-        assert!(!halves_k(203, 190, 211) && halves_k(100, 70, 2051));
-    }
-
-    /// The cut along `k` depends on the shape alone: one thread and four (two panels per half) give the same bits.
-    #[test]
-    fn k_halves_give_the_same_bits_on_any_number_of_threads() {
-        let (m, n, k) = (100, 70, 2051);
-        assert!(halves_k(m, n, k));
-        let lhs: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let rhs: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 53) % 97) as f32 / 48.0 - 1.0)
-            .collect();
-        let on = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool");
-            let mut dst = vec![0.0f32; m * n];
-            // SAFETY: `dst` holds the `m x n` product; the operands are the vectors above.
-            pool.install(|| unsafe {
-                run(
-                    Kernel::GemmKHalves,
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    n as isize,
-                    false,
-                    Mat::rows(lhs.as_ptr(), k),
-                    Mat::rows(rhs.as_ptr(), n),
-                )
-            });
-            dst.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        };
-        assert_eq!(on(1), on(4));
     }
 
     fn product_into_strided_destination(m: usize, n: usize, k: usize) {
@@ -646,7 +501,6 @@ mod tests {
             Kernel::GemmSplit,
             Kernel::MatrixMultiplySplit,
             Kernel::GemmPanels,
-            Kernel::GemmKHalves,
         ] {
             for accumulate in [false, true] {
                 let mut dst = vec![f32::NAN; m * rs];
