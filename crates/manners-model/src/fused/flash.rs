@@ -139,34 +139,22 @@ fn mask_row(
     }
 }
 
-/// Two scratch buffers of `n` values each, reused by the calling thread across calls (fresh
-/// allocations of this size cost page faults every layer).
-fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+/// Buffers reused by the calling thread across calls (fresh allocations of this size cost
+/// page faults every layer): two of `n` values for a block's scores and their companion, and
+/// two for a task's transposed keys and values (sized by [`transpose_into`]).
+fn with_scratch<R>(n: usize, f: impl FnOnce([&mut [f32]; 2], [&mut Vec<f32>; 2]) -> R) -> R {
     thread_local! {
-        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 4]> =
+            const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
     }
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
-        let (a, b) = &mut *guard;
+        let [a, b, kt, vt] = &mut *guard;
         if a.len() < n {
             a.resize(n, 0.0);
             b.resize(n, 0.0);
         }
-        f(&mut a[..n], &mut b[..n])
-    })
-}
-
-/// Two buffers reused by the calling thread for a task's transposed keys and values.
-fn with_transposed<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
-    thread_local! {
-        static TRANSPOSED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    }
-    TRANSPOSED.with(|cell| {
-        let mut guard = cell.borrow_mut();
-        let (a, b) = &mut *guard;
-        f(a, b)
+        f([&mut a[..n], &mut b[..n]], [kt, vt])
     })
 }
 
@@ -257,46 +245,44 @@ pub(super) fn forward(
         let (bi, kh) = (task / d.kvh, task % d.kvh);
         let (q, k, v) = (q, k, v);
         let (q, k, v) = (q.0, k.0, v.0);
-        with_scratch(BLOCK * d.t, |s, inv| {
-            with_transposed(|kt, _| {
-                let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
-                for qh in kh * rep..(kh + 1) * rep {
-                    for i0 in (0..d.t).step_by(BLOCK) {
-                        let i1 = (i0 + BLOCK).min(d.t);
-                        let lo = starts.key_start(d, bi, i0, i1);
-                        let (rows, l) = (i1 - i0, i1 - lo);
-                        block_scores(s, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
-                        for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
-                            let at = (bi * d.h + qh) * d.t + i0 + r;
-                            // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
-                            let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
-                            // Unnormalised: the output row is divided by the sum after the product.
-                            inv[r] = kernels::attention_exp_row(row, scale, slot);
-                        }
-                        let row_stride = (d.h * d.hd) as isize;
-                        let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
-                        // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
-                        // holds `rows * l` probabilities.
-                        unsafe {
-                            block(
-                                (o_ptr.at(dst), row_stride),
-                                false,
-                                (rows, d.hd, l),
-                                Mat::rows(s.as_ptr(), l),
-                                v.mat(bi, kh, lo),
+        with_scratch(BLOCK * d.t, |[s, inv], [kt, _]| {
+            let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
+            for qh in kh * rep..(kh + 1) * rep {
+                for i0 in (0..d.t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(d.t);
+                    let lo = starts.key_start(d, bi, i0, i1);
+                    let (rows, l) = (i1 - i0, i1 - lo);
+                    block_scores(s, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
+                    for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+                        let at = (bi * d.h + qh) * d.t + i0 + r;
+                        // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
+                        let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
+                        // Unnormalised: the output row is divided by the sum after the product.
+                        inv[r] = kernels::attention_exp_row(row, scale, slot);
+                    }
+                    let row_stride = (d.h * d.hd) as isize;
+                    let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
+                    // SAFETY: rows `i0..i1` of head `qh` in row `bi` belong to this task only; `s`
+                    // holds `rows * l` probabilities.
+                    unsafe {
+                        block(
+                            (o_ptr.at(dst), row_stride),
+                            false,
+                            (rows, d.hd, l),
+                            Mat::rows(s.as_ptr(), l),
+                            v.mat(bi, kh, lo),
+                        );
+                        for (r, &inv) in inv[..rows].iter().enumerate() {
+                            // SAFETY: the row just written, of this task.
+                            let row = std::slice::from_raw_parts_mut(
+                                o_ptr.at(dst + r * d.h * d.hd),
+                                d.hd,
                             );
-                            for (r, &inv) in inv[..rows].iter().enumerate() {
-                                // SAFETY: the row just written, of this task.
-                                let row = std::slice::from_raw_parts_mut(
-                                    o_ptr.at(dst + r * d.h * d.hd),
-                                    d.hd,
-                                );
-                                row.iter_mut().for_each(|x| *x *= inv);
-                            }
+                            row.iter_mut().for_each(|x| *x *= inv);
                         }
                     }
                 }
-            });
+            }
         });
     });
     // SAFETY: the tasks wrote every query row of every head.
@@ -433,83 +419,81 @@ unsafe fn backward_into(
             }
         }
         let mut dot = vec![0.0f32; d.t];
-        with_scratch(BLOCK * d.t, |p, dp| {
-            with_transposed(|kt, vt| {
-                let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
-                let vt = transpose_into(vt, v.mat(bi, kh, 0), d.t, d.hd);
-                for qh in kh * rep..(kh + 1) * rep {
-                    // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
-                    for (i, di) in dot.iter_mut().enumerate() {
-                        let orow = &o[((bi * d.t + i) * d.h + qh) * d.hd..][..d.hd];
-                        let gm = g.mat(bi, qh, i);
-                        *di = (0..d.hd)
-                            // SAFETY: element (0, c) of a valid `[t, hd]` view, c < hd.
-                            .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
-                            .sum();
+        with_scratch(BLOCK * d.t, |[p, dp], [kt, vt]| {
+            let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
+            let vt = transpose_into(vt, v.mat(bi, kh, 0), d.t, d.hd);
+            for qh in kh * rep..(kh + 1) * rep {
+                // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
+                for (i, di) in dot.iter_mut().enumerate() {
+                    let orow = &o[((bi * d.t + i) * d.h + qh) * d.hd..][..d.hd];
+                    let gm = g.mat(bi, qh, i);
+                    *di = (0..d.hd)
+                        // SAFETY: element (0, c) of a valid `[t, hd]` view, c < hd.
+                        .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
+                        .sum();
+                }
+                for i0 in (0..d.t).step_by(BLOCK) {
+                    let i1 = (i0 + BLOCK).min(d.t);
+                    let lo = starts.key_start(d, bi, i0, i1);
+                    let (rows, l) = (i1 - i0, i1 - lo);
+                    block_scores(p, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
+                    for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
+                        kernels::attention_probs_row(
+                            row,
+                            scale,
+                            lse[(bi * d.h + qh) * d.t + i0 + r],
+                        );
                     }
-                    for i0 in (0..d.t).step_by(BLOCK) {
-                        let i1 = (i0 + BLOCK).min(d.t);
-                        let lo = starts.key_start(d, bi, i0, i1);
-                        let (rows, l) = (i1 - i0, i1 - lo);
-                        block_scores(p, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
-                        for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
-                            kernels::attention_probs_row(
-                                row,
-                                scale,
-                                lse[(bi * d.h + qh) * d.t + i0 + r],
-                            );
-                        }
-                        let p_blk = Mat::rows(p.as_ptr(), l);
-                        // SAFETY (all four products): the destinations are this task's own rows
-                        // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
-                        // scratch buffers hold `rows * l` values, the views are valid.
-                        unsafe {
-                            // dV[lo..i1] += P^T dO_blk
-                            block(
-                                dv.row(bi, kh, lo),
-                                true,
-                                (l, d.hd, rows),
-                                p_blk.t(),
-                                g.mat(bi, qh, i0),
-                            );
-                            // dP = dO_blk V[lo..i1]^T
-                            block(
-                                (dp.as_mut_ptr(), l as isize),
-                                false,
-                                (rows, l, d.hd),
-                                g.mat(bi, qh, i0),
-                                from_column(vt, lo),
-                            );
-                        }
-                        for (r, (prow, dprow)) in p[..rows * l]
-                            .chunks(l)
-                            .zip(dp[..rows * l].chunks_mut(l))
-                            .enumerate()
-                        {
-                            kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
-                        }
-                        let ds = Mat::rows(dp.as_ptr(), l);
-                        unsafe {
-                            // dQ_blk = dS K[lo..i1]
-                            block(
-                                dq.row(bi, qh, i0),
-                                false,
-                                (rows, d.hd, l),
-                                ds,
-                                k.mat(bi, kh, lo),
-                            );
-                            // dK[lo..i1] += dS^T Q_blk
-                            block(
-                                dk.row(bi, kh, lo),
-                                true,
-                                (l, d.hd, rows),
-                                ds.t(),
-                                q.mat(bi, qh, i0),
-                            );
-                        }
+                    let p_blk = Mat::rows(p.as_ptr(), l);
+                    // SAFETY (all four products): the destinations are this task's own rows
+                    // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
+                    // scratch buffers hold `rows * l` values, the views are valid.
+                    unsafe {
+                        // dV[lo..i1] += P^T dO_blk
+                        block(
+                            dv.row(bi, kh, lo),
+                            true,
+                            (l, d.hd, rows),
+                            p_blk.t(),
+                            g.mat(bi, qh, i0),
+                        );
+                        // dP = dO_blk V[lo..i1]^T
+                        block(
+                            (dp.as_mut_ptr(), l as isize),
+                            false,
+                            (rows, l, d.hd),
+                            g.mat(bi, qh, i0),
+                            from_column(vt, lo),
+                        );
+                    }
+                    for (r, (prow, dprow)) in p[..rows * l]
+                        .chunks(l)
+                        .zip(dp[..rows * l].chunks_mut(l))
+                        .enumerate()
+                    {
+                        kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
+                    }
+                    let ds = Mat::rows(dp.as_ptr(), l);
+                    unsafe {
+                        // dQ_blk = dS K[lo..i1]
+                        block(
+                            dq.row(bi, qh, i0),
+                            false,
+                            (rows, d.hd, l),
+                            ds,
+                            k.mat(bi, kh, lo),
+                        );
+                        // dK[lo..i1] += dS^T Q_blk
+                        block(
+                            dk.row(bi, kh, lo),
+                            true,
+                            (l, d.hd, rows),
+                            ds.t(),
+                            q.mat(bi, qh, i0),
+                        );
                     }
                 }
-            });
+            }
         });
     });
 }
