@@ -39,6 +39,7 @@ pub const JOBS: &[&str] = &[
     "train-gpt2-small-lora",
     "train-smollm2-135m",
     "matmul-shapes",
+    "matmul-cuts",
     "adamw-gpt2-small",
     "generate-gpt2-small",
     "epoch-manners",
@@ -106,6 +107,10 @@ pub fn run_job(
         ))?,
         // Flex's kernels only: on another backend the row says why it is absent.
         "matmul-shapes" => match matmul_shapes(dev, steps.max(5)) {
+            Ok(m) => serde_json::to_value(m)?,
+            Err(e) => serde_json::json!({ "skipped": e.to_string() }),
+        },
+        "matmul-cuts" => match matmul_cuts(dev, steps.max(5)) {
             Ok(m) => serde_json::to_value(m)?,
             Err(e) => serde_json::json!({ "skipped": e.to_string() }),
         },
@@ -185,6 +190,7 @@ pub fn metric(job: &str) -> &'static str {
         j if j.starts_with("generate") => "cached_tokens_per_sec",
         j if j.starts_with("adamw") => "burn_secs",
         "matmul-shapes" => "geomean_gflops",
+        "matmul-cuts" => "picked_vs_longer",
         _ => "secs",
     }
 }
@@ -358,6 +364,9 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
             torch.and_then(|t| t.get("matmul-shapes")),
         ));
     }
+    if let Some(v) = r.get("matmul-cuts") {
+        s.push_str(&render_matmul_cuts(v));
+    }
     if let Some(v) = r.get("adamw-gpt2-small") {
         let (b, m) = (
             f(v, "burn_secs").unwrap_or(f64::NAN),
@@ -475,6 +484,62 @@ fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
                 .unwrap_or_default()
         ));
     }
+    s
+}
+
+/// Each split product with its rows cut and with its columns cut (GFLOP/s, medians of
+/// interleaved runs), and which of the two this process picks.
+fn render_matmul_cuts(v: &Value) -> String {
+    let Some(rows) = v.get("products").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let mut s = String::from(
+        "\n| split product (m x k x n), GFLOP/s | operands | rows cut | columns cut | picked |\n|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let shape = r
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|d| {
+                d.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" x ")
+            })
+            .unwrap_or_default();
+        let t = |i: usize| {
+            r.get("transposed")
+                .and_then(|t| t.get(i))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let operand = |name: &str, transposed: bool| {
+            if transposed {
+                format!("{name}^T")
+            } else {
+                name.to_string()
+            }
+        };
+        s.push_str(&format!(
+            "| {}: {shape} | {} {} | {:.0} | {:.0} | {} |\n",
+            r.get("what").and_then(Value::as_str).unwrap_or("?"),
+            operand("A", t(0)),
+            operand("B", t(1)),
+            f(r, "rows").unwrap_or(f64::NAN),
+            f(r, "columns").unwrap_or(f64::NAN),
+            match r.get("picks_rows").and_then(Value::as_bool) {
+                Some(true) => "rows",
+                Some(false) => "columns",
+                None => "?",
+            }
+        ));
+    }
+    s.push_str(&format!(
+        "\nThe picked cut over the other one: {:.3}x; over cutting the longer side: {:.3}x (geometric means).\n",
+        f(v, "picked_vs_other").unwrap_or(f64::NAN),
+        f(v, "picked_vs_longer").unwrap_or(f64::NAN),
+    ));
     s
 }
 
@@ -621,6 +686,44 @@ mod tests {
         // Without variants, no table.
         assert!(
             render_variants(&m, Some(&json!({ "tiny": { "tokens_per_sec": 1.0 } }))).is_empty()
+        );
+    }
+
+    #[test]
+    fn matmul_cuts_show_both_cuts_the_operands_layout_and_the_pick() {
+        let run = |g: f64| {
+            json!({
+                "products": [
+                    { "what": "tiny mlp down weight gradient", "shape": [1024, 4096, 256],
+                      "transposed": [true, false], "rows": g, "columns": 141.0, "picks_rows": true },
+                    { "what": "gpt2-small mlp up input gradient", "shape": [1024, 3072, 768],
+                      "transposed": [false, true], "rows": 195.0, "columns": 213.4, "picks_rows": false },
+                ],
+                "picked_vs_other": g / 141.0,
+                "picked_vs_longer": g / 185.0,
+            })
+        };
+        let mut ours = Runs::new();
+        ours.insert(
+            "matmul-cuts".into(),
+            vec![run(189.0), run(150.0), run(200.0)],
+        );
+        let m = medians(&ours, &Runs::new());
+        let table = render(&m, None);
+        assert!(table.contains("| split product (m x k x n), GFLOP/s | operands | rows cut | columns cut | picked |"), "{table}");
+        // The median round by `picked_vs_longer` (189 / 185), a real run.
+        assert!(
+            table.contains(
+                "| tiny mlp down weight gradient: 1024 x 4096 x 256 | A^T B | 189 | 141 | rows |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("| gpt2-small mlp up input gradient: 1024 x 3072 x 768 | A B^T | 195 | 213 | columns |"), "{table}");
+        assert!(
+            table.contains(
+                "The picked cut over the other one: 1.340x; over cutting the longer side: 1.022x"
+            ),
+            "{table}"
         );
     }
 

@@ -226,6 +226,85 @@ pub fn train_step(
     }
 }
 
+/// One row of the `matmul-cuts` job.
+#[derive(Clone, Debug, Serialize)]
+pub struct CutRow {
+    /// Which product of which step.
+    pub what: &'static str,
+    #[serde(flatten)]
+    pub cuts: manners_model::fused::PanelCuts,
+}
+
+/// A training step's split products in their real layouts (forward `x W`, input gradient
+/// `g W^T`, weight gradient `x^T g`; tiny at 16 x 256 tokens, GPT-2 small at 4 x 256), each
+/// timed with the destination's rows cut into per-thread panels and with its columns cut:
+/// `runs` interleaved runs, medians. Flex only.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulCuts {
+    pub products: Vec<CutRow>,
+    /// Geometric mean over the products of the cut this process picks over the other one.
+    pub picked_vs_other: f64,
+    /// Geometric mean over the products of the cut this process picks over cutting the longer
+    /// side (the rule before it looked at the operands' layouts).
+    pub picked_vs_longer: f64,
+}
+
+pub fn matmul_cuts(dev: &manners_model::DeviceChoice, runs: usize) -> anyhow::Result<MatmulCuts> {
+    #[cfg(feature = "flex")]
+    if dev.device == Device::flex() {
+        // (what, [m, k, n], [lhs transposed, rhs transposed])
+        let (x, dx, dw) = ([false, false], [false, true], [true, false]);
+        let rows: [(&'static str, [usize; 3], [bool; 2]); 14] = [
+            ("tiny qkv forward", [4096, 256, 768], x),
+            ("tiny mlp down forward", [4096, 1024, 256], x),
+            ("tiny qkv input gradient", [4096, 768, 256], dx),
+            ("tiny mlp up input gradient", [4096, 1024, 256], dx),
+            ("tiny mlp down input gradient", [4096, 256, 1024], dx),
+            ("tiny qkv weight gradient", [256, 4096, 768], dw),
+            ("tiny mlp up weight gradient", [256, 4096, 1024], dw),
+            ("tiny mlp down weight gradient", [1024, 4096, 256], dw),
+            ("gpt2-small qkv forward", [1024, 768, 2304], x),
+            ("gpt2-small mlp down forward", [1024, 3072, 768], x),
+            ("gpt2-small mlp up input gradient", [1024, 3072, 768], dx),
+            ("gpt2-small mlp down input gradient", [1024, 768, 3072], dx),
+            ("gpt2-small mlp up weight gradient", [768, 1024, 3072], dw),
+            ("gpt2-small mlp down weight gradient", [3072, 1024, 768], dw),
+        ];
+        let products: Vec<CutRow> = rows
+            .into_iter()
+            .map(|(what, [m, k, n], transposed)| CutRow {
+                what,
+                cuts: manners_model::fused::panel_cuts(m, k, n, transposed, runs),
+            })
+            .collect();
+        let geomean = |ratio: &dyn Fn(&manners_model::fused::PanelCuts) -> f64| {
+            let logs: f64 = products.iter().map(|p| ratio(&p.cuts).ln()).sum();
+            (logs / products.len().max(1) as f64).exp()
+        };
+        let picked =
+            |c: &manners_model::fused::PanelCuts| if c.picks_rows { c.rows } else { c.columns };
+        let picked_vs_other =
+            geomean(&|c| picked(c) / if c.picks_rows { c.columns } else { c.rows });
+        let picked_vs_longer = geomean(&|c| {
+            picked(c)
+                / if c.shape[0] >= c.shape[2] {
+                    c.rows
+                } else {
+                    c.columns
+                }
+        });
+        return Ok(MatmulCuts {
+            products,
+            picked_vs_other,
+            picked_vs_longer,
+        });
+    }
+    anyhow::bail!(
+        "matmul-cuts times flex's kernels: run it with --backend flex (this run: {})",
+        dev.description
+    )
+}
+
 /// One row of the `matmul-shapes` job.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProductRow {

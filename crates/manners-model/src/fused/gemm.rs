@@ -173,34 +173,9 @@ unsafe fn run(
         return;
     }
     if kernel == Kernel::GemmPanels {
-        let by_rows = m >= n;
-        let cuts = panels(if by_rows { m } else { n }, rayon::current_num_threads());
-        let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
-        rayon::scope(|s| {
-            for &(start, len) in &cuts {
-                s.spawn(move |_| {
-                    let (dst, lhs, rhs) = (dst, lhs, rhs);
-                    let (dst, lhs, rhs, m, n) = if by_rows {
-                        let at = start as isize;
-                        let lhs = Mat {
-                            ptr: lhs.0.ptr.wrapping_offset(at * lhs.0.rs),
-                            ..lhs.0
-                        };
-                        (dst.0.wrapping_offset(at * dst_rs), lhs, rhs.0, len, n)
-                    } else {
-                        let rhs = Mat {
-                            ptr: rhs.0.ptr.wrapping_offset(start as isize * rhs.0.cs),
-                            ..rhs.0
-                        };
-                        (dst.0.wrapping_add(start), lhs.0, rhs, m, len)
-                    };
-                    // SAFETY: the caller's contract, for this panel: rows (or columns)
-                    // `start..start + len` of the destination and of the operand cut with it;
-                    // panels are disjoint.
-                    unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
-                });
-            }
-        });
+        let by_rows = cut_rows(m, n, lhs, rhs, rayon::current_num_threads());
+        // SAFETY: the caller's contract.
+        unsafe { split_panels(by_rows, m, n, k, dst, dst_rs, accumulate, lhs, rhs) };
         return;
     }
     if kernel == Kernel::MatrixMultiplySplit {
@@ -237,6 +212,76 @@ unsafe fn run(
             1.0, 1.0, false, false, false, par,
         );
     }
+}
+
+/// Whether [`Kernel::GemmPanels`] cuts an `m x n` product's rows (else its columns): the cut
+/// that packs less on each thread.
+///
+/// For a row-major destination `gemm` solves the transposed problem: it packs all of `rhs` that
+/// a panel touches (a gather when `rhs`'s rows are not contiguous), and packs `lhs` only when
+/// its rows are not contiguous (a gather). Cutting rows, every thread packs the whole `rhs` and
+/// its share of `lhs`; cutting columns, its share of `rhs` and the whole `lhs`. So with a
+/// row-major `lhs` (activations, output gradients) the columns are cut, and a transposed `lhs`
+/// (the activations of a weight gradient) is cut when it is the larger of the two to pack.
+/// A panel narrower than two micro-kernel tiles (128) wastes the kernel, so such a cut goes
+/// to the other side when that one is longer.
+fn cut_rows(m: usize, n: usize, lhs: Mat, rhs: Mat, threads: usize) -> bool {
+    // Relative cost of packing one element: a contiguous copy 1, a gather 2, none 0.
+    let lhs_cost = if lhs.cs == 1 { 0 } else { 2 };
+    let rhs_cost = if rhs.cs == 1 { 1 } else { 2 };
+    let rows = m * lhs_cost > n * rhs_cost;
+    let narrow = |len: usize| len / threads.max(1) < 128;
+    if rows {
+        !(narrow(m) && n > m)
+    } else {
+        narrow(n) && m > n
+    }
+}
+
+/// One `gemm` product per rayon thread on panels of the destination: `by_rows` cuts its rows
+/// (and `lhs` with them), otherwise its columns (and `rhs`).
+///
+/// # Safety
+/// As [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn split_panels(
+    by_rows: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    let cuts = panels(if by_rows { m } else { n }, rayon::current_num_threads());
+    let (dst, lhs, rhs) = (Shared(dst), Shared(lhs), Shared(rhs));
+    rayon::scope(|s| {
+        for &(start, len) in &cuts {
+            s.spawn(move |_| {
+                let (dst, lhs, rhs) = (dst, lhs, rhs);
+                let (dst, lhs, rhs, m, n) = if by_rows {
+                    let at = start as isize;
+                    let lhs = Mat {
+                        ptr: lhs.0.ptr.wrapping_offset(at * lhs.0.rs),
+                        ..lhs.0
+                    };
+                    (dst.0.wrapping_offset(at * dst_rs), lhs, rhs.0, len, n)
+                } else {
+                    let rhs = Mat {
+                        ptr: rhs.0.ptr.wrapping_offset(start as isize * rhs.0.cs),
+                        ..rhs.0
+                    };
+                    (dst.0.wrapping_add(start), lhs.0, rhs, m, len)
+                };
+                // SAFETY: the caller's contract, for this panel: rows (or columns)
+                // `start..start + len` of the destination and of the operand cut with it;
+                // panels are disjoint.
+                unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
+            });
+        }
+    });
 }
 
 impl Kernel {
@@ -305,6 +350,67 @@ pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&
             )
         })
         .collect()
+}
+
+/// Median GFLOP/s of [`Kernel::GemmPanels`] with the rows cut and with the columns cut, on an
+/// `m x k` by `k x n` product whose operands are stored row-major or transposed (as a training
+/// step's are: a weight read transposed in an input gradient, the activations in a weight
+/// gradient), `runs` timed runs each after one warm-up, the two cuts taking turns and going
+/// first in turn; and whether [`cut_rows`] picks the rows.
+pub(super) fn cut_gflops(
+    m: usize,
+    n: usize,
+    k: usize,
+    [lhs_transposed, rhs_transposed]: [bool; 2],
+    runs: usize,
+) -> ([f64; 2], bool) {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let lhs = if lhs_transposed {
+        Mat::rows(a.as_ptr(), m).t()
+    } else {
+        Mat::rows(a.as_ptr(), k)
+    };
+    let rhs = if rhs_transposed {
+        Mat::rows(b.as_ptr(), k).t()
+    } else {
+        Mat::rows(b.as_ptr(), n)
+    };
+    let mut dst = vec![0.0f32; m * n];
+    let mut secs = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
+    for round in 0..=runs.max(1) {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let t = std::time::Instant::now();
+            // SAFETY: `dst` holds the `m x n` product; the operands are the vectors above.
+            unsafe {
+                split_panels(
+                    i == 0,
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    n as isize,
+                    false,
+                    lhs,
+                    rhs,
+                );
+            }
+            std::hint::black_box(&dst);
+            if round > 0 {
+                secs[i].push(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let flops = 2.0 * (m * n * k) as f64;
+    let gflops = secs.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9
+    });
+    (
+        gflops,
+        cut_rows(m, n, lhs, rhs, rayon::current_num_threads()),
+    )
 }
 
 /// An uninitialised buffer of `len` values.
@@ -466,28 +572,37 @@ mod tests {
         new_by_chunks(100, 10, (0..9).into_par_iter(), |_, _| {});
     }
 
-    /// Every kernel computes `dst = lhs rhs` and `dst += lhs rhs` for a transposed left operand
-    /// and a destination with padding columns (left untouched), against an `f64` reference, on
-    /// a product large enough to be split.
+    /// Every kernel, and the panels cut either way, computes `dst = lhs rhs` and
+    /// `dst += lhs rhs` for a row-major and a transposed left operand and a destination with
+    /// padding columns (left untouched), against an `f64` reference, on a product large enough
+    /// to be split.
     #[test]
     fn every_kernel_computes_the_product_into_strided_destinations() {
-        // Taller than wide, then wider than tall: the panel kernel cuts rows, then columns.
         for (m, n, k) in [(203, 190, 211), (190, 203, 211)] {
-            product_into_strided_destination(m, n, k);
+            for lhs_transposed in [true, false] {
+                product_into_strided_destination(m, n, k, lhs_transposed);
+            }
         }
     }
 
-    fn product_into_strided_destination(m: usize, n: usize, k: usize) {
+    fn product_into_strided_destination(m: usize, n: usize, k: usize, lhs_transposed: bool) {
         assert!(m * n * k >= PARALLEL_THRESHOLD);
         let value =
             |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
-        // `lhs` stored transposed (`k x m`), `rhs` row-major `k x n`.
-        let lhs_t: Vec<f32> = (0..k * m).map(|i| value(i, 1)).collect();
+        // `lhs` stored `k x m` (transposed) or `m x k`, `rhs` row-major `k x n`.
+        let lhs_values: Vec<f32> = (0..k * m).map(|i| value(i, 1)).collect();
+        let lhs = if lhs_transposed {
+            Mat::rows(lhs_values.as_ptr(), m).t()
+        } else {
+            Mat::rows(lhs_values.as_ptr(), k)
+        };
+        // Element `(i, p)` of `lhs`, read through the strides independently of `Mat`.
+        let (lhs_rs, lhs_cs) = if lhs_transposed { (1, m) } else { (k, 1) };
         let rhs: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
         let start: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
         let want = |acc: bool, i: usize, j: usize| {
             let dot: f64 = (0..k)
-                .map(|p| f64::from(lhs_t[p * m + i]) * f64::from(rhs[p * n + j]))
+                .map(|p| f64::from(lhs_values[i * lhs_rs + p * lhs_cs]) * f64::from(rhs[p * n + j]))
                 .sum();
             dot + if acc {
                 f64::from(start[i * n + j])
@@ -496,12 +611,16 @@ mod tests {
             }
         };
         let rs = n + 5;
-        for kernel in [
-            Kernel::GemmHere,
-            Kernel::GemmSplit,
-            Kernel::MatrixMultiplySplit,
-            Kernel::GemmPanels,
-        ] {
+        // Each kernel as `run` picks it, then the panels with each cut forced.
+        let runners = [
+            (Kernel::GemmHere, None),
+            (Kernel::GemmSplit, None),
+            (Kernel::MatrixMultiplySplit, None),
+            (Kernel::GemmPanels, None),
+            (Kernel::GemmPanels, Some(true)),
+            (Kernel::GemmPanels, Some(false)),
+        ];
+        for (kernel, cut) in runners {
             for accumulate in [false, true] {
                 let mut dst = vec![f32::NAN; m * rs];
                 if accumulate {
@@ -509,38 +628,60 @@ mod tests {
                         dst[i * rs..i * rs + n].copy_from_slice(&start[i * n..(i + 1) * n]);
                     }
                 }
+                let (d, rhs) = (dst.as_mut_ptr(), Mat::rows(rhs.as_ptr(), n));
                 // SAFETY: `dst` holds `m` rows of stride `rs >= n`; the operands are the
                 // vectors above, of the shapes given.
                 unsafe {
-                    run(
-                        kernel,
-                        m,
-                        n,
-                        k,
-                        dst.as_mut_ptr(),
-                        rs as isize,
-                        accumulate,
-                        Mat::rows(lhs_t.as_ptr(), m).t(),
-                        Mat::rows(rhs.as_ptr(), n),
-                    );
+                    match cut {
+                        None => run(kernel, m, n, k, d, rs as isize, accumulate, lhs, rhs),
+                        Some(by_rows) => {
+                            split_panels(by_rows, m, n, k, d, rs as isize, accumulate, lhs, rhs);
+                        }
+                    }
                 }
+                let what = format!(
+                    "{kernel:?} cut {cut:?} {m}x{n}x{k} lhs transposed {lhs_transposed} \
+                     accumulate {accumulate}"
+                );
                 for i in 0..m {
                     for j in 0..rs {
                         let got = dst[i * rs + j];
                         if j >= n {
-                            assert!(got.is_nan(), "{kernel:?} wrote padding ({i}, {j})");
+                            assert!(got.is_nan(), "{what} wrote padding ({i}, {j})");
                             continue;
                         }
                         let w = want(accumulate, i, j);
                         assert!(
                             (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "{kernel:?} {m}x{n}x{k} accumulate={accumulate} ({i}, {j}): \
-                             {got} vs {w}"
+                            "{what} ({i}, {j}): {got} vs {w}"
                         );
                     }
                 }
             }
         }
+    }
+
+    /// The cut packs less per thread: a row-major left operand (no packing) has the columns
+    /// cut; a transposed one (gathered) is cut when it is larger than the right one; and a cut
+    /// that would leave panels narrower than 128 goes to the longer side instead.
+    #[test]
+    fn panels_cut_the_side_that_packs_less() {
+        let a = [0.0f32; 1];
+        let rows = Mat::rows(a.as_ptr(), 8);
+        let cols = rows.t();
+        // Activations times a weight (forward) or its transpose (input gradient): columns.
+        assert!(!cut_rows(4096, 768, rows, rows, 2));
+        assert!(!cut_rows(1024, 768, rows, cols, 2));
+        // Weight gradients `x^T g`: the side whose operand costs more to pack.
+        assert!(cut_rows(1024, 256, cols, rows, 2));
+        assert!(cut_rows(3072, 768, cols, rows, 2));
+        assert!(!cut_rows(768, 2304, cols, rows, 2));
+        assert!(!cut_rows(256, 1024, cols, rows, 2));
+        // Too narrow to cut the preferred way: the longer side instead.
+        assert!(cut_rows(4096, 256, rows, rows, 16));
+        assert!(!cut_rows(200, 300, cols, rows, 2));
+        // Narrow either way: the longer side.
+        assert!(cut_rows(200, 100, rows, rows, 2));
     }
 
     #[test]

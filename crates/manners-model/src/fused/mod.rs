@@ -442,6 +442,37 @@ pub fn product_kernels(m: usize, k: usize, n: usize, runs: usize) -> ProductKern
     }
 }
 
+/// One product timed with its destination's rows cut into per-thread panels and with its
+/// columns cut (flex's split products; see `docs/performance.md`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PanelCuts {
+    /// `[m, k, n]`: an `m x k` by `k x n` product.
+    pub shape: [usize; 3],
+    /// Whether the left and the right operand are stored transposed.
+    pub transposed: [bool; 2],
+    /// Median GFLOP/s with the rows cut.
+    pub rows: f64,
+    /// Median GFLOP/s with the columns cut.
+    pub columns: f64,
+    /// Whether the split products in this process cut the rows of this one.
+    pub picks_rows: bool,
+}
+
+/// Times an `m x k` by `k x n` product with its rows cut and with its columns cut (`runs` runs
+/// each, interleaved), the operands stored as `transposed` says: what `manners bench --only
+/// matmul-cuts` prints.
+#[cfg(feature = "flex")]
+pub fn panel_cuts(m: usize, k: usize, n: usize, transposed: [bool; 2], runs: usize) -> PanelCuts {
+    let ([rows, columns], picks_rows) = gemm::cut_gflops(m, n, k, transposed, runs.max(1));
+    PanelCuts {
+        shape: [m, k, n],
+        transposed,
+        rows,
+        columns,
+        picks_rows,
+    }
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
