@@ -421,6 +421,20 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
     s
 }
 
+/// A product row's `shape` as `m x k x n`.
+fn shape_text(r: &Value) -> String {
+    r.get("shape")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" x ")
+        })
+        .unwrap_or_default()
+}
+
 /// The matrix-product kernels on the training shapes (GFLOP/s, medians of interleaved runs),
 /// beside `torch.mm` on the same products when PyTorch ran.
 fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
@@ -451,17 +465,7 @@ fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
     );
     for (i, r) in rows.iter().enumerate() {
         let what = r.get("what").and_then(Value::as_str).unwrap_or("?");
-        let shape = r
-            .get("shape")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" x ")
-            })
-            .unwrap_or_default();
+        let shape = shape_text(r);
         let cells: Vec<String> = pairs(r)
             .into_iter()
             .map(|(_, g)| format!("{g:.0}"))
@@ -497,17 +501,7 @@ fn render_matmul_cuts(v: &Value) -> String {
         "\n| split product (m x k x n), GFLOP/s | operands | rows cut | columns cut | picked |\n|---|---|---|---|---|\n",
     );
     for r in rows {
-        let shape = r
-            .get("shape")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" x ")
-            })
-            .unwrap_or_default();
+        let shape = shape_text(r);
         let t = |i: usize| {
             r.get("transposed")
                 .and_then(|t| t.get(i))

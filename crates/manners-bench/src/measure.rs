@@ -226,22 +226,13 @@ pub fn train_step(
     }
 }
 
-/// One row of the `matmul-cuts` job.
-#[derive(Clone, Debug, Serialize)]
-pub struct CutRow {
-    /// Which product of which step.
-    pub what: &'static str,
-    #[serde(flatten)]
-    pub cuts: manners_model::fused::PanelCuts,
-}
-
 /// A training step's split products in their real layouts (forward `x W`, input gradient
 /// `g W^T`, weight gradient `x^T g`; tiny at 16 x 256 tokens, GPT-2 small at 4 x 256), each
 /// timed with the destination's rows cut into per-thread panels and with its columns cut:
 /// `runs` interleaved runs, medians. Flex only.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulCuts {
-    pub products: Vec<CutRow>,
+    pub products: Vec<ProductRow<manners_model::fused::PanelCuts>>,
     /// Geometric mean over the products of the cut this process picks over the other one.
     pub picked_vs_other: f64,
     /// Geometric mean over the products of the cut this process picks over cutting the longer
@@ -270,29 +261,28 @@ pub fn matmul_cuts(dev: &manners_model::DeviceChoice, runs: usize) -> anyhow::Re
             ("gpt2-small mlp up weight gradient", [768, 1024, 3072], dw),
             ("gpt2-small mlp down weight gradient", [3072, 1024, 768], dw),
         ];
-        let products: Vec<CutRow> = rows
+        let products: Vec<_> = rows
             .into_iter()
-            .map(|(what, [m, k, n], transposed)| CutRow {
+            .map(|(what, [m, k, n], transposed)| ProductRow {
                 what,
-                cuts: manners_model::fused::panel_cuts(m, k, n, transposed, runs),
+                timed: manners_model::fused::panel_cuts(m, k, n, transposed, runs),
             })
             .collect();
-        let geomean = |ratio: &dyn Fn(&manners_model::fused::PanelCuts) -> f64| {
-            let logs: f64 = products.iter().map(|p| ratio(&p.cuts).ln()).sum();
-            (logs / products.len().max(1) as f64).exp()
+        let cuts = || products.iter().map(|p| &p.timed);
+        let picked = |c: &manners_model::fused::PanelCuts| {
+            if c.picks_rows { c.rows } else { c.columns }
         };
-        let picked =
-            |c: &manners_model::fused::PanelCuts| if c.picks_rows { c.rows } else { c.columns };
-        let picked_vs_other =
-            geomean(&|c| picked(c) / if c.picks_rows { c.columns } else { c.rows });
-        let picked_vs_longer = geomean(&|c| {
-            picked(c)
-                / if c.shape[0] >= c.shape[2] {
-                    c.rows
-                } else {
-                    c.columns
-                }
-        });
+        let picked_vs_other = geometric_mean(
+            cuts().map(|c| picked(c) / if c.picks_rows { c.columns } else { c.rows }),
+        );
+        let longer = |c: &manners_model::fused::PanelCuts| {
+            if c.shape[0] >= c.shape[2] {
+                c.rows
+            } else {
+                c.columns
+            }
+        };
+        let picked_vs_longer = geometric_mean(cuts().map(|c| picked(c) / longer(c)));
         return Ok(MatmulCuts {
             products,
             picked_vs_other,
@@ -305,13 +295,21 @@ pub fn matmul_cuts(dev: &manners_model::DeviceChoice, runs: usize) -> anyhow::Re
     )
 }
 
-/// One row of the `matmul-shapes` job.
+/// One row of the `matmul-shapes` and `matmul-cuts` jobs: a product of a step and its timings.
 #[derive(Clone, Debug, Serialize)]
-pub struct ProductRow {
+pub struct ProductRow<T> {
     /// Which product of which step.
     pub what: &'static str,
     #[serde(flatten)]
-    pub kernels: manners_model::fused::ProductKernels,
+    pub timed: T,
+}
+
+/// The geometric mean of `xs` (1 when empty).
+fn geometric_mean(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = xs
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
+    (sum / n.max(1) as f64).exp()
 }
 
 /// The matrix products of a training step (tiny: the projections' forward `x W` and weight
@@ -320,7 +318,7 @@ pub struct ProductRow {
 /// `runs` interleaved runs, medians. Flex only (the kernels are flex's).
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulShapes {
-    pub products: Vec<ProductRow>,
+    pub products: Vec<ProductRow<manners_model::fused::ProductKernels>>,
     /// The kernel split products use in this process (its name in the rows' `gflops`).
     pub split_with: String,
     /// Geometric mean over the products of the GFLOP/s of the kernel this process uses.
@@ -343,28 +341,24 @@ pub fn matmul_shapes(
             ("gpt2-small mlp up", [1024, 768, 3072]),
             ("gpt2-small head, 35% of rows", [358, 768, 50257]),
         ];
-        let products: Vec<ProductRow> = rows
+        let products: Vec<_> = rows
             .into_iter()
             .map(|(what, [m, k, n])| ProductRow {
                 what,
-                kernels: manners_model::fused::product_kernels(m, k, n, runs),
+                timed: manners_model::fused::product_kernels(m, k, n, runs),
             })
             .collect();
         let split_with = products
             .first()
-            .map(|p| p.kernels.split_with.clone())
+            .map(|p| p.timed.split_with.clone())
             .unwrap_or_default();
-        let logs: Vec<f64> = products
-            .iter()
-            .filter_map(|p| {
-                p.kernels
-                    .gflops
-                    .iter()
-                    .find(|(name, _)| *name == split_with)
-                    .map(|(_, g)| g.ln())
-            })
-            .collect();
-        let geomean_gflops = (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp();
+        let geomean_gflops = geometric_mean(products.iter().filter_map(|p| {
+            p.timed
+                .gflops
+                .iter()
+                .find(|(name, _)| *name == split_with)
+                .map(|(_, g)| *g)
+        }));
         return Ok(MatmulShapes {
             products,
             split_with,

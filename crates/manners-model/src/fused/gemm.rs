@@ -342,13 +342,7 @@ pub(super) fn kernel_gflops(m: usize, n: usize, k: usize, runs: usize) -> Vec<(&
     kernels
         .iter()
         .zip(secs)
-        .map(|(kernel, mut t)| {
-            t.sort_by(f64::total_cmp);
-            (
-                kernel.name(),
-                flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9,
-            )
-        })
+        .map(|(kernel, t)| (kernel.name(), median_gflops(flops, t)))
         .collect()
 }
 
@@ -378,7 +372,7 @@ pub(super) fn cut_gflops(
     };
     let mut dst = vec![0.0f32; m * n];
     let mut secs = [Vec::with_capacity(runs), Vec::with_capacity(runs)];
-    for round in 0..=runs.max(1) {
+    for round in 0..=runs {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let t = std::time::Instant::now();
@@ -403,14 +397,17 @@ pub(super) fn cut_gflops(
         }
     }
     let flops = 2.0 * (m * n * k) as f64;
-    let gflops = secs.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        flops / t[t.len() / 2].max(f64::MIN_POSITIVE) / 1e9
-    });
+    let gflops = secs.map(|t| median_gflops(flops, t));
     (
         gflops,
         cut_rows(m, n, lhs, rhs, rayon::current_num_threads()),
     )
+}
+
+/// GFLOP/s of `flops` done in the median of `secs` (timed runs).
+fn median_gflops(flops: f64, mut secs: Vec<f64>) -> f64 {
+    secs.sort_by(f64::total_cmp);
+    flops / secs[secs.len() / 2].max(f64::MIN_POSITIVE) / 1e9
 }
 
 /// An uninitialised buffer of `len` values.
