@@ -13,7 +13,11 @@ scores and values over the full t x t square, the head where it is applied; forw
 = 3 x forward), and `utilisation` against `matmul_peak`, a 2048^3 (CPU) fp32 matmul measured in
 the same process. Off by default (`manners bench` does not show them yet); `--variants all`.
 
-Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own. With
+Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own; `peak_rss` is
+read after the HF eager step's warm-up, `peak_rss_all_variants` at the end. The timed steps go
+round-robin over the variants (one step of each per turn). Under `manners bench --torch`, a
+training configuration takes turns with manners' measurement of the same shapes (`Turns`), so
+both processes see the machine in the same seconds. With
 `--device cuda` the steps are timed with CUDA synchronisation, peak GPU memory
 (`torch.cuda.max_memory_allocated`) is reported as `peak_gpu_mem`, and `matmul_peak` / `mfu` use
 a 4096^3 fp32 matmul on the GPU (TF32 off, so fp32 means fp32).
@@ -22,7 +26,9 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import resource
+import socket
 import statistics
 import time
 
@@ -36,6 +42,32 @@ SHAPES = {
     "smollm2-135m": dict(llama=True, n_layer=30, n_head=9, n_kv_head=3, n_embd=576, n_inner=1536,
                          vocab=49152, batch=4, seq=256),
 }
+
+
+class Turns:
+    """Turn-taking with manners' measurement under `manners bench` (see `turns.rs` in
+    manners-bench): with MANNERS_BENCH_TURNS set, connect to the referee as player `t` and wait
+    for the first turn; `take()` hands the machine back and waits for the next one. Without the
+    variable both are no-ops."""
+
+    def __init__(self):
+        self.sock = None
+        addr = os.environ.get("MANNERS_BENCH_TURNS")
+        if addr:
+            host, port = addr.rsplit(":", 1)
+            self.sock = socket.create_connection((host, int(port)))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.sendall(b"t")
+            self._wait()
+
+    def _wait(self):
+        if self.sock.recv(1) != b"g":
+            self.sock = None  # the referee went away: run freely
+
+    def take(self):
+        if self.sock is not None:
+            self.sock.sendall(b"r")
+            self._wait()
 
 
 def model_for(shape):
@@ -135,6 +167,7 @@ def variant_steps(model, s, ids, targets, span, v):
 def train(name, steps, supervised, threads, device, variants, q):
     import torch
 
+    turns = Turns()
     torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -150,41 +183,52 @@ def train(name, steps, supervised, threads, device, variants, q):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-8, weight_decay=0.0)
 
     losses = variant_steps(model, s, ids, targets, span, v)
+    names = ["eager_full", "eager_sup", "compiled_sup"] if variants else ["eager_full"]
 
-    def timed(loss_fn):
-        """Median step seconds after warm-up, and the seconds the warm-up took."""
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss_fn().backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-
-        warm = 2 if name.startswith("tiny") else 1
+    def step(loss_fn):
+        """Seconds of one full training step."""
         sync(device)
         t0 = time.perf_counter()
-        for _ in range(warm):
-            step()
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
         sync(device)
-        warm_secs = time.perf_counter() - t0
-        times = []
-        for _ in range(steps if name.startswith("tiny") or device == "cuda" else min(steps, 5)):
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), warm_secs
+        return time.perf_counter() - t0
 
-    sec, _ = timed(losses["eager_full"])
+    # Turns line up with manners' (`time_median` in manners-bench): building the model is the
+    # first turn, the whole warm-up the second, each timed step one more, the matmul peak the
+    # last. The compiled variant's warm-up holds its compilation. Peak memory of the HF eager
+    # step is read after its own warm-up, before the other variants run.
+    warm = 2 if name.startswith("tiny") else 1
+    warm_secs = {}
+    rss_full = None
+    turns.take()
+    for vname in names:
+        warm_secs[vname] = 0.0
+        for _ in range(warm):
+            warm_secs[vname] += step(losses[vname])
+        if vname == "eager_full":
+            rss_full = memory(device)
+    # Timed steps: each turn one step of every variant, so that all of them run beside the same
+    # manners step when `manners bench` pairs the two processes; medians per variant.
+    times = {vname: [] for vname in names}
+    for _ in range(steps if name.startswith("tiny") or device == "cuda" else min(steps, 5)):
+        turns.take()
+        for vname in names:
+            times[vname].append(step(losses[vname]))
+    secs = {vname: statistics.median(ts) for vname, ts in times.items()}
+
+    sec = secs["eager_full"]
     params = sum(p.numel() for p in model.parameters())
     out = {
         "step_secs": sec,
         "tokens_per_sec": b * t / sec,
         "supervised_per_sec": b * span / sec,
         "params": params,
-        **memory(device),
+        **rss_full,
     }
+    turns.take()
     peak = matmul_peak(device) if (device == "cuda" or variants) else None
     if device == "cuda":
         out["matmul_peak"] = peak
@@ -192,8 +236,8 @@ def train(name, steps, supervised, threads, device, variants, q):
     if variants:
         out["matmul_peak"] = peak
         out["variants"] = {}
-        for vname in ["eager_full", "eager_sup", "compiled_sup"]:
-            vsec, warm_secs = timed(losses[vname]) if vname != "eager_full" else (sec, None)
+        for vname in names:
+            vsec = secs[vname]
             head_rows = b * t if vname == "eager_full" else b * span
             flops = 3 * forward_flops(s, b * t, head_rows)
             entry = {
@@ -204,7 +248,7 @@ def train(name, steps, supervised, threads, device, variants, q):
             }
             if vname == "compiled_sup":
                 # The warm-up steps hold the compilation; minus their steady-state time.
-                entry["compile_secs"] = max(0.0, warm_secs - (2 if name.startswith("tiny") else 1) * vsec)
+                entry["compile_secs"] = max(0.0, warm_secs[vname] - warm * vsec)
             out["variants"][vname] = entry
         out["peak_rss_all_variants"] = memory(device)["peak_rss"]
     q.put(out)

@@ -16,6 +16,7 @@
 //! ```
 
 mod measure;
+pub mod turns;
 
 use std::path::Path;
 
@@ -61,6 +62,8 @@ pub fn run_job(
     steps: usize,
     assets: &Path,
 ) -> anyhow::Result<Value> {
+    // Under `manners bench --torch`, a training step takes turns with PyTorch's (see `turns`).
+    turns::join(b'm').context("joining the bench's turns")?;
     let v = match job {
         "train-tiny" => serde_json::to_value(train_step(
             &BenchShape::tiny(),

@@ -16,13 +16,16 @@ use manners_model::{Gpt2Config, KvCache, LlamaConfig, Model, ModelConfig};
 use manners_train::{Learner, LoraConfig, TrainConfig, build_burn_optimizer, build_optimizer};
 use serde::Serialize;
 
-/// Runs `f` `warmup` times, then `runs` timed times; the median seconds.
+/// Runs `f` `warmup` times, then `runs` timed times; the median seconds. When this process takes
+/// turns with another ([`crate::turns`]), the warm-up is one turn and each timed run one more.
 pub fn time_median(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
+    crate::turns::pass();
     for _ in 0..warmup {
         f();
     }
     let times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
+            crate::turns::pass();
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64()
@@ -208,6 +211,7 @@ pub fn train_step(
         learner.step(std::slice::from_ref(&batch), 1e-4);
     });
     let device_memory = device.memory_pool_usage().map(|u| u.bytes_reserved);
+    crate::turns::pass();
     let peak = matmul_peak(device, 2048);
     let tokens = batch.n_tokens as f64;
     let flops = 6.0 * params as f64 * tokens / step_secs;

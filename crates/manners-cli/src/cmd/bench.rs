@@ -3,9 +3,12 @@
 //! for the same shapes when Python with torch is given; then the table.
 
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use manners_bench::turns::{Referee, TURNS_ENV};
 use manners_bench::{
     JOBS, Runs, SUPERVISED, medians, pick_median, render, torch_key, torch_metric,
 };
@@ -39,7 +42,24 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("bench: {job} (round {round} of {rounds}) ...");
             // A failed run is kept as null, so runs of the same round stay aligned for the
             // same-round ratios; one failed measurement must not lose the others.
-            let v = run_child(&exe, job, &a).unwrap_or_else(|e| {
+            // A training step beside PyTorch's runs paired: both processes at once, taking turns
+            // step by step, so that a slow stretch of this shared machine lands on both sides.
+            let key = a.torch.as_ref().and(torch_key(job));
+            let paired = key.is_some_and(|k| !matches!(k, "generate" | "matmul-shapes"));
+            let (mine, torch) = if paired {
+                let (py, key) = (
+                    a.torch.as_deref().unwrap_or(Path::new("")),
+                    key.unwrap_or(""),
+                );
+                eprintln!("bench: PyTorch {key} ({}), taking turns ...", py.display());
+                let (m, t) = run_paired(child(&exe, job, &a), torch_command(py, &assets, &a, key))?;
+                (m, Some(t))
+            } else {
+                (run_to_end(child(&exe, job, &a), job), None)
+            };
+            // A failed run is kept as null, so runs of the same round stay aligned for the
+            // same-round ratios; one failed measurement must not lose the others.
+            let v = mine.unwrap_or_else(|e| {
                 eprintln!("bench: {job} failed: {e:#}");
                 let first = e.to_string();
                 let first = first.lines().next().unwrap_or("");
@@ -48,12 +68,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             });
             let ok = !v.is_null();
             ours.entry(job.to_string()).or_default().push(v);
-            let (Some(py), Some(key)) = (&a.torch, torch_key(job)) else {
+            let (Some(py), Some(key)) = (&a.torch, key) else {
                 continue;
             };
             let v = if ok {
-                eprintln!("bench: PyTorch {key} ({}) ...", py.display());
-                let mut t = torch_numbers(py, &assets, &a, key).unwrap_or(Value::Null);
+                let t = match torch {
+                    Some(t) => t,
+                    None => {
+                        eprintln!("bench: PyTorch {key} ({}) ...", py.display());
+                        run_to_end(torch_command(py, &assets, &a, key), "PyTorch")
+                    }
+                };
+                let mut t = t
+                    .inspect_err(|e| eprintln!("PyTorch bench failed: {e:#}"))
+                    .unwrap_or(Value::Null);
                 let v = t.as_object_mut().and_then(|o| o.remove(key));
                 if v.is_none() {
                     failed.push(format!("PyTorch {key}"));
@@ -99,52 +127,107 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One measurement in a child process of this executable (its own peak RSS).
-fn run_child(exe: &Path, job: &str, a: &BenchArgs) -> anyhow::Result<Value> {
-    let out = Command::new(exe)
-        .args([
-            "bench",
-            "--job",
-            job,
-            "--steps",
-            &a.steps.to_string(),
-            "--backend",
-            manners::BackendKind::from(a.backend).name(),
-        ])
-        .output()
-        .with_context(|| format!("running {job}"))?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+/// One measurement in a child process of this executable (its own peak RSS). Unless the caller
+/// chose otherwise, the child's allocator keeps freed pages for reuse (`MIMALLOC_PURGE_DELAY=-1`,
+/// as a training process wants): with mimalloc's default of returning them to the system after
+/// 10 ms, every step that follows a pause (as when taking turns with PyTorch) faults its buffers
+/// back in and clears them again.
+fn child(exe: &Path, job: &str, a: &BenchArgs) -> Command {
+    let mut c = Command::new(exe);
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        c.env("MIMALLOC_PURGE_DELAY", "-1");
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("{job}: bad output"))
+    c.args([
+        "bench",
+        "--job",
+        job,
+        "--steps",
+        &a.steps.to_string(),
+        "--backend",
+        manners::BackendKind::from(a.backend).name(),
+    ]);
+    c
 }
 
 /// One PyTorch configuration from the committed script.
-fn torch_numbers(python: &Path, assets: &Path, a: &BenchArgs, key: &str) -> Option<Value> {
+fn torch_command(python: &Path, assets: &Path, a: &BenchArgs, key: &str) -> Command {
     let script = assets.join("../scripts/bench/torch_bench.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args([
-            "--steps",
-            &a.steps.to_string(),
-            "--supervised",
-            &SUPERVISED.to_string(),
-            "--device",
-            &a.torch_device,
-            "--only",
-            key,
-            // Also eager with the head on supervised positions and its torch.compile.
-            "--variants",
-            "all",
-        ])
-        .output()
-        .ok()?;
+    let mut c = Command::new(python);
+    c.arg(&script).args([
+        "--steps",
+        &a.steps.to_string(),
+        "--supervised",
+        &SUPERVISED.to_string(),
+        "--device",
+        &a.torch_device,
+        "--only",
+        key,
+        // Also eager with the head on supervised positions and its torch.compile.
+        "--variants",
+        "all",
+    ]);
+    c
+}
+
+/// Runs `c` to the end; its standard output as JSON.
+fn run_to_end(mut c: Command, what: &str) -> anyhow::Result<Value> {
+    let out = c.output().with_context(|| format!("running {what}"))?;
+    parse(out, what)
+}
+
+fn parse(out: Output, what: &str) -> anyhow::Result<Value> {
     if !out.status.success() {
-        eprintln!(
-            "PyTorch bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    serde_json::from_slice(&out.stdout).ok()
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{what}: bad output"))
+}
+
+/// Runs manners' measurement and PyTorch's at once, taking turns under a referee
+/// ([`manners_bench::turns`]); each one's JSON. An error here is the referee's own (the
+/// measurements' errors come back in their results).
+fn run_paired(
+    mut mine: Command,
+    mut torch: Command,
+) -> anyhow::Result<(anyhow::Result<Value>, anyhow::Result<Value>)> {
+    let referee = Referee::bind().context("the bench referee's localhost socket")?;
+    let addr = referee.addr()?;
+    let start = |c: &mut Command, what: &'static str| {
+        let child = c
+            .env(TURNS_ENV, &addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {what}"));
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let handle = std::thread::spawn(move || {
+            let out = child.and_then(|c| c.wait_with_output().context("waiting"));
+            flag.store(true, Ordering::SeqCst);
+            out.and_then(|o| parse(o, what))
+        });
+        (handle, done)
+    };
+    let (m, m_done) = start(&mut mine, "manners");
+    let (t, t_done) = start(&mut torch, "PyTorch");
+    let fm = || m_done.load(Ordering::SeqCst);
+    let ft = || t_done.load(Ordering::SeqCst);
+    let mut log = Vec::new();
+    let played = referee.run(&[(b'm', &fm), (b't', &ft)], &mut log);
+    let join = |h: std::thread::JoinHandle<anyhow::Result<Value>>| {
+        h.join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the bench thread panicked")))
+    };
+    let (m, t) = (join(m), join(t));
+    let played = played.context("taking turns")?;
+    let turns: Vec<String> = played
+        .iter()
+        .map(|p| format!("{} {}", p.tag as char, p.turns))
+        .collect();
+    eprintln!("bench: turns taken: {}", turns.join(", "));
+    // Both sides take the same turns (building, warm-up, each timed step, the peak); counts that
+    // differ mean the two scripts disagree on the steps and the pairing is off.
+    if played.len() == 2 && played[0].turns != played[1].turns {
+        eprintln!("bench: warning: the two sides took different numbers of turns");
+    }
+    Ok((m, t))
 }
