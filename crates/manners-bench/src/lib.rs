@@ -186,6 +186,12 @@ pub fn torch_key(job: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether a measurement runs paired with its PyTorch counterpart, the two processes taking turns
+/// ([`turns`]): the training steps, whose both sides take the same turns.
+pub fn takes_turns(job: &str) -> bool {
+    job.starts_with("train") && torch_key(job).is_some()
+}
+
 /// The number that picks each measurement's median run.
 pub fn metric(job: &str) -> &'static str {
     match job {
@@ -610,6 +616,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn only_training_steps_with_a_pytorch_counterpart_take_turns() {
+        let paired: Vec<&str> = JOBS.iter().copied().filter(|j| takes_turns(j)).collect();
+        assert_eq!(
+            paired,
+            [
+                "train-tiny",
+                "train-tiny-1024",
+                "train-tiny-2048",
+                "train-gpt2-small",
+                "train-smollm2-135m"
+            ]
+        );
+    }
 
     #[test]
     fn medians_pair_runs_by_round_and_skip_failed_ones() {

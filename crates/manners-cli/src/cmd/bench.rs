@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use manners_bench::turns::{Referee, TURNS_ENV};
 use manners_bench::{
-    JOBS, Runs, SUPERVISED, medians, pick_median, render, torch_key, torch_metric,
+    JOBS, Runs, SUPERVISED, medians, pick_median, render, takes_turns, torch_key, torch_metric,
 };
 use serde_json::Value;
 
@@ -30,8 +30,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         .copied()
         .filter(|j| a.only.is_empty() || a.only.iter().any(|o| j.contains(o.as_str())))
         .collect();
-    // Rounds interleave each measurement with its PyTorch counterpart, so a ratio compares two
-    // runs minutes apart at most; the table shows the median over rounds.
+    // Rounds interleave each measurement with its PyTorch counterpart (a training step takes
+    // turns with PyTorch's, step by step), so a ratio compares runs of the same minutes; the
+    // table shows the median over rounds.
     let rounds = a.rounds.max(1);
     let mut ours: Runs = Runs::new();
     let mut theirs: Runs = Runs::new();
@@ -40,22 +41,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     for round in 1..=rounds {
         for job in &jobs {
             eprintln!("bench: {job} (round {round} of {rounds}) ...");
-            // A failed run is kept as null, so runs of the same round stay aligned for the
-            // same-round ratios; one failed measurement must not lose the others.
+            let key = a.torch.as_ref().and(torch_key(job));
             // A training step beside PyTorch's runs paired: both processes at once, taking turns
             // step by step, so that a slow stretch of this shared machine lands on both sides.
-            let key = a.torch.as_ref().and(torch_key(job));
-            let paired = key.is_some_and(|k| !matches!(k, "generate" | "matmul-shapes"));
-            let (mine, torch) = if paired {
-                let (py, key) = (
-                    a.torch.as_deref().unwrap_or(Path::new("")),
-                    key.unwrap_or(""),
-                );
-                eprintln!("bench: PyTorch {key} ({}), taking turns ...", py.display());
-                let (m, t) = run_paired(child(&exe, job, &a), torch_command(py, &assets, &a, key))?;
-                (m, Some(t))
-            } else {
-                (run_to_end(child(&exe, job, &a), job), None)
+            let (mine, torch) = match (&a.torch, key) {
+                (Some(py), Some(key)) if takes_turns(job) => {
+                    eprintln!("bench: PyTorch {key} ({}), taking turns ...", py.display());
+                    let pair = (child(&exe, job, &a), torch_command(py, &assets, &a, key));
+                    let (m, t) = run_paired(pair.0, pair.1)?;
+                    (m, Some(t))
+                }
+                _ => (run_to_end(child(&exe, job, &a), job), None),
             };
             // A failed run is kept as null, so runs of the same round stay aligned for the
             // same-round ratios; one failed measurement must not lose the others.
