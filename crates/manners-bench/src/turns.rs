@@ -169,116 +169,106 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// A player that takes `turns` turns, recording into `trace` what it did in each.
-    fn player(addr: String, tag: u8, turns: usize, trace: Arc<Mutex<Vec<(u8, usize)>>>) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(&[tag]).unwrap();
-        for i in 0..turns {
-            wait_for_grant(&mut s).unwrap();
-            trace.lock().unwrap().push((tag, i));
-            if i + 1 < turns {
-                s.write_all(&[RELEASE]).unwrap();
+    /// What the players did in their turns, in order: (tag, index of the turn's action).
+    type Trace = Arc<Mutex<Vec<(u8, usize)>>>;
+
+    /// A player's process: given the referee's address and the trace; `None` for one that ends
+    /// without ever joining.
+    type Process = Option<Box<dyn FnOnce(String, Trace) + Send>>;
+
+    /// A player that takes `turns` turns, recording each in `trace`.
+    fn player(tag: u8, turns: usize) -> Process {
+        Some(Box::new(move |addr, trace| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[tag]).unwrap();
+            for i in 0..turns {
+                wait_for_grant(&mut s).unwrap();
+                trace.lock().unwrap().push((tag, i));
+                if i + 1 < turns {
+                    s.write_all(&[RELEASE]).unwrap();
+                }
             }
+            // Dropping the stream ends the last turn.
+        }))
+    }
+
+    /// Runs each process on its own thread (started in the order given) under one referee; the
+    /// referee's result, its log of grants and the players' trace.
+    fn play(processes: Vec<(u8, Process)>) -> (Vec<Played>, Vec<u8>, Vec<(u8, usize)>) {
+        let referee = Referee::bind().unwrap();
+        let addr = referee.addr().unwrap();
+        let trace: Trace = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let mut done = Vec::new();
+        for (tag, process) in processes {
+            let flag = Arc::new(AtomicBool::new(process.is_none()));
+            if let Some(run) = process {
+                let (addr, trace, flag) = (addr.clone(), trace.clone(), flag.clone());
+                threads.push(std::thread::spawn(move || {
+                    run(addr, trace);
+                    flag.store(true, Ordering::SeqCst);
+                }));
+            }
+            done.push((tag, flag));
         }
-        // Dropping the stream ends the last turn.
+        let finished: Vec<Box<dyn Fn() -> bool>> = done
+            .iter()
+            .map(|(_, flag)| {
+                let flag = flag.clone();
+                Box::new(move || flag.load(Ordering::SeqCst)) as Box<dyn Fn() -> bool>
+            })
+            .collect();
+        let expected: Vec<(u8, &dyn Fn() -> bool)> = done
+            .iter()
+            .zip(&finished)
+            .map(|((tag, _), f)| (*tag, f.as_ref()))
+            .collect();
+        let mut log = Vec::new();
+        let played = referee.run(&expected, &mut log).unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let trace = trace.lock().unwrap().clone();
+        (played, log, trace)
+    }
+
+    fn played(tag: u8, turns: usize) -> Played {
+        Played { tag, turns }
     }
 
     #[test]
     fn players_alternate_one_at_a_time_and_the_longer_one_finishes_alone() {
-        let referee = Referee::bind().unwrap();
-        let addr = referee.addr().unwrap();
-        let trace = Arc::new(Mutex::new(Vec::new()));
-        let done_m = Arc::new(AtomicBool::new(false));
-        let done_t = Arc::new(AtomicBool::new(false));
         // PyTorch's player connects first: the order of turns must still be by tag.
-        let (a, tr, d) = (addr.clone(), trace.clone(), done_t.clone());
-        let t = std::thread::spawn(move || {
-            player(a, b't', 5, tr);
-            d.store(true, Ordering::SeqCst);
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        let (a, tr, d) = (addr, trace.clone(), done_m.clone());
-        let m = std::thread::spawn(move || {
-            player(a, b'm', 3, tr);
-            d.store(true, Ordering::SeqCst);
-        });
-        let fm = || done_m.load(Ordering::SeqCst);
-        let ft = || done_t.load(Ordering::SeqCst);
-        let mut log = Vec::new();
-        let played = referee.run(&[(b'm', &fm), (b't', &ft)], &mut log).unwrap();
-        m.join().unwrap();
-        t.join().unwrap();
-        assert_eq!(
-            played,
-            vec![
-                Played {
-                    tag: b'm',
-                    turns: 3
-                },
-                Played {
-                    tag: b't',
-                    turns: 5
-                }
-            ]
-        );
+        let late = player(b'm', 3).unwrap();
+        let late: Process = Some(Box::new(move |addr, trace| {
+            std::thread::sleep(Duration::from_millis(50));
+            late(addr, trace)
+        }));
+        let (played_, log, trace) = play(vec![(b't', player(b't', 5)), (b'm', late)]);
+        assert_eq!(played_, vec![played(b'm', 3), played(b't', 5)]);
         assert_eq!(log, b"mtmtmttt".to_vec());
         // What the players saw, in order: never two turns of one player while the other one
         // still had turns to take, because each waited for its grant.
-        let seen: Vec<u8> = trace.lock().unwrap().iter().map(|(tag, _)| *tag).collect();
+        let seen: Vec<u8> = trace.iter().map(|(tag, _)| *tag).collect();
         assert_eq!(seen, b"mtmtmttt".to_vec());
-    }
-
-    /// Stops taking turns (what the end of the process does).
-    fn leave() {
-        *PLAYER.lock().unwrap() = None;
     }
 
     #[test]
     fn time_median_runs_the_warm_up_in_one_turn_and_each_timed_run_in_its_own() {
-        let referee = Referee::bind().unwrap();
-        let addr = referee.addr().unwrap();
-        let trace = Arc::new(Mutex::new(Vec::new()));
-        let done_m = Arc::new(AtomicBool::new(false));
-        let done_t = Arc::new(AtomicBool::new(false));
-        let (tr, d) = (trace.clone(), done_m.clone());
-        let a = addr.clone();
-        let m = std::thread::spawn(move || {
-            join_at(&a, b'm').unwrap();
-            tr.lock().unwrap().push((b'm', 0)); // the first turn: building the model
+        let manners: Process = Some(Box::new(|addr, trace| {
+            join_at(&addr, b'm').unwrap();
+            trace.lock().unwrap().push((b'm', 0)); // the first turn: building the model
             let mut calls = 0;
             crate::time_median(2, 3, || {
                 calls += 1;
-                tr.lock().unwrap().push((b'm', calls));
+                trace.lock().unwrap().push((b'm', calls));
             });
-            leave();
-            d.store(true, Ordering::SeqCst);
-        });
-        let (tr, d) = (trace.clone(), done_t.clone());
-        let t = std::thread::spawn(move || {
-            player(addr, b't', 5, tr);
-            d.store(true, Ordering::SeqCst);
-        });
-        let fm = || done_m.load(Ordering::SeqCst);
-        let ft = || done_t.load(Ordering::SeqCst);
-        let mut log = Vec::new();
-        let played = referee.run(&[(b'm', &fm), (b't', &ft)], &mut log).unwrap();
-        m.join().unwrap();
-        t.join().unwrap();
+            // Stop taking turns, as the end of the process does.
+            *PLAYER.lock().unwrap() = None;
+        }));
+        let (played_, _, trace) = play(vec![(b'm', manners), (b't', player(b't', 5))]);
         // Joining, the warm-up (two calls) and three timed runs: five turns, as PyTorch's side.
-        assert_eq!(
-            played,
-            vec![
-                Played {
-                    tag: b'm',
-                    turns: 5
-                },
-                Played {
-                    tag: b't',
-                    turns: 5
-                }
-            ]
-        );
-        let seen = trace.lock().unwrap().clone();
+        assert_eq!(played_, vec![played(b'm', 5), played(b't', 5)]);
         let expected: Vec<(u8, usize)> = vec![
             (b'm', 0),
             (b't', 0),
@@ -292,33 +282,14 @@ mod tests {
             (b'm', 5),
             (b't', 4),
         ];
-        assert_eq!(seen, expected);
+        assert_eq!(trace, expected);
     }
 
     #[test]
     fn a_player_whose_process_ends_without_joining_is_not_waited_for() {
-        let referee = Referee::bind().unwrap();
-        let addr = referee.addr().unwrap();
-        let trace = Arc::new(Mutex::new(Vec::new()));
-        let done_m = Arc::new(AtomicBool::new(false));
-        let (tr, d) = (trace.clone(), done_m.clone());
-        let m = std::thread::spawn(move || {
-            player(addr, b'm', 2, tr);
-            d.store(true, Ordering::SeqCst);
-        });
-        let fm = || done_m.load(Ordering::SeqCst);
         // PyTorch's process "failed" before connecting.
-        let ft = || true;
-        let mut log = Vec::new();
-        let played = referee.run(&[(b'm', &fm), (b't', &ft)], &mut log).unwrap();
-        m.join().unwrap();
-        assert_eq!(
-            played,
-            vec![Played {
-                tag: b'm',
-                turns: 2
-            }]
-        );
+        let (played_, log, _) = play(vec![(b'm', player(b'm', 2)), (b't', None)]);
+        assert_eq!(played_, vec![played(b'm', 2)]);
         assert_eq!(log, b"mm".to_vec());
     }
 }
