@@ -428,7 +428,7 @@ impl Gpt2 {
         let [b, t] = ids.dims();
         let device = ids.device();
         let (positions, mask) = opts.resolve(b, t, &device);
-        let mut x = self.wte.forward(ids) + self.wpe.forward(positions); // [b, t, d]
+        let mut x = fused::embedding(&self.wte, ids) + fused::embedding(&self.wpe, positions); // [b, t, d]
         x = self.drop.forward(x);
         for block in &self.h {
             x = block.forward(x, &mask, None, self.layer_norm_epsilon).0;
@@ -448,7 +448,7 @@ impl Gpt2 {
         let device = ids.device();
         let positions = cache.positions(b, t, &device); // [b, t]
         let mask = AttnMask::Bool(cache.mask(b, t, &device)); // [b, 1, t, past + t] or None
-        let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
+        let mut x = fused::embedding(&self.wte, ids) + fused::embedding(&self.wpe, positions);
         cache.ensure_layers(self.h.len());
         for (i, block) in self.h.iter().enumerate() {
             let (y, kv) = block.forward(x, &mask, Some(cache.layer(i)), self.layer_norm_epsilon);

@@ -642,7 +642,7 @@ impl Llama {
         let device = ids.device();
         let (positions, mask) = opts.resolve(b, t, &device);
         let rope = Rope::new(positions, &self.inv_freq);
-        let mut x = self.drop.forward(self.embed_tokens.forward(ids)); // [b, t, d]
+        let mut x = self.drop.forward(fused::embedding(&self.embed_tokens, ids)); // [b, t, d]
         for layer in &self.layers {
             x = layer.forward(x, &rope, &mask, None).0;
         }
@@ -665,7 +665,7 @@ impl Llama {
         let device = ids.device();
         let rope = Rope::new(cache.positions(b, t, &device), &self.inv_freq);
         let mask = AttnMask::Bool(cache.mask(b, t, &device));
-        let mut x = self.embed_tokens.forward(ids);
+        let mut x = fused::embedding(&self.embed_tokens, ids);
         cache.ensure_layers(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let (y, kv) = layer.forward(x, &rope, &mask, Some(cache.layer(i)));
