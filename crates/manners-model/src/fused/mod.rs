@@ -268,7 +268,7 @@ pub fn cross_entropy(logits: Tensor<2>, targets: &Tensor<2>) -> Option<Tensor<2>
 pub fn embedding(e: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
     let weight = e.weight.val();
     #[cfg(feature = "flex")]
-    if fusable(&weight) && ids.device() == weight.device() {
+    if fusable(&weight) && weight.dims()[1] > 0 && ids.device() == weight.device() {
         use self::flex::FusedOps;
         return Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::fused_embedding(
             weight.into_dispatch(),
