@@ -47,8 +47,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let (mine, torch) = match (&a.torch, key) {
                 (Some(py), Some(key)) if takes_turns(job) => {
                     eprintln!("bench: PyTorch {key} ({}), taking turns ...", py.display());
-                    let pair = (child(&exe, job, &a), torch_command(py, &assets, &a, key));
-                    let (m, t) = run_paired(pair.0, pair.1)?;
+                    let torch = torch_command(py, &assets, &a, key);
+                    let (m, t) = run_paired(child(&exe, job, &a), torch)?;
                     (m, Some(t))
                 }
                 _ => (run_to_end(child(&exe, job, &a), job), None),

@@ -345,8 +345,9 @@ fn token_rows(ids: &FlexTensor, rows: usize) -> Vec<usize> {
         .collect()
 }
 
-/// `weight[ids]`: each row copied once, [`ROWS`] rows per rayon task.
-fn embedding_forward(weight: &FlexTensor, ids: &FlexTensor) -> FlexTensor {
+/// `weight[ids]`: each row copied once, [`ROWS`] rows per rayon task. Also returns the ids as
+/// row numbers, for the backward pass.
+fn embedding_forward(weight: &FlexTensor, ids: &FlexTensor) -> (FlexTensor, Vec<usize>) {
     let w = contiguous(weight);
     let (rows, d) = (w.layout().shape()[0], w.layout().shape()[1]);
     let idx = token_rows(ids, rows);
@@ -358,24 +359,24 @@ fn embedding_forward(weight: &FlexTensor, ids: &FlexTensor) -> FlexTensor {
     });
     let mut shape = ids.layout().shape().to_vec();
     shape.push(d);
-    new_tensor(y, shape.into())
+    (new_tensor(y, shape.into()), idx)
 }
 
-/// The gradient of [`embedding_forward`] for the table, `[rows, d]`: each position's output
+/// The gradient of [`embedding_forward`] for the table, `[rows, d]`, from the row number of each
+/// position (`idx`, as the forward pass returned them): each position's output
 /// gradient added to its token's row, in position order (so the sums are bit for bit those of
 /// burn-flex's `embedding_backward`). The table is cut into blocks of [`EMBEDDING_ROWS`] rows,
 /// one rayon task each, which zeroes its block (the first touch, on its own thread) and adds
 /// the positions whose tokens fall in it. burn-flex builds the zeroed table as a byte vector
 /// and then copies it to realign it: two fresh `[rows, d]` buffers a step, whose page faults
 /// were 7% of a GPT-2 small step (a 154 MB table).
-fn embedding_backward(g: &FlexTensor, ids: &FlexTensor, rows: usize) -> FlexTensor {
+fn embedding_backward(g: &FlexTensor, idx: &[usize], rows: usize) -> FlexTensor {
     let g = contiguous(g);
     let d = *g
         .layout()
         .shape()
         .last()
         .expect("embedding gradient of a scalar");
-    let idx = token_rows(ids, rows);
     let gs = values(&g);
     // Positions sorted by row, then by position: each block's positions are one run, in order.
     let mut order: Vec<(usize, usize)> = idx.iter().enumerate().map(|(p, &r)| (r, p)).collect();
@@ -644,7 +645,7 @@ impl FusedOps for Flex {
     }
 
     fn fused_embedding(weight: FloatTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
-        embedding_forward(&weight, &ids)
+        embedding_forward(&weight, &ids).0
     }
 
     fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -846,15 +847,15 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
 struct EmbeddingBackward;
 
 impl Backward<Flex, 1> for EmbeddingBackward {
-    /// The ids and the table's row count.
-    type State = (FlexTensor, usize);
+    /// Each position's row number and the table's row count.
+    type State = (std::sync::Arc<Vec<usize>>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
         let [parent] = ops.parents;
-        let (ids, rows) = ops.state;
+        let (idx, rows) = ops.state;
         if let Some(p) = parent {
-            grads.register::<Flex>(p.id, embedding_backward(&g, &ids, rows));
+            grads.register::<Flex>(p.id, embedding_backward(&g, &idx, rows));
         }
     }
 }
@@ -1061,10 +1062,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(prep) => {
                 let rows = weight.primitive().layout().shape()[0];
-                let y = embedding_forward(weight.primitive(), &ids);
-                prep.finish((ids, rows), y)
+                let (y, idx) = embedding_forward(weight.primitive(), &ids);
+                prep.finish((std::sync::Arc::new(idx), rows), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(embedding_forward(weight.primitive(), &ids)),
+            OpsKind::UnTracked(prep) => prep.finish(embedding_forward(weight.primitive(), &ids).0),
         }
     }
 
