@@ -14,6 +14,11 @@
 //! (`torch.mm`: 260-299, same run); see `docs/performance.md`. Attention blocks run `gemm` on the calling
 //! thread (the tasks are the parallelism).
 //!
+//! Products of at most four rows (a generation step: one new token per sequence) skip `gemm`:
+//! each is a pass over a weight matrix, bound by memory bandwidth, and `gemm` ran those on one
+//! thread (below its threading threshold) with packing meant for blocks of 64 rows.
+//! [`vector_product`] reads the weight once, split over the threads by columns.
+//!
 //! `MANNERS_GEMM=gemm` (gemm's own split) or `MANNERS_GEMM=matrixmultiply` (bluss'
 //! `matrixmultiply`, already in Burn's tree through ndarray; it measured ahead of `gemm`'s split
 //! on a 2-core AMD EPYC without AVX-512, before the panels existed) overrides the choice, for
@@ -97,6 +102,12 @@ pub(super) unsafe fn gemm_into(
     rhs: Mat,
     threads: Threads,
 ) {
+    if m <= VECTOR_ROWS && k > 0 && rhs.rs >= 0 && rhs.cs >= 0 && (rhs.cs == 1 || rhs.rs == 1) {
+        let split = threads == Threads::Split && m * n * k >= VECTOR_SPLIT;
+        // SAFETY: the caller's contract.
+        unsafe { vector_product(m, n, k, dst, dst_rs, accumulate, lhs, rhs, split) };
+        return;
+    }
     let big = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_THRESHOLD;
     let kernel = if threads == Threads::Split && big {
         split_kernel()
@@ -105,6 +116,104 @@ pub(super) unsafe fn gemm_into(
     };
     // SAFETY: the caller's contract.
     unsafe { run(kernel, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
+}
+
+/// Products with at most this many rows (a generation step's tokens) run as vector products
+/// ([`vector_product`]): `gemm` packs for blocks of 64 rows, and a step of batch-1 generation
+/// is a pass over every weight, bound by memory, not by multiply-adds.
+pub(super) const VECTOR_ROWS: usize = 4;
+
+/// Vector products with at least this many multiply-adds are split over rayon's threads (a
+/// weight of 256 KB: the split costs a few microseconds, reading it about ten).
+const VECTOR_SPLIT: usize = 1 << 16;
+
+/// Columns of a vector product per pass over the rows of `lhs` (when there are several): the
+/// block of a row-major `rhs` they read (`k x 128`, 1.5 MB at `k` 3,072) stays in a core's L2
+/// for the next row.
+const VECTOR_BLOCK: usize = 128;
+
+/// `dst = lhs * rhs` (or `+=`) for `m <= VECTOR_ROWS`, one row of `lhs` at a time through
+/// [`kernels::vector_times_rows`] (a row-major `rhs`: `cs == 1`) or [`kernels::dot_rows`] (a
+/// transposed one: `rs == 1`, e.g. a tied LM head), the columns cut into one panel per thread
+/// when `split`. Each output element is the same sum whichever panel or block it falls in.
+///
+/// # Safety
+/// As [`gemm_into`], with `rhs.cs == 1` or `rhs.rs == 1`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn vector_product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    split: bool,
+) {
+    use super::kernels;
+    // The rows of `lhs`, contiguous (a copy only when they are not: a few thousand values).
+    let x: Vec<f32> = (0..m * k)
+        .map(|e| {
+            let (i, p) = (e / k, e % k);
+            // SAFETY: (i, p) is inside the caller's `m x k` operand.
+            unsafe { *lhs.ptr.offset(i as isize * lhs.rs + p as isize * lhs.cs) }
+        })
+        .collect();
+    let by_rows = rhs.cs == 1;
+    // The matrix `rhs` as `kernels` read it: `k` rows of `n` (row-major) or `n` rows of `k`
+    // (transposed), `stride` apart.
+    let (stride, lines, width) = if by_rows {
+        (rhs.rs as usize, k, n)
+    } else {
+        (rhs.cs as usize, n, k)
+    };
+    let (dst, rhs_ptr) = (Shared(dst), Shared(rhs.ptr));
+    let panel = |start: usize, len: usize| {
+        // The whole wrappers, not their pointer fields (which a closure would capture alone).
+        let (dst, rhs) = ({ dst }, { rhs_ptr });
+        let block = if m == 1 { len } else { VECTOR_BLOCK };
+        let mut at = start;
+        while at < start + len {
+            let cols = block.min(start + len - at);
+            // The part of `rhs` these columns read: rows `0..k`, columns `at..at + cols`
+            // (row-major), or rows `at..at + cols` (transposed).
+            let (first, span) = if by_rows {
+                (at, (lines - 1) * stride + cols)
+            } else {
+                (at * stride, (cols - 1) * stride + width)
+            };
+            // SAFETY: inside the caller's `k x n` operand, which no task writes.
+            let w = unsafe { std::slice::from_raw_parts(rhs.0.add(first), span) };
+            for (i, x) in x.chunks_exact(k).enumerate() {
+                // SAFETY: row `i`, columns `at..at + cols` of the destination: this task's
+                // own part, inside the caller's `m x n` destination.
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.offset(i as isize * dst_rs).add(at), cols)
+                };
+                if !accumulate {
+                    y.fill(0.0);
+                }
+                if by_rows {
+                    kernels::vector_times_rows(y, x, w, stride);
+                } else {
+                    kernels::dot_rows(y, x, w, stride);
+                }
+            }
+            at += cols;
+        }
+    };
+    if split {
+        let cuts = panels(n, rayon::current_num_threads());
+        rayon::scope(|s| {
+            for &(start, len) in &cuts {
+                let panel = &panel;
+                s.spawn(move |_| panel(start, len));
+            }
+        });
+    } else {
+        panel(0, n);
+    }
 }
 
 /// What runs one product.
@@ -652,6 +761,96 @@ mod tests {
                             (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
                             "{what} ({i}, {j}): {got} vs {w}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Products of at most [`VECTOR_ROWS`] rows (generation's) run as vector products: every
+    /// row count, a row-major and a transposed right operand (a layer's weight, a tied head),
+    /// a transposed left one (copied), lengths that leave partial quads, lanes and panels, `=`
+    /// and `+=` into a destination with padding columns (left untouched), on the calling thread
+    /// and split, against an `f64` reference.
+    #[test]
+    fn short_products_run_as_vector_products_into_strided_destinations() {
+        let value =
+            |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        for (n, k) in [(1, 1), (3, 5), (203, 211), (1030, 67)] {
+            let b: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+            for m in 1..=VECTOR_ROWS {
+                let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+                let start: Vec<f32> = (0..m * n).map(|i| value(i, 3)).collect();
+                for [lhs_t, rhs_t] in [[false, false], [false, true], [true, false]] {
+                    // Element (i, p) of `lhs` and (p, j) of `rhs`, read independently of `Mat`.
+                    let (l_rs, l_cs) = if lhs_t { (1, m) } else { (k, 1) };
+                    let (r_rs, r_cs) = if rhs_t { (1, k) } else { (n, 1) };
+                    let lhs = Mat {
+                        ptr: a.as_ptr(),
+                        rs: l_rs as isize,
+                        cs: l_cs as isize,
+                    };
+                    let rhs = Mat {
+                        ptr: b.as_ptr(),
+                        rs: r_rs as isize,
+                        cs: r_cs as isize,
+                    };
+                    for (threads, accumulate) in [
+                        (Threads::Calling, false),
+                        (Threads::Split, false),
+                        (Threads::Split, true),
+                    ] {
+                        let rs = n + 3;
+                        let mut dst = vec![f32::NAN; m * rs];
+                        if accumulate {
+                            for i in 0..m {
+                                dst[i * rs..i * rs + n].copy_from_slice(&start[i * n..(i + 1) * n]);
+                            }
+                        }
+                        // SAFETY: `dst` holds `m` rows of stride `rs >= n`; the operands are
+                        // the vectors above, of the shapes given.
+                        unsafe {
+                            gemm_into(
+                                m,
+                                n,
+                                k,
+                                dst.as_mut_ptr(),
+                                rs as isize,
+                                accumulate,
+                                lhs,
+                                rhs,
+                                threads,
+                            );
+                        }
+                        let what = format!(
+                            "{m}x{n}x{k} lhs transposed {lhs_t} rhs transposed {rhs_t} \
+                             {threads:?} accumulate {accumulate}"
+                        );
+                        for i in 0..m {
+                            for j in 0..rs {
+                                let got = dst[i * rs + j];
+                                if j >= n {
+                                    assert!(got.is_nan(), "{what} wrote padding ({i}, {j})");
+                                    continue;
+                                }
+                                let dot: f64 = (0..k)
+                                    .map(|p| {
+                                        f64::from(a[i * l_rs + p * l_cs])
+                                            * f64::from(b[p * r_rs + j * r_cs])
+                                    })
+                                    .sum();
+                                let w = dot
+                                    + if accumulate {
+                                        f64::from(start[i * n + j])
+                                    } else {
+                                        0.0
+                                    };
+                                assert!(
+                                    (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                    "{what} ({i}, {j}): {got} vs {w}"
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -440,6 +440,88 @@ multiversion! {
 }
 
 multiversion! {
+    /// `y[j] += sum_i x[i] w[i rs + j]` for every `j < y.len()` and `i < x.len()`: a row vector
+    /// times the rows of a matrix (each `rs` apart in `w`), four rows per pass over `y`, each
+    /// element's sum taken in row order.
+    pub fn vector_times_rows(y: &mut [f32], x: &[f32], w: &[f32], rs: usize) {
+        let n = y.len();
+        let row = |i: usize| &w[i * rs..i * rs + n];
+        let mut quads = x.chunks_exact(4);
+        let mut i = 0;
+        for q in quads.by_ref() {
+            let (w0, w1, w2, w3) = (row(i), row(i + 1), row(i + 2), row(i + 3));
+            for ((((y, &a), &b), &c), &d) in y.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *y = d.mul_add(q[3], c.mul_add(q[2], b.mul_add(q[1], a.mul_add(q[0], *y))));
+            }
+            i += 4;
+        }
+        for &v in quads.remainder() {
+            for (y, &a) in y.iter_mut().zip(row(i)) {
+                *y = a.mul_add(v, *y);
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Lanes of the partial sums in [`dot_rows`] (one AVX-512 vector of `f32`).
+const DOT_LANES: usize = 16;
+
+/// Adds `x * r` lane by lane into `acc` over the whole vectors of `x` and `r`.
+#[inline(always)]
+fn dot_lanes(acc: &mut [f32; DOT_LANES], x: &[[f32; DOT_LANES]], r: &[[f32; DOT_LANES]]) {
+    for (xc, rc) in x.iter().zip(r) {
+        for l in 0..DOT_LANES {
+            acc[l] = xc[l].mul_add(rc[l], acc[l]);
+        }
+    }
+}
+
+/// The lanes' sum plus the tail's products.
+#[inline(always)]
+fn dot_total(acc: &[f32; DOT_LANES], x: &[f32], r: &[f32]) -> f32 {
+    acc.iter().sum::<f32>() + x.iter().zip(r).map(|(a, b)| a * b).sum::<f32>()
+}
+
+multiversion! {
+    /// `y[j] += x . w[j rs .. j rs + x.len()]` for every `j < y.len()`: a row vector times the
+    /// transpose of a matrix stored by rows (each `rs` apart in `w`), four rows at a time, each
+    /// dot product in [`DOT_LANES`] partial sums.
+    pub fn dot_rows(y: &mut [f32], x: &[f32], w: &[f32], rs: usize) {
+        let k = x.len();
+        let row = |j: usize| &w[j * rs..j * rs + k];
+        let (xv, xt) = x.as_chunks::<DOT_LANES>();
+        let body = k - xt.len();
+        let mut quads = y.chunks_exact_mut(4);
+        let mut j = 0;
+        for q in quads.by_ref() {
+            let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+            let [v0, v1, v2, v3] = rows.map(|r| r[..body].as_chunks::<DOT_LANES>().0);
+            let mut acc = [[0.0f32; DOT_LANES]; 4];
+            for ((((xc, c0), c1), c2), c3) in xv.iter().zip(v0).zip(v1).zip(v2).zip(v3) {
+                for l in 0..DOT_LANES {
+                    acc[0][l] = xc[l].mul_add(c0[l], acc[0][l]);
+                    acc[1][l] = xc[l].mul_add(c1[l], acc[1][l]);
+                    acc[2][l] = xc[l].mul_add(c2[l], acc[2][l]);
+                    acc[3][l] = xc[l].mul_add(c3[l], acc[3][l]);
+                }
+            }
+            for ((y, a), r) in q.iter_mut().zip(&acc).zip(rows) {
+                *y += dot_total(a, xt, &r[body..]);
+            }
+            j += 4;
+        }
+        for y in quads.into_remainder() {
+            let r = row(j);
+            let mut acc = [0.0f32; DOT_LANES];
+            dot_lanes(&mut acc, xv, r[..body].as_chunks::<DOT_LANES>().0);
+            *y += dot_total(&acc, xt, &r[body..]);
+            j += 1;
+        }
+    }
+}
+
+multiversion! {
     /// `x *= factor`.
     pub fn scale(x: &mut [f32], factor: f32) {
         for v in x.iter_mut() {
