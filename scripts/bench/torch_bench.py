@@ -11,7 +11,9 @@ does), and `compiled_sup`, that step under `torch.compile` (its compile time rep
 Each variant reports `flops_per_step`, the FLOPs it actually performs (block matmuls, attention
 scores and values over the full t x t square, the head where it is applied; forward + backward
 = 3 x forward), and `utilisation` against `matmul_peak`, a 2048^3 (CPU) fp32 matmul measured in
-the same process. Off by default (`manners bench` does not show them yet); `--variants all`.
+the same process. Off by default; `--variants all` (what `manners bench --torch` passes).
+Generation (`generate`) has its own variants: HF `generate` as it comes, and with a static cache
+under `torch.compile`.
 
 Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own; `peak_rss` is
 read after the HF eager step's warm-up, `peak_rss_all_variants` at the end. The timed steps go
@@ -255,22 +257,58 @@ def train(name, steps, supervised, threads, device, variants, q):
     q.put(out)
 
 
-def generate(threads, device, q):
+def generate(threads, device, variants, q):
+    """Greedy generation, GPT-2 small, batch 1, a 32-token prompt and 64 new tokens, as HF
+    `generate` runs it (`eager`: the default dynamic KV cache) and, with `variants`, as the HF
+    docs' recipe for fast generation has it (`compiled_static`: a static cache and
+    `torch.compile` of the forward pass; its compile time reported apart). `tokens_per_sec` of
+    each variant is new tokens per second, the median of 3 runs; the top-level
+    `cached_tokens_per_sec` is `eager`'s. Under `manners bench` this takes turns with manners'
+    generation like a training step: building the model, the warm-up, then each timed run (one
+    of every variant per turn)."""
     import torch
 
+    turns = Turns()
     torch.set_num_threads(threads)
     model = model_for(SHAPES["gpt2-small"]).to(device).eval()
     ids = torch.tensor([[(i * 7919) % 50257 for i in range(32)]]).to(device)
+    kwargs = {"eager": {}}
+    if variants:
+        kwargs["compiled_static"] = {"cache_implementation": "static"}
+
+    forwards = {"eager": model.forward}
+
+    def run(name, new):
+        model.forward = forwards[name]
+        sync(device)
+        t0 = time.perf_counter()
+        model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0,
+                       **kwargs[name])
+        sync(device)
+        return time.perf_counter() - t0
+
+    turns.take()
+    warm = {}
     with torch.no_grad():
-        model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
-        times = []
+        for name in kwargs:
+            if name == "compiled_static":
+                rss = memory(device)  # the eager variant's, before compiling
+                forwards[name] = torch.compile(forwards["eager"])
+            # The compiled variant's warm-up holds its compilation (a full-length run, so
+            # every shape the timed runs meet is compiled).
+            warm[name] = run(name, 64 if name == "compiled_static" else 4)
+        times = {name: [] for name in kwargs}
         for _ in range(3):
-            sync(device)
-            t0 = time.perf_counter()
-            model.generate(ids, max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=0)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-    q.put({"cached_tokens_per_sec": 64 / statistics.median(times), **memory(device)})
+            turns.take()
+            for name in kwargs:
+                times[name].append(run(name, 64))
+    tps = {name: 64 / statistics.median(ts) for name, ts in times.items()}
+    out = {"cached_tokens_per_sec": tps["eager"], **(rss if variants else memory(device))}
+    if variants:
+        out["variants"] = {name: {"tokens_per_sec": t} for name, t in tps.items()}
+        out["variants"]["compiled_static"]["compile_secs"] = max(
+            0.0, warm["compiled_static"] - 64 / tps["compiled_static"])
+    q.put(out)
 
 
 # The matrix products of `manners bench --only matmul-shapes` (m, k, n): an m x k by k x n
@@ -337,7 +375,7 @@ if __name__ == "__main__":
         if name in only:
             res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device, a.variants == "all")
     if "generate" in only:
-        res["generate"] = run(generate, a.threads, a.device)
+        res["generate"] = run(generate, a.threads, a.device, a.variants == "all")
     if "matmul-shapes" in only:
         res["matmul-shapes"] = run(matmul_shapes, a.threads, a.device)
     print(json.dumps(res))

@@ -187,9 +187,9 @@ pub fn torch_key(job: &str) -> Option<&'static str> {
 }
 
 /// Whether a measurement runs paired with its PyTorch counterpart, the two processes taking turns
-/// ([`turns`]): the training steps, whose both sides take the same turns.
+/// ([`turns`]): the training steps and generation, whose both sides take the same turns.
 pub fn takes_turns(job: &str) -> bool {
-    job.starts_with("train") && torch_key(job).is_some()
+    (job.starts_with("train") || job.starts_with("generate")) && torch_key(job).is_some()
 }
 
 /// The number that picks each measurement's median run.
@@ -390,19 +390,7 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
         ));
     }
     if let Some(v) = r.get("generate-gpt2-small") {
-        let c = f(v, "cached_tokens_per_sec").unwrap_or(f64::NAN);
-        let pt = torch
-            .and_then(|t| t.get("generate"))
-            .and_then(|t| f(t, "cached_tokens_per_sec"));
-        s.push_str(&format!(
-            "\n| generation (GPT-2 small, batch 1, 32-token prompt, 64 new) | new tok/s | PyTorch | ratio |\n|---|---|---|---|\n| with KV cache | {c:.1} | {} | {} |\n| without cache | {:.1} | - | - |\n",
-            pt.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into()),
-            f(v, "ratio_vs_pytorch")
-                .or(pt.map(|x| c / x))
-                .map(|r| format!("{r:.2}x"))
-                .unwrap_or_else(|| "-".into()),
-            f(v, "uncached_tokens_per_sec").unwrap_or(f64::NAN),
-        ));
+        s.push_str(&render_generation(v, torch.and_then(|t| t.get("generate"))));
     }
     if let (Some(m), Some(p)) = (r.get("epoch-manners"), r.get("epoch-padded")) {
         let (ms, ps) = (
@@ -552,6 +540,32 @@ fn render_matmul_cuts(v: &Value) -> String {
 /// the higher of the two 2048^3 matmul peaks measured in the median runs (manners' through
 /// Burn's matmul, PyTorch's through `torch.mm`), so a slow matmul on either side lowers that
 /// side's utilisation instead of its yardstick. Manners does the supervised-head variant's FLOPs.
+/// The generation table: new tokens per second with the KV cache beside PyTorch's HF `generate`
+/// (`eager`, its default dynamic cache) and, when the script ran it, a static cache under
+/// `torch.compile` (`compiled_static`); the ratios are medians of same-round ratios.
+fn render_generation(v: &Value, t: Option<&Value>) -> String {
+    let c = f(v, "cached_tokens_per_sec").unwrap_or(f64::NAN);
+    let one = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{x:.1}"));
+    let ratio = |x: Option<f64>| x.map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
+    let pt = t.and_then(|t| f(t, "cached_tokens_per_sec"));
+    let compiled = t
+        .and_then(|t| t.get("variants")?.get("compiled_static"))
+        .map(|x| {
+            let compile = f(x, "compile_secs")
+                .map(|c| format!(" (compile {c:.0} s)"))
+                .unwrap_or_default();
+            format!("{}{compile}", one(f(x, "tokens_per_sec")))
+        })
+        .unwrap_or_else(|| "-".into());
+    let vs_pt = ratio(f(v, "ratio_vs_pytorch").or(pt.map(|x| c / x)));
+    let vs_fastest = ratio(f(v, "ratio_vs_fastest").or(t.and_then(fastest_variant).map(|x| c / x)));
+    format!(
+        "\n| generation (GPT-2 small, batch 1, 32-token prompt, 64 new), new tok/s | manners | PyTorch HF generate | static cache + torch.compile | vs HF generate | vs fastest |\n|---|---|---|---|---|---|\n| with KV cache | {c:.1} | {} | {compiled} | {vs_pt} | {vs_fastest} |\n| without cache | {:.1} | - | - | - | - |\n",
+        one(pt),
+        f(v, "uncached_tokens_per_sec").unwrap_or(f64::NAN),
+    )
+}
+
 pub fn render_variants(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> String {
     let mut s = String::new();
     for (job, key) in [
@@ -618,7 +632,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_training_steps_with_a_pytorch_counterpart_take_turns() {
+    fn training_steps_and_generation_with_a_pytorch_counterpart_take_turns() {
         let paired: Vec<&str> = JOBS.iter().copied().filter(|j| takes_turns(j)).collect();
         assert_eq!(
             paired,
@@ -627,7 +641,8 @@ mod tests {
                 "train-tiny-1024",
                 "train-tiny-2048",
                 "train-gpt2-small",
-                "train-smollm2-135m"
+                "train-smollm2-135m",
+                "generate-gpt2-small"
             ]
         );
     }
@@ -797,5 +812,44 @@ mod tests {
         let mut skipped = serde_json::Map::new();
         skipped.insert("matmul-shapes".into(), json!({ "skipped": "flex only" }));
         assert!(!render(&skipped, None).contains("GFLOP/s |"));
+    }
+
+    #[test]
+    fn generation_is_compared_with_each_round_s_fastest_pytorch_variant() {
+        let ours = |c: f64| json!({ "cached_tokens_per_sec": c, "uncached_tokens_per_sec": 9.0 });
+        let torch = |eager: f64, compiled: f64| {
+            json!({
+                "cached_tokens_per_sec": eager,
+                "variants": {
+                    "eager": { "tokens_per_sec": eager },
+                    "compiled_static": { "tokens_per_sec": compiled, "compile_secs": 6.2 },
+                },
+            })
+        };
+        let mut m = Runs::new();
+        let mut t = Runs::new();
+        m.insert(
+            "generate-gpt2-small".into(),
+            vec![ours(40.0), ours(36.0), ours(44.0)],
+        );
+        t.insert(
+            "generate".into(),
+            vec![torch(32.0, 50.0), torch(45.0, 30.0), torch(40.0, 44.0)],
+        );
+        let r = medians(&m, &t);
+        let g = &r["generate-gpt2-small"];
+        // Same-round ratios against HF generate: 1.25, 0.8, 1.1; against the faster of the two
+        // variants of each round (compiled, eager, compiled): 0.8, 0.8, 1.0.
+        assert_eq!(f(g, "ratio_vs_pytorch"), Some(1.1));
+        assert_eq!(f(g, "ratio_vs_fastest"), Some(0.8));
+        let theirs = json!({ "generate": pick_median(&t["generate"], torch_metric("generate")) });
+        let table = render(&r, Some(&theirs));
+        // manners' median run (40) beside PyTorch's median run by HF generate's speed (round 3,
+        // 40); the ratios are the same-round medians, not ratios of the medians.
+        assert!(
+            table.contains("| with KV cache | 40.0 | 40.0 | 44.0 (compile 6 s) | 1.10x | 0.80x |"),
+            "{table}"
+        );
+        assert!(table.contains("| without cache | 9.0 |"), "{table}");
     }
 }

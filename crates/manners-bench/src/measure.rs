@@ -18,14 +18,25 @@ use serde::Serialize;
 
 /// Runs `f` `warmup` times, then `runs` timed times; the median seconds. When this process takes
 /// turns with another ([`crate::turns`]), the warm-up is one turn and each timed run one more.
-pub fn time_median(warmup: usize, runs: usize, mut f: impl FnMut()) -> f64 {
-    crate::turns::pass();
+pub fn time_median(warmup: usize, runs: usize, f: impl FnMut()) -> f64 {
+    timed(warmup, runs, true, f)
+}
+
+/// [`time_median`], taking turns only when `turns` (otherwise the whole measurement runs in
+/// the turn this process holds).
+fn timed(warmup: usize, runs: usize, turns: bool, mut f: impl FnMut()) -> f64 {
+    let pass = || {
+        if turns {
+            crate::turns::pass();
+        }
+    };
+    pass();
     for _ in 0..warmup {
         f();
     }
     let times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
-            crate::turns::pass();
+            pass();
             let t = Instant::now();
             f();
             t.elapsed().as_secs_f64()
@@ -387,6 +398,8 @@ pub struct GenBench {
 }
 
 /// New tokens per second with the KV cache and without (re-running the prefix every step).
+/// Paired with PyTorch ([`crate::turns`]), building the model is one turn, the cached warm-up
+/// one more and each cached timed run one more, as in `torch_bench.py`'s `generate`.
 pub fn generation(
     shape: &BenchShape,
     device: &Device,
@@ -419,7 +432,8 @@ pub fn generation(
             input = Tensor::from_data(TensorData::new(next, [1, 1]), device);
         }
     });
-    let uncached = time_median(1, runs.min(3), || {
+    // PyTorch has no counterpart: this runs in manners' last turn, after PyTorch's last run.
+    let uncached = timed(1, runs.min(3), false, || {
         std::hint::black_box(manners_model::generate_greedy_uncached(&model, &ids, new));
     });
     GenBench {
