@@ -152,7 +152,8 @@ unsafe fn vector_product(
     split: bool,
 ) {
     use super::kernels;
-    // The rows of `lhs`, contiguous (a copy only when they are not: a few thousand values).
+    // The rows of `lhs` gathered into one contiguous buffer (at most four rows of `k`: a few
+    // thousand values, whatever the operand's strides).
     let x: Vec<f32> = (0..m * k)
         .map(|e| {
             let (i, p) = (e / k, e % k);
