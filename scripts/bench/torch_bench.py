@@ -216,7 +216,9 @@ def train(name, steps, supervised, threads, device, variants, q):
     # Timed steps: each turn one step of every variant, so that all of them run beside the same
     # manners step when `manners bench` pairs the two processes; medians per variant.
     times = {vname: [] for vname in names}
-    for _ in range(steps if name.startswith("tiny") or device == "cuda" else min(steps, 5)):
+    # As many timed steps as manners' side takes (`run_job` in manners-bench: at most 5 beyond the
+    # tiny shapes, on every device), so that the two sides take the same turns.
+    for _ in range(steps if name.startswith("tiny") else min(steps, 5)):
         turns.take()
         for vname in names:
             times[vname].append(step(losses[vname]))
