@@ -108,11 +108,12 @@ pub fn run_job(
             steps.min(5),
             None,
         ))?,
-        // Flex's kernels only: on another backend the row says why it is absent.
+        // Flex's kernels on flex, the backend's own `matmul` elsewhere (a GPU's kernels).
         "matmul-shapes" => match matmul_shapes(dev, steps.max(5)) {
             Ok(m) => serde_json::to_value(m)?,
             Err(e) => serde_json::json!({ "skipped": e.to_string() }),
         },
+        // Flex's kernels only: on another backend the row says why it is absent.
         "matmul-cuts" => match matmul_cuts(dev, steps.max(5)) {
             Ok(m) => serde_json::to_value(m)?,
             Err(e) => serde_json::json!({ "skipped": e.to_string() }),
@@ -477,8 +478,16 @@ fn render_matmul_shapes(v: &Value, torch: Option<&Value>) -> String {
         ));
     }
     if let Some(w) = v.get("split_with").and_then(Value::as_str) {
+        let (what, other) = if w == BACKEND_MATMUL {
+            ("Products on this backend", "")
+        } else {
+            (
+                "Split products in this process",
+                " (`MANNERS_GEMM=gemm|matrixmultiply` picks another)",
+            )
+        };
         s.push_str(&format!(
-            "\nSplit products in this process: {w}, geometric mean {:.0} GFLOP/s{} (`MANNERS_GEMM=gemm|matrixmultiply` picks another).\n",
+            "\n{what}: {w}, geometric mean {:.0} GFLOP/s{}{other}.\n",
             f(v, "geomean_gflops").unwrap_or(f64::NAN),
             f(v, "ratio_vs_pytorch")
                 .map(|r| format!(", {r:.2}x PyTorch's"))
@@ -808,10 +817,59 @@ mod tests {
             table.contains("matrixmultiply, split, geometric mean 120 GFLOP/s, 0.80x PyTorch's"),
             "{table}"
         );
-        // On another backend the job is skipped: no table.
+        // A skipped measurement (`matmul-cuts` off flex) renders no table.
         let mut skipped = serde_json::Map::new();
         skipped.insert("matmul-shapes".into(), json!({ "skipped": "flex only" }));
         assert!(!render(&skipped, None).contains("GFLOP/s |"));
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn off_flex_the_step_s_products_are_timed_with_the_backend_s_own_matmul() {
+        // ndarray stands in for a GPU backend here: anything but flex takes this path.
+        let dev = manners_model::select_device(manners_model::BackendKind::Ndarray).unwrap();
+        let m = matmul_shapes(&dev, 1).unwrap();
+        assert_eq!(m.products.len(), 8);
+        assert_eq!(m.split_with, BACKEND_MATMUL);
+        assert_eq!(m.products[7].timed.shape, [358, 768, 50257]);
+        for p in &m.products {
+            assert_eq!(p.timed.gflops.len(), 1, "{}", p.what);
+            let (name, g) = &p.timed.gflops[0];
+            assert_eq!(name, BACKEND_MATMUL);
+            assert!(g.is_finite() && *g > 0.0, "{}: {g}", p.what);
+        }
+        let lo = m
+            .products
+            .iter()
+            .map(|p| p.timed.gflops[0].1)
+            .fold(f64::INFINITY, f64::min);
+        let hi = m
+            .products
+            .iter()
+            .map(|p| p.timed.gflops[0].1)
+            .fold(0.0, f64::max);
+        assert!(
+            (lo..=hi).contains(&m.geomean_gflops),
+            "{lo} {} {hi}",
+            m.geomean_gflops
+        );
+        // Rendered beside `torch.mm`, without flex's kernel switch.
+        let mut ours = Runs::new();
+        ours.insert(
+            "matmul-shapes".into(),
+            vec![serde_json::to_value(&m).unwrap()],
+        );
+        let theirs = Runs::new();
+        let table = render(&medians(&ours, &theirs), None);
+        assert!(
+            table.contains("| product (m x k x n), GFLOP/s | Burn matmul | PyTorch `torch.mm` |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("Products on this backend: Burn matmul, geometric mean"),
+            "{table}"
+        );
+        assert!(!table.contains("MANNERS_GEMM"), "{table}");
     }
 
     #[test]

@@ -259,6 +259,8 @@ pub struct MatmulCuts {
 }
 
 pub fn matmul_cuts(dev: &manners_model::DeviceChoice, runs: usize) -> anyhow::Result<MatmulCuts> {
+    #[cfg(not(feature = "flex"))]
+    let _ = runs;
     #[cfg(feature = "flex")]
     if dev.device == Device::flex() {
         // (what, [m, k, n], [lhs transposed, rhs transposed])
@@ -332,8 +334,9 @@ fn geometric_mean(xs: impl IntoIterator<Item = f64>) -> f64 {
 
 /// The matrix products of a training step (tiny: the projections' forward `x W` and weight
 /// gradient `x^T g`, the LM head at 35% of 16 x 256 positions; GPT-2 small: its widest
-/// projection and its head), each timed with every kernel the fused layers can use on flex:
-/// `runs` interleaved runs, medians. Flex only (the kernels are flex's).
+/// projection and its head). On flex each is timed with every kernel the fused layers can use
+/// (`runs` interleaved runs, medians); on another backend (a GPU's) with the backend's own
+/// `matmul` ([`BACKEND_MATMUL`]), so a GPU run shows Burn's kernels beside `torch.mm`.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulShapes {
     pub products: Vec<ProductRow<manners_model::fused::ProductKernels>>,
@@ -347,46 +350,98 @@ pub fn matmul_shapes(
     dev: &manners_model::DeviceChoice,
     runs: usize,
 ) -> anyhow::Result<MatmulShapes> {
+    let rows: [(&'static str, [usize; 3]); 8] = [
+        ("tiny qkv", [4096, 256, 768]),
+        ("tiny mlp up", [4096, 256, 1024]),
+        ("tiny mlp down", [4096, 1024, 256]),
+        ("tiny mlp up, weight gradient", [256, 4096, 1024]),
+        ("tiny mlp down, weight gradient", [1024, 4096, 256]),
+        ("tiny head, 35% of rows", [1434, 256, 8192]),
+        ("gpt2-small mlp up", [1024, 768, 3072]),
+        ("gpt2-small head, 35% of rows", [358, 768, 50257]),
+    ];
     #[cfg(feature = "flex")]
-    if dev.device == Device::flex() {
-        let rows: [(&'static str, [usize; 3]); 8] = [
-            ("tiny qkv", [4096, 256, 768]),
-            ("tiny mlp up", [4096, 256, 1024]),
-            ("tiny mlp down", [4096, 1024, 256]),
-            ("tiny mlp up, weight gradient", [256, 4096, 1024]),
-            ("tiny mlp down, weight gradient", [1024, 4096, 256]),
-            ("tiny head, 35% of rows", [1434, 256, 8192]),
-            ("gpt2-small mlp up", [1024, 768, 3072]),
-            ("gpt2-small head, 35% of rows", [358, 768, 50257]),
-        ];
-        let products: Vec<_> = rows
-            .into_iter()
-            .map(|(what, [m, k, n])| ProductRow {
-                what,
-                timed: manners_model::fused::product_kernels(m, k, n, runs),
-            })
-            .collect();
-        let split_with = products
-            .first()
-            .map(|p| p.timed.split_with.clone())
-            .unwrap_or_default();
-        let geomean_gflops = geometric_mean(products.iter().filter_map(|p| {
-            p.timed
-                .gflops
-                .iter()
-                .find(|(name, _)| *name == split_with)
-                .map(|(_, g)| *g)
-        }));
-        return Ok(MatmulShapes {
-            products,
-            split_with,
-            geomean_gflops,
-        });
+    let flex = dev.device == Device::flex();
+    #[cfg(not(feature = "flex"))]
+    let flex = false;
+    let products: Vec<_> = rows
+        .into_iter()
+        .map(|(what, [m, k, n])| ProductRow {
+            what,
+            timed: if flex {
+                flex_product_kernels(m, k, n, runs)
+            } else {
+                backend_product(&dev.device, m, k, n, runs)
+            },
+        })
+        .collect();
+    let split_with = products
+        .first()
+        .map(|p| p.timed.split_with.clone())
+        .unwrap_or_default();
+    let geomean_gflops = geometric_mean(products.iter().filter_map(|p| {
+        p.timed
+            .gflops
+            .iter()
+            .find(|(name, _)| *name == split_with)
+            .map(|(_, g)| *g)
+    }));
+    Ok(MatmulShapes {
+        products,
+        split_with,
+        geomean_gflops,
+    })
+}
+
+#[cfg(feature = "flex")]
+fn flex_product_kernels(
+    m: usize,
+    k: usize,
+    n: usize,
+    runs: usize,
+) -> manners_model::fused::ProductKernels {
+    manners_model::fused::product_kernels(m, k, n, runs)
+}
+
+#[cfg(not(feature = "flex"))]
+fn flex_product_kernels(
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+) -> manners_model::fused::ProductKernels {
+    unreachable!("flex is not compiled in")
+}
+
+/// The name of [`backend_product`]'s column.
+pub const BACKEND_MATMUL: &str = "Burn matmul";
+
+/// An `m x k` by `k x n` product through the backend's own `matmul` (on a GPU: Burn's cubecl
+/// kernels, autotuned in the warm-up run), synchronised with the device: the median GFLOP/s of
+/// `runs` runs after one warm-up, as PyTorch's side times `torch.mm`.
+fn backend_product(
+    device: &Device,
+    m: usize,
+    k: usize,
+    n: usize,
+    runs: usize,
+) -> manners_model::fused::ProductKernels {
+    let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+    let _ = device.sync();
+    let secs = timed(1, runs, false, || {
+        let c = a.clone().matmul(b.clone());
+        let _ = device.sync();
+        std::hint::black_box(c);
+    });
+    manners_model::fused::ProductKernels {
+        shape: [m, k, n],
+        gflops: vec![(
+            BACKEND_MATMUL.to_string(),
+            2.0 * (m * k * n) as f64 / secs / 1e9,
+        )],
+        split_with: BACKEND_MATMUL.to_string(),
     }
-    anyhow::bail!(
-        "matmul-shapes times flex's kernels: run it with --backend flex (this run: {})",
-        dev.description
-    )
 }
 
 /// Generation speed, batch 1.
