@@ -346,10 +346,7 @@ pub struct MatmulShapes {
     pub geomean_gflops: f64,
 }
 
-pub fn matmul_shapes(
-    dev: &manners_model::DeviceChoice,
-    runs: usize,
-) -> anyhow::Result<MatmulShapes> {
+pub fn matmul_shapes(dev: &manners_model::DeviceChoice, runs: usize) -> MatmulShapes {
     let rows: [(&'static str, [usize; 3]); 8] = [
         ("tiny qkv", [4096, 256, 768]),
         ("tiny mlp up", [4096, 256, 1024]),
@@ -360,19 +357,18 @@ pub fn matmul_shapes(
         ("gpt2-small mlp up", [1024, 768, 3072]),
         ("gpt2-small head, 35% of rows", [358, 768, 50257]),
     ];
-    #[cfg(feature = "flex")]
-    let flex = dev.device == Device::flex();
-    #[cfg(not(feature = "flex"))]
-    let flex = false;
+    let timed = |m, k, n| {
+        #[cfg(feature = "flex")]
+        if dev.device == Device::flex() {
+            return manners_model::fused::product_kernels(m, k, n, runs);
+        }
+        backend_product(&dev.device, m, k, n, runs)
+    };
     let products: Vec<_> = rows
         .into_iter()
         .map(|(what, [m, k, n])| ProductRow {
             what,
-            timed: if flex {
-                flex_product_kernels(m, k, n, runs)
-            } else {
-                backend_product(&dev.device, m, k, n, runs)
-            },
+            timed: timed(m, k, n),
         })
         .collect();
     let split_with = products
@@ -386,31 +382,11 @@ pub fn matmul_shapes(
             .find(|(name, _)| *name == split_with)
             .map(|(_, g)| *g)
     }));
-    Ok(MatmulShapes {
+    MatmulShapes {
         products,
         split_with,
         geomean_gflops,
-    })
-}
-
-#[cfg(feature = "flex")]
-fn flex_product_kernels(
-    m: usize,
-    k: usize,
-    n: usize,
-    runs: usize,
-) -> manners_model::fused::ProductKernels {
-    manners_model::fused::product_kernels(m, k, n, runs)
-}
-
-#[cfg(not(feature = "flex"))]
-fn flex_product_kernels(
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-) -> manners_model::fused::ProductKernels {
-    unreachable!("flex is not compiled in")
+    }
 }
 
 /// The name of [`backend_product`]'s column.
