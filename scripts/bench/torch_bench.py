@@ -259,8 +259,8 @@ def train(name, steps, supervised, threads, device, variants, q):
     q.put(out)
 
 
-def generate(threads, device, variants, q):
-    """Greedy generation, GPT-2 small, batch 1, a 32-token prompt and 64 new tokens, as HF
+def generate(threads, device, variants, new, q):
+    """Greedy generation, GPT-2 small, batch 1, a 32-token prompt and `new` new tokens, as HF
     `generate` runs it (`eager`: the default dynamic KV cache) and, with `variants`, as the HF
     docs' recipe for fast generation has it (`compiled_static`: a static cache and
     `torch.compile` of the forward pass; its compile time reported apart). `tokens_per_sec` of
@@ -298,18 +298,18 @@ def generate(threads, device, variants, q):
                 forwards[name] = torch.compile(forwards["eager"])
             # The compiled variant's warm-up holds its compilation (a full-length run, so
             # every shape the timed runs meet is compiled).
-            warm[name] = run(name, 64 if name == "compiled_static" else 4)
+            warm[name] = run(name, new if name == "compiled_static" else 4)
         times = {name: [] for name in kwargs}
         for _ in range(3):
             turns.take()
             for name in kwargs:
-                times[name].append(run(name, 64))
-    tps = {name: 64 / statistics.median(ts) for name, ts in times.items()}
+                times[name].append(run(name, new))
+    tps = {name: new / statistics.median(ts) for name, ts in times.items()}
     out = {"cached_tokens_per_sec": tps["eager"], **(rss if variants else memory(device))}
     if variants:
         out["variants"] = {name: {"tokens_per_sec": t} for name, t in tps.items()}
         out["variants"]["compiled_static"]["compile_secs"] = max(
-            0.0, warm["compiled_static"] - 64 / tps["compiled_static"])
+            0.0, warm["compiled_static"] - new / tps["compiled_static"])
     q.put(out)
 
 
@@ -363,7 +363,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--only", default="tiny,gpt2-small,smollm2-135m,generate",
-                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate, matmul-shapes")
+                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate, generate-512, matmul-shapes")
     ap.add_argument("--variants", choices=["all", "none"], default="none",
                     help="also time eager with the head on supervised positions and its torch.compile")
     a = ap.parse_args()
@@ -377,7 +377,9 @@ if __name__ == "__main__":
         if name in only:
             res[name] = run(train, name, a.steps, a.supervised, a.threads, a.device, a.variants == "all")
     if "generate" in only:
-        res["generate"] = run(generate, a.threads, a.device, a.variants == "all")
+        res["generate"] = run(generate, a.threads, a.device, a.variants == "all", 64)
+    if "generate-512" in only:  # a long output: 480 new tokens, to 512 positions
+        res["generate-512"] = run(generate, a.threads, a.device, a.variants == "all", 480)
     if "matmul-shapes" in only:
         res["matmul-shapes"] = run(matmul_shapes, a.threads, a.device)
     print(json.dumps(res))

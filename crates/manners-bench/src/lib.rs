@@ -43,6 +43,7 @@ pub const JOBS: &[&str] = &[
     "matmul-cuts",
     "adamw-gpt2-small",
     "generate-gpt2-small",
+    "generate-gpt2-small-512",
     "epoch-manners",
     "epoch-padded",
 ];
@@ -127,6 +128,16 @@ pub fn run_job(
             32,
             64,
             3,
+            true,
+        ))?,
+        // A long output: 480 new tokens, to 512 positions (each step attends to all of them).
+        "generate-gpt2-small-512" => serde_json::to_value(generation(
+            &BenchShape::gpt2_small(),
+            &dev.device,
+            32,
+            480,
+            3,
+            false,
         ))?,
         "epoch-manners" | "epoch-padded" => {
             // Loaded straight onto the autodiff device, as the trainer does (a model loaded
@@ -179,6 +190,7 @@ pub fn torch_key(job: &str) -> Option<&'static str> {
         "train-gpt2-small" => Some("gpt2-small"),
         "train-smollm2-135m" => Some("smollm2-135m"),
         "generate-gpt2-small" => Some("generate"),
+        "generate-gpt2-small-512" => Some("generate-512"),
         "matmul-shapes" => Some("matmul-shapes"),
         _ => None,
     }
@@ -204,7 +216,7 @@ pub fn metric(job: &str) -> &'static str {
 
 pub fn torch_metric(key: &str) -> &'static str {
     match key {
-        "generate" => "cached_tokens_per_sec",
+        k if k.starts_with("generate") => "cached_tokens_per_sec",
         "matmul-shapes" => "geomean_gflops",
         _ => "tokens_per_sec",
     }
@@ -387,8 +399,13 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
             f(v, "speedup").unwrap_or(b / m)
         ));
     }
-    if let Some(v) = r.get("generate-gpt2-small") {
-        s.push_str(&render_generation(v, torch.and_then(|t| t.get("generate"))));
+    for (job, key, new) in [
+        ("generate-gpt2-small", "generate", 64),
+        ("generate-gpt2-small-512", "generate-512", 480),
+    ] {
+        if let Some(v) = r.get(job) {
+            s.push_str(&render_generation(v, torch.and_then(|t| t.get(key)), new));
+        }
     }
     if let (Some(m), Some(p)) = (r.get("epoch-manners"), r.get("epoch-padded")) {
         let (ms, ps) = (
@@ -549,7 +566,7 @@ fn render_matmul_cuts(v: &Value) -> String {
 /// The generation table: new tokens per second with the KV cache beside PyTorch's HF `generate`
 /// (`eager`, its default dynamic cache) and, when the script ran it, a static cache under
 /// `torch.compile` (`compiled_static`); the ratios are medians of same-round ratios.
-fn render_generation(v: &Value, t: Option<&Value>) -> String {
+fn render_generation(v: &Value, t: Option<&Value>, new: usize) -> String {
     let c = f(v, "cached_tokens_per_sec").unwrap_or(f64::NAN);
     let one = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{x:.1}"));
     let ratio = |x: Option<f64>| x.map_or_else(|| "-".into(), |r| format!("{r:.2}x"));
@@ -565,10 +582,12 @@ fn render_generation(v: &Value, t: Option<&Value>) -> String {
         .unwrap_or_else(|| "-".into());
     let vs_pt = ratio(f(v, "ratio_vs_pytorch").or(pt.map(|x| c / x)));
     let vs_fastest = ratio(f(v, "ratio_vs_fastest").or(t.and_then(fastest_variant).map(|x| c / x)));
+    let uncached = f(v, "uncached_tokens_per_sec")
+        .map(|u| format!("| without cache | {u:.1} | - | - | - | - |\n"))
+        .unwrap_or_default();
     format!(
-        "\n| generation (GPT-2 small, batch 1, 32-token prompt, 64 new), new tok/s | manners | PyTorch HF generate | static cache + torch.compile | vs HF generate | vs fastest |\n|---|---|---|---|---|---|\n| with KV cache | {c:.1} | {} | {compiled} | {vs_pt} | {vs_fastest} |\n| without cache | {:.1} | - | - | - | - |\n",
+        "\n| generation (GPT-2 small, batch 1, 32-token prompt, {new} new), new tok/s | manners | PyTorch HF generate | static cache + torch.compile | vs HF generate | vs fastest |\n|---|---|---|---|---|---|\n| with KV cache | {c:.1} | {} | {compiled} | {vs_pt} | {vs_fastest} |\n{uncached}",
         one(pt),
-        f(v, "uncached_tokens_per_sec").unwrap_or(f64::NAN),
     )
 }
 
@@ -648,7 +667,8 @@ mod tests {
                 "train-tiny-2048",
                 "train-gpt2-small",
                 "train-smollm2-135m",
-                "generate-gpt2-small"
+                "generate-gpt2-small",
+                "generate-gpt2-small-512"
             ]
         );
     }
@@ -891,13 +911,26 @@ mod tests {
             "generate".into(),
             vec![torch(32.0, 50.0), torch(45.0, 30.0), torch(40.0, 44.0)],
         );
+        // The long output: its own PyTorch runs, and no run without the cache.
+        let long = |c: f64| json!({ "cached_tokens_per_sec": c, "uncached_tokens_per_sec": null });
+        m.insert(
+            "generate-gpt2-small-512".into(),
+            vec![long(38.0), long(39.0), long(37.0)],
+        );
+        t.insert(
+            "generate-512".into(),
+            vec![torch(20.0, 25.0), torch(21.0, 26.0), torch(19.0, 24.0)],
+        );
         let r = medians(&m, &t);
         let g = &r["generate-gpt2-small"];
         // Same-round ratios against HF generate: 1.25, 0.8, 1.1; against the faster of the two
         // variants of each round (compiled, eager, compiled): 0.8, 0.8, 1.0.
         assert_eq!(f(g, "ratio_vs_pytorch"), Some(1.1));
         assert_eq!(f(g, "ratio_vs_fastest"), Some(0.8));
-        let theirs = json!({ "generate": pick_median(&t["generate"], torch_metric("generate")) });
+        let theirs = json!({
+            "generate": pick_median(&t["generate"], torch_metric("generate")),
+            "generate-512": pick_median(&t["generate-512"], torch_metric("generate-512")),
+        });
         let table = render(&r, Some(&theirs));
         // manners' median run (40) beside PyTorch's median run by HF generate's speed (round 3,
         // 40); the ratios are the same-round medians, not ratios of the medians.
@@ -906,5 +939,13 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| without cache | 9.0 |"), "{table}");
+        // Long: against HF generate 1.9, 1.86, 1.95; against the compiled cache 1.52, 1.5,
+        // 1.54; beside PyTorch's median run (round 1).
+        assert!(table.contains("32-token prompt, 480 new"), "{table}");
+        assert!(
+            table.contains("| with KV cache | 38.0 | 20.0 | 25.0 (compile 6 s) | 1.90x | 1.52x |"),
+            "{table}"
+        );
+        assert_eq!(table.matches("| without cache |").count(), 1, "{table}");
     }
 }

@@ -427,19 +427,22 @@ pub struct GenBench {
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub cached_tokens_per_sec: f64,
-    pub uncached_tokens_per_sec: f64,
+    /// Without the cache (re-running the prefix every step); measured for short outputs only.
+    pub uncached_tokens_per_sec: Option<f64>,
     pub peak_rss: Option<u64>,
 }
 
-/// New tokens per second with the KV cache and without (re-running the prefix every step).
-/// Paired with PyTorch ([`crate::turns`]), building the model is one turn, the cached warm-up
-/// one more and each cached timed run one more, as in `torch_bench.py`'s `generate`.
+/// New tokens per second with the KV cache and, when `uncached`, without (re-running the
+/// prefix every step). Paired with PyTorch ([`crate::turns`]), building the model is one turn,
+/// the cached warm-up one more and each cached timed run one more, as in `torch_bench.py`'s
+/// `generate`.
 pub fn generation(
     shape: &BenchShape,
     device: &Device,
     prompt: usize,
     new: usize,
     runs: usize,
+    uncached: bool,
 ) -> GenBench {
     device.seed(0);
     let model = shape.init(device);
@@ -448,6 +451,7 @@ pub fn generation(
         .collect();
     let cached = time_median(1, runs, || {
         let mut cache = KvCache::new();
+        cache.reserve(prompt + new);
         let mut input = Tensor::<2, Int>::from_data(
             TensorData::new(
                 ids.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(),
@@ -467,15 +471,17 @@ pub fn generation(
         }
     });
     // PyTorch has no counterpart: this runs in manners' last turn, after PyTorch's last run.
-    let uncached = timed(1, runs.min(3), false, || {
-        std::hint::black_box(manners_model::generate_greedy_uncached(&model, &ids, new));
+    let uncached = uncached.then(|| {
+        timed(1, runs.min(3), false, || {
+            std::hint::black_box(manners_model::generate_greedy_uncached(&model, &ids, new));
+        })
     });
     GenBench {
         shape: shape.name.clone(),
         prompt_tokens: prompt,
         new_tokens: new,
         cached_tokens_per_sec: new as f64 / cached,
-        uncached_tokens_per_sec: new as f64 / uncached,
+        uncached_tokens_per_sec: uncached.map(|u| new as f64 / u),
         peak_rss: peak_rss(),
     }
 }

@@ -26,6 +26,9 @@ pub(crate) enum AttnMask {
     /// Document ids `[b, t]` as floats (all zero for plain causal attention), for the fused
     /// attention on flex, which masks from them without materialising a mask.
     Docs(Tensor<2>),
+    /// New tokens after the positions a `KvCache` holds (queries aligned with the last keys):
+    /// each row's left padding, `None` when no row has any.
+    Cached(Option<Vec<usize>>),
 }
 
 impl AttnMask {
@@ -89,6 +92,17 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) 
         let m = AttnMask::from_mask(Some(docs_mask(docs.clone())), t, &q.device());
         return attend(q, k, v, &m);
     }
+    if let AttnMask::Cached(pads) = mask {
+        let scale = 1.0 / (hd as f64).sqrt();
+        if let Some(y) = fused::cached_attention(&q, &k, &v, pads.as_deref(), scale) {
+            return y;
+        }
+        let t_k = k.dims()[2];
+        let m = pads
+            .as_ref()
+            .map(|pads| padding_mask(pads, t, t_k, &q.device()));
+        return attend(q, k, v, &AttnMask::Bool(m));
+    }
     let kv_h = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kv_h), repeat_kv(v, h / kv_h));
     let t_k = k.dims()[2];
@@ -107,8 +121,30 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) 
             let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, t]
             fused::softmax_with_bias(scores, bias.clone()).matmul(v)
         }
-        AttnMask::Docs(_) => unreachable!("handled above"),
+        AttnMask::Docs(_) | AttnMask::Cached(_) => unreachable!("handled above"),
     }
+}
+
+/// The mask `[b, 1, t, t_k]` (`true` = masked, on top of causal masking) hiding the left
+/// padding of rows whose first `pads[r]` slots are padding, for `t` queries after `t_k - t`
+/// cached positions. A padding query may still see itself, so no row of the softmax is empty.
+pub(crate) fn padding_mask(
+    pads: &[usize],
+    t: usize,
+    t_k: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let b = pads.len();
+    let past = t_k - t;
+    let mut m = vec![false; b * t * t_k];
+    for (r, &pad) in pads.iter().enumerate() {
+        for i in 0..t {
+            for j in 0..pad.min(t_k) {
+                m[(r * t + i) * t_k + j] = j != past + i;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [b, 1, t, t_k]), device)
 }
 
 /// `[b, kv_h, t, hd] -> [b, kv_h * n, t, hd]`, each head repeated `n` times in place (HF's

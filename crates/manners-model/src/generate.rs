@@ -374,6 +374,7 @@ fn generate_batch_inner(
         ids.extend(p.iter().map(|&x| i64::from(x)));
     }
     let mut cache = KvCache::with_left_padding(pads);
+    cache.reserve(needed);
     let mut samplers: Vec<Sampler> = (0..b)
         .map(|r| Sampler::new(cfg.sampling.clone(), cfg.seed.wrapping_add(r as u64)))
         .collect();

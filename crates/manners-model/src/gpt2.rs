@@ -16,7 +16,7 @@ use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::attention::{AttnMask, LayerKv, attend};
+use crate::attention::{AttnMask, attend};
 use crate::cache::KvCache;
 use crate::config::{HfFields, human_count};
 use crate::error::{ModelError, Result};
@@ -431,7 +431,7 @@ impl Gpt2 {
         let mut x = fused::embedding(&self.wte, ids) + fused::embedding(&self.wpe, positions); // [b, t, d]
         x = self.drop.forward(x);
         for block in &self.h {
-            x = block.forward(x, &mask, None, self.layer_norm_epsilon).0;
+            x = block.forward(x, &mask, None, self.layer_norm_epsilon);
         }
         fused::layer_norm(&self.ln_f, x, self.layer_norm_epsilon)
     }
@@ -447,13 +447,11 @@ impl Gpt2 {
         let [b, t] = ids.dims();
         let device = ids.device();
         let positions = cache.positions(b, t, &device); // [b, t]
-        let mask = AttnMask::Bool(cache.mask(b, t, &device)); // [b, 1, t, past + t] or None
+        let mask = AttnMask::Cached(cache.pads(b));
         let mut x = fused::embedding(&self.wte, ids) + fused::embedding(&self.wpe, positions);
         cache.ensure_layers(self.h.len());
         for (i, block) in self.h.iter().enumerate() {
-            let (y, kv) = block.forward(x, &mask, Some(cache.layer(i)), self.layer_norm_epsilon);
-            cache.set_layer(i, kv);
-            x = y;
+            x = block.forward(x, &mask, Some((&mut *cache, i)), self.layer_norm_epsilon);
         }
         cache.advance(t);
         let d = self.n_embd();
@@ -599,17 +597,17 @@ impl Block {
         &self,
         x: Tensor<3>,
         mask: &AttnMask,
-        past: Option<Option<LayerKv>>,
+        cache: Option<(&mut KvCache, usize)>,
         eps: f64,
-    ) -> (Tensor<3>, Option<LayerKv>) {
-        let (a, kv) = self
+    ) -> Tensor<3> {
+        let a = self
             .attn
-            .forward(fused::layer_norm(&self.ln_1, x.clone(), eps), mask, past);
+            .forward(fused::layer_norm(&self.ln_1, x.clone(), eps), mask, cache);
         let x = x + self.drop.forward(a);
         let m = self
             .mlp
             .forward(fused::layer_norm(&self.ln_2, x.clone(), eps));
-        (x + self.drop.forward(m), kv)
+        x + self.drop.forward(m)
     }
 }
 
@@ -618,34 +616,29 @@ impl Attention {
         &self,
         x: Tensor<3>,
         mask: &AttnMask,
-        past: Option<Option<LayerKv>>,
-    ) -> (Tensor<3>, Option<LayerKv>) {
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let nh = self.n_head;
         let hd = d / nh;
         let qkv = fused::linear_layer(&self.c_attn, x); // [b, t, 3d]
-        if let (None, AttnMask::Docs(docs)) = (&past, mask) {
+        if let (None, AttnMask::Docs(docs)) = (&cache, mask) {
             // Whole sequences on flex: attention straight from the packed projection.
             let scale = 1.0 / (hd as f64).sqrt();
             if let Some(y) = fused::attention_qkv(qkv.clone(), nh, docs, scale) {
                 let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d], no copy
-                return (fused::linear_layer(&self.c_proj, y), None);
+                return fused::linear_layer(&self.c_proj, y);
             }
         }
         let qkv = qkv.reshape([b, t, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // [3, b, nh, t, hd]
         let take = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0); // [b, nh, t, hd]
         let (q, mut k, mut v) = (take(0), take(1), take(2));
-        let using_cache = past.is_some();
-        if let Some(Some((pk, pv))) = past {
-            k = Tensor::cat(vec![pk, k], 2); // [b, nh, past + t, hd]
-            v = Tensor::cat(vec![pv, v], 2);
+        if let Some((cache, layer)) = cache {
+            (k, v) = cache.append(layer, k, v); // [b, nh, past + t, hd]
         }
-        let y = attend(q, k.clone(), v.clone(), mask); // [b, nh, t, hd]
+        let y = attend(q, k, v, mask); // [b, nh, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, d]); // [b, t, d]
-        (
-            fused::linear_layer(&self.c_proj, y),
-            using_cache.then_some((k, v)),
-        )
+        fused::linear_layer(&self.c_proj, y)
     }
 }
 

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::attention::{AttnMask, LayerKv, attend};
+use crate::attention::{AttnMask, attend};
 use crate::cache::KvCache;
 use crate::config::{HfFields, human_count};
 use crate::error::{ModelError, Result};
@@ -644,7 +644,7 @@ impl Llama {
         let rope = Rope::new(positions, &self.inv_freq);
         let mut x = self.drop.forward(fused::embedding(&self.embed_tokens, ids)); // [b, t, d]
         for layer in &self.layers {
-            x = layer.forward(x, &rope, &mask, None).0;
+            x = layer.forward(x, &rope, &mask, None);
         }
         fused::rms_norm(&self.norm, x)
     }
@@ -664,13 +664,11 @@ impl Llama {
         let [b, t] = ids.dims();
         let device = ids.device();
         let rope = Rope::new(cache.positions(b, t, &device), &self.inv_freq);
-        let mask = AttnMask::Bool(cache.mask(b, t, &device));
+        let mask = AttnMask::Cached(cache.pads(b));
         let mut x = fused::embedding(&self.embed_tokens, ids);
         cache.ensure_layers(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let (y, kv) = layer.forward(x, &rope, &mask, Some(cache.layer(i)));
-            cache.set_layer(i, kv);
-            x = y;
+            x = layer.forward(x, &rope, &mask, Some((&mut *cache, i)));
         }
         cache.advance(t);
         let d = self.hidden_size();
@@ -960,15 +958,15 @@ impl DecoderLayer {
         x: Tensor<3>,
         rope: &Rope,
         mask: &AttnMask,
-        past: Option<Option<LayerKv>>,
-    ) -> (Tensor<3>, Option<LayerKv>) {
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
         let h = fused::rms_norm(&self.input_layernorm, x.clone());
-        let (a, kv) = self.self_attn.forward(h, rope, mask, past);
+        let a = self.self_attn.forward(h, rope, mask, cache);
         let x = x + self.drop.forward(a);
         let m = self
             .mlp
             .forward(fused::rms_norm(&self.post_attention_layernorm, x.clone()));
-        (x + self.drop.forward(m), kv)
+        x + self.drop.forward(m)
     }
 }
 
@@ -978,8 +976,8 @@ impl LlamaAttention {
         x: Tensor<3>,
         rope: &Rope,
         mask: &AttnMask,
-        past: Option<Option<LayerKv>>,
-    ) -> (Tensor<3>, Option<LayerKv>) {
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kv_h, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let split = |y: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
@@ -1001,17 +999,12 @@ impl LlamaAttention {
             &self.k_norm,
         ));
         let mut v = split(fused::linear_layer(&self.v_proj, x), kv_h, &None);
-        let using_cache = past.is_some();
-        if let Some(Some((pk, pv))) = past {
-            k = Tensor::cat(vec![pk, k], 2); // [b, kv_h, past + t, hd]
-            v = Tensor::cat(vec![pv, v], 2);
+        if let Some((cache, layer)) = cache {
+            (k, v) = cache.append(layer, k, v); // [b, kv_h, past + t, hd]
         }
-        let y = attend(q, k.clone(), v.clone(), mask); // [b, h, t, hd]
+        let y = attend(q, k, v, mask); // [b, h, t, hd]
         let y = y.swap_dims(1, 2).reshape([b, t, h * hd]);
-        (
-            fused::linear_layer(&self.o_proj, y),
-            using_cache.then_some((k, v)),
-        )
+        fused::linear_layer(&self.o_proj, y)
     }
 }
 

@@ -14,6 +14,8 @@
 //! Layouts: inputs are `[b, heads, t, hd]` views with any strides (as the models produce them
 //! by splitting heads); outputs are stored `[b, t, heads, hd]`, so merging heads afterwards is
 //! free.
+//!
+//! [`cached`] is generation's attention: a few new queries over a key/value cache's buffers.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
@@ -496,6 +498,132 @@ unsafe fn backward_into(
             }
         });
     });
+}
+
+/// Minimum multiply-adds of a [`cached`] attention for one rayon task per (row, head):
+/// burn-flex's threshold for the same split.
+const CACHED_PARALLEL: usize = 256 * 1024;
+
+/// Generation's attention: `d.t` new queries `q` (`[b, h, t, hd]`, contiguous) over the first
+/// `len` positions of a key/value cache `k`, `v` (`[b, kvh, len, hd]` views, any strides, read
+/// where they are). Query `i` sits at position `len - t + i` and sees the keys up to its own,
+/// except row `r`'s first `pads[r]` (left padding; a padding query sees only itself). Returns
+/// `[b, h, t, hd]`, contiguous.
+///
+/// Per (row, head) this is burn-flex's attention of a short block (its `naive_attention_head`):
+/// a `gemm` for the scores into a `[t, len]` scratch, the masked softmax row by row, a `gemm`
+/// for the output, with the same arguments and strides as it uses on contiguous copies. So the
+/// sums run in the same order and the result is bit for bit Burn's; only the copy of the cache
+/// that Burn would make first is gone.
+pub(super) fn cached(
+    q: &[f32],
+    k: View,
+    v: View,
+    len: usize,
+    pads: &[usize],
+    scale: f32,
+    d: Dims,
+) -> Vec<f32> {
+    let Dims { b, h, kvh, t, hd } = d;
+    let group = h / kvh;
+    let past = len - t;
+    let (k, v) = (Shared(k), Shared(v));
+    let mut out = vec![0.0f32; b * h * t * hd];
+    let head = |scores: &mut Vec<f32>, (idx, o): (usize, &mut [f32])| {
+        // The whole wrappers, not their pointer fields (which the closure would capture alone).
+        let (k, v) = ({ k }.0, { v }.0);
+        let (r, g) = (idx / h, idx % h / group);
+        let qh = &q[idx * t * hd..(idx + 1) * t * hd];
+        let at = |x: &View| {
+            x.ptr
+                .wrapping_offset(r as isize * x.s[0] + g as isize * x.s[1])
+        };
+        // SAFETY: `at(k)` addresses this row's and key head's `len x hd` block of the live,
+        // read-only keys through their strides; `qh` is `t x hd` and `scores` `t x len`.
+        unsafe {
+            ::gemm::gemm(
+                t,
+                len,
+                hd,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                qh.as_ptr(),
+                1,
+                hd as isize,
+                at(&k),
+                k.s[2],
+                k.s[3],
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            );
+        }
+        let pad = pads[r];
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            let pos = past + i;
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in row.iter_mut().enumerate() {
+                let mut x = *s * scale;
+                if (j < pad && j != pos) || j > pos {
+                    x = f32::NEG_INFINITY;
+                }
+                *s = x;
+                if x > max {
+                    max = x;
+                }
+            }
+            let mut sum = 0.0f32;
+            for s in row.iter_mut() {
+                let e = (*s - max).exp();
+                *s = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
+        // SAFETY: as above, for the values (`len x hd`) and the output block `o` (`t x hd`).
+        unsafe {
+            ::gemm::gemm(
+                t,
+                hd,
+                len,
+                o.as_mut_ptr(),
+                1,
+                hd as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                at(&v),
+                v.s[3],
+                v.s[2],
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            );
+        }
+    };
+    if b * h > 1 && b * h * t * len * 2 * hd >= CACHED_PARALLEL {
+        out.par_chunks_exact_mut(t * hd)
+            .enumerate()
+            .for_each_init(|| vec![0.0f32; t * len], head);
+    } else {
+        let mut scores = vec![0.0f32; t * len];
+        for block in out.chunks_exact_mut(t * hd).enumerate() {
+            head(&mut scores, block);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1110,6 +1110,60 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 }
 
+/// Inference on plain (not autodiff) `flex` tensors: generation's attention over its cache.
+#[backend_extension(Flex)]
+pub trait FusedInferenceOps: Backend {
+    /// Attention of new queries `q` `[b, h, t, hd]` over cached keys and values `k`, `v`
+    /// `[b, kvh, len, hd]` (any strides, read in place), query `i` at position `len - t + i`
+    /// seeing keys up to its own except the first `pads[row]` (`pads` `[b]`, whole numbers as
+    /// floats; a padding query sees only itself). Returns `[b, h, t, hd]`, contiguous.
+    fn fused_cached_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pads: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedInferenceOps for Flex {
+    fn fused_cached_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pads: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        cached_attention(&q, &k, &v, &pads, scale)
+    }
+}
+
+/// [`flash::cached`] on tensors.
+fn cached_attention(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    pads: &FlexTensor,
+    scale: f32,
+) -> FlexTensor {
+    let q = contiguous(q);
+    let pads: Vec<usize> = values(&contiguous(pads))
+        .iter()
+        .map(|&p| p as usize)
+        .collect();
+    let qs = q.layout().shape();
+    let d = flash::Dims {
+        b: qs[0],
+        h: qs[1],
+        kvh: k.layout().shape()[1],
+        t: qs[2],
+        hd: qs[3],
+    };
+    let len = k.layout().shape()[2];
+    let out = flash::cached(values(&q), view(k), view(v), len, &pads, scale, d);
+    new_tensor(out, [d.b, d.h, d.t, d.hd].into())
+}
+
 /// The optimizer update, on plain (not autodiff) `flex` tensors: the optimizer works on the
 /// parameters' inner values.
 #[backend_extension(Flex)]

@@ -237,6 +237,65 @@ pub fn attention_qkv(
     None
 }
 
+/// Attention of new queries over a key/value cache, on flex without autodiff (generation):
+/// `q` `[b, h, t, hd]` and `k`, `v` `[b, kvh, len, hd]` (views of a cache's buffers, any
+/// strides; `h` a multiple of `kvh`, `len >= t`). Query `i` sits at position `len - t + i` and
+/// sees the keys up to its own position, except row `r`'s first `pads[r]` (left padding; a
+/// padding query sees only itself). Returns `[b, h, t, hd]`.
+///
+/// It computes what Burn's `attention` computes for such short blocks on flex (per row and
+/// head: a `gemm` for the scores, the masked softmax, a `gemm` for the output) with the same
+/// calls on the same strides, so the result is bit for bit the same; but it reads the keys and
+/// values where the cache keeps them, where Burn would first copy them contiguous. `None` where
+/// it does not apply: another backend or dtype, autodiff, or a score block above
+/// [`CACHED_ATTENTION_SCORES`] (where Burn tiles instead).
+pub fn cached_attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    pads: Option<&[usize]>,
+    scale: f64,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        let [b, h, t, hd] = q.dims();
+        let [kb, kvh, len, khd] = k.dims();
+        let fits = fusable(q)
+            && !q.device().is_autodiff()
+            && [k, v].iter().all(|x| x.dtype() == DType::F32)
+            && v.dims() == k.dims()
+            && (kb, khd) == (b, hd)
+            && kvh > 0
+            && h % kvh == 0
+            && t <= len
+            && t * len <= CACHED_ATTENTION_SCORES
+            && pads.is_none_or(|p| p.len() == b);
+        if fits {
+            use self::flex::FusedInferenceOps;
+            let pads: Vec<f32> = match pads {
+                Some(p) => p.iter().map(|&x| x as f32).collect(),
+                None => vec![0.0; b],
+            };
+            let pads = Tensor::<1>::from_data(TensorData::new(pads, [b]), &q.device());
+            return Some(Tensor::from_dispatch(
+                <burn::backend::Dispatch as FusedInferenceOps>::fused_cached_attention(
+                    q.clone().into_dispatch(),
+                    k.clone().into_dispatch(),
+                    v.clone().into_dispatch(),
+                    pads.into_dispatch(),
+                    scale as f32,
+                ),
+            ));
+        }
+    }
+    let _ = (q, k, v, pads, scale);
+    None
+}
+
+/// The largest `t x len` score block [`cached_attention`] takes: burn-flex's own limit for
+/// computing a head's scores whole (above it, it tiles them, with other rounding).
+pub const CACHED_ATTENTION_SCORES: usize = 256 * 1024;
+
 /// The cross-entropy of each row, `-ln softmax(logits)[target]`, for `logits` `[n, vocab]`
 /// and `targets` `[n, 1]` (token ids as floats; they get no gradient): `[n, 1]`. On flex one
 /// multi-threaded pass per row forward, and the gradient `g (softmax - onehot)` in closed form
@@ -825,6 +884,68 @@ mod tests {
             assert_close(f, r, tol, what);
         }
         assert!(fused[0].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn cached_attention_reads_the_cache_in_place_and_equals_burns_bit_for_bit() {
+        use crate::attention::{AttnMask, attend, padding_mask};
+        let _guard = Switch::set(true);
+        let dev = Device::flex();
+        // A cache's buffers: room for 20 positions, 13 filled; what lies past them must not
+        // be read (NaN would spread into every output it touched).
+        let (b, kvh, hd, len, cap) = (3, 2, 8, 13, 20);
+        let buffer = || {
+            let filled =
+                Tensor::<4>::random([b, kvh, len, hd], Distribution::Normal(0.0, 1.5), &dev);
+            Tensor::<4>::full([b, kvh, cap, hd], f32::NAN, &dev)
+                .slice_assign([0..b, 0..kvh, 0..len, 0..hd], filled)
+        };
+        let (kb, vb) = (buffer(), buffer());
+        let (k, v) = (kb.clone().narrow(2, 0, len), vb.clone().narrow(2, 0, len));
+        // Plain and grouped heads; one new token and three; no padding, and rows padded so
+        // that some new queries are themselves padding (row 0 of the last case: pad 11, the
+        // queries sit at 10, 11 and 12).
+        for (h, t, pads) in [
+            (2, 1, None),
+            (6, 1, Some(vec![0, 4, 12])),
+            (2, 3, Some(vec![11, 0, 2])),
+            (6, 3, None),
+        ] {
+            let q = Tensor::<4>::random([b, h, t, hd], Distribution::Normal(0.0, 1.5), &dev);
+            let scale = 1.0 / (hd as f64).sqrt();
+            let fused = cached_attention(&q, &k, &v, pads.as_deref(), scale).expect("fusable");
+            // What generation ran before: Burn's attention on contiguous copies of the keys
+            // and values, with the padding as a boolean mask.
+            let mask = AttnMask::Bool(pads.as_ref().map(|p| padding_mask(p, t, len, &dev)));
+            let copy = |x: &Tensor<4>| Tensor::<4>::from_data(x.to_data(), &dev);
+            let reference = attend(q.clone(), copy(&k), copy(&v), &mask);
+            let (f, r) = (values_of(fused), values_of(reference));
+            assert!(
+                f.iter().all(|x| x.is_finite()),
+                "h {h}, t {t}: read past the cache"
+            );
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&f), bits(&r), "h {h}, t {t}, pads {pads:?}");
+            if t == 3 && pads.is_some() {
+                // Row 0's first new query (position 10) is padding: it sees only itself, so
+                // each of its heads returns its key head's value at position 10 exactly.
+                let vals = values_of(v.clone());
+                for head in 0..h {
+                    let g = head / (h / kvh);
+                    let at = ((g * len) + 10) * hd;
+                    let out = &f[(head * t) * hd..(head * t + 1) * hd];
+                    assert_eq!(out, &vals[at..at + hd], "head {head}");
+                }
+            }
+        }
+        // Autodiff, another dtype or a block of scores too large for one pass: not taken.
+        let q = Tensor::<4>::random(
+            [1, 2, 1, hd],
+            Distribution::Default,
+            &dev.clone().autodiff(),
+        );
+        let (ka, va) = (q.clone(), q.clone());
+        assert!(cached_attention(&q, &ka, &va, None, 0.5).is_none());
     }
 
     #[test]
