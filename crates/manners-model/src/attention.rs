@@ -5,7 +5,8 @@
 //!   re-applies the masks and differentiates through the max shift in every layer, so the
 //!   additive mask is built once per forward and the backend's (fused on flex) softmax is used.
 //! - Inference: Burn's fused attention with a boolean mask and bottom-right causal alignment,
-//!   which stays right with a KV cache (queries fewer than keys).
+//!   which stays right with a KV cache (queries fewer than keys). Decode steps on flex read the
+//!   cache's buffers in place instead (`fused::cached_attention`, the same arithmetic).
 
 use burn::prelude::*;
 use burn::tensor::module::attention;

@@ -24,6 +24,7 @@ pub struct KvCache {
 
 /// The smallest buffer a layer starts with (positions).
 const MIN_CAPACITY: usize = 64;
+
 impl KvCache {
     /// An empty cache for rows without padding.
     pub fn new() -> Self {
