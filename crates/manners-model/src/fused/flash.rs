@@ -22,7 +22,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::{self, Mat, Shared, Threads, gemm_into};
+use super::gemm::{self, Mat, Shared, Threads, gemm_here, gemm_into};
 use super::kernels;
 
 /// Queries per block.
@@ -512,7 +512,8 @@ const CACHED_PARALLEL: usize = 256 * 1024;
 ///
 /// Per (row, head) this is burn-flex's attention of a short block (its `naive_attention_head`):
 /// a `gemm` for the scores into a `[t, len]` scratch, the masked softmax row by row, a `gemm`
-/// for the output, with the same arguments and strides as it uses on contiguous copies. So the
+/// for the output ([`gemm_here`]: the same call on the same strides as it makes on contiguous
+/// copies). So the
 /// sums run in the same order and the result is bit for bit Burn's; only the copy of the cache
 /// that Burn would make first is gone.
 pub(super) fn cached(
@@ -534,35 +535,19 @@ pub(super) fn cached(
         let (k, v) = ({ k }.0, { v }.0);
         let (r, g) = (idx / h, idx % h / group);
         let qh = &q[idx * t * hd..(idx + 1) * t * hd];
-        let at = |x: &View| {
-            x.ptr
-                .wrapping_offset(r as isize * x.s[0] + g as isize * x.s[1])
-        };
-        // SAFETY: `at(k)` addresses this row's and key head's `len x hd` block of the live,
-        // read-only keys through their strides; `qh` is `t x hd` and `scores` `t x len`.
+        // SAFETY: `k.mat` is this row's and key head's `len x hd` block of the live, read-only
+        // keys (through their strides), `qh` is `t x hd` and `scores` `t x len`.
         unsafe {
-            ::gemm::gemm(
+            gemm_here(
                 t,
                 len,
                 hd,
                 scores.as_mut_ptr(),
-                1,
                 len as isize,
-                false,
-                qh.as_ptr(),
-                1,
-                hd as isize,
-                at(&k),
-                k.s[2],
-                k.s[3],
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                ::gemm::Parallelism::None,
-            );
-        }
+                Mat::rows(qh.as_ptr(), hd),
+                k.mat(r, g, 0).t(),
+            )
+        };
         let pad = pads[r];
         for (i, row) in scores.chunks_exact_mut(len).enumerate() {
             let pos = past + i;
@@ -590,26 +575,14 @@ pub(super) fn cached(
         }
         // SAFETY: as above, for the values (`len x hd`) and the output block `o` (`t x hd`).
         unsafe {
-            ::gemm::gemm(
+            gemm_here(
                 t,
                 hd,
                 len,
                 o.as_mut_ptr(),
-                1,
                 hd as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                len as isize,
-                at(&v),
-                v.s[3],
-                v.s[2],
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                ::gemm::Parallelism::None,
+                Mat::rows(scores.as_ptr(), len),
+                v.mat(r, g, 0),
             );
         }
     };

@@ -118,6 +118,25 @@ pub(super) unsafe fn gemm_into(
     unsafe { run(kernel, m, n, k, dst, dst_rs, accumulate, lhs, rhs) }
 }
 
+/// `dst = lhs * rhs` through `gemm` on the calling thread, whatever the shape (no vector
+/// products, no panels): the call burn-flex's attention makes for a short block, so a kernel
+/// that must match its sums bit for bit ([`super::flash::cached`]) makes it too.
+///
+/// # Safety
+/// As [`gemm_into`].
+pub(super) unsafe fn gemm_here(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { run(Kernel::GemmHere, m, n, k, dst, dst_rs, false, lhs, rhs) }
+}
+
 /// Products with at most this many rows (a generation step's tokens) run as vector products
 /// ([`vector_product`]): `gemm` packs for blocks of 64 rows, and a step of batch-1 generation
 /// is a pass over every weight, bound by memory, not by multiply-adds.
