@@ -9,7 +9,8 @@
 # BIN is a release `manners` (built with `--features cuda` for the cuda backend); run it from the
 # repository root (the bench reads assets/ and scripts/bench/torch_bench.py). PYTHON names a
 # Python with torch and transformers (default python3). Groups run most important first; one that
-# would start with under a minute left is skipped and said so.
+# would start with under a minute left is skipped and said so. BENCH_GROUPS, if set, replaces the list
+# below with its own space-separated NAME:FILTER pairs (e.g. BENCH_GROUPS="generate:generate").
 set -u
 bin=$1
 out=$2
@@ -27,6 +28,9 @@ groups=(
     "generate:generate"
     "smollm2-matmul:smollm2,matmul-shapes"
 )
+if [ -n "${BENCH_GROUPS:-}" ]; then
+    read -r -a groups <<<"$BENCH_GROUPS"
+fi
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     "$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name(0))'
