@@ -84,9 +84,8 @@ fn supervised_logits(model: &Model, batch: &DeviceBatch) -> Tensor<2> {
         },
     ); // [b, t, d]
     let [b, t, d] = hidden.dims();
-    let sup = hidden
-        .reshape([b * t, d])
-        .select(0, batch.sup_index.clone()); // [n, d]
+    let sup =
+        manners_model::fused::select_rows(hidden.reshape([b * t, d]), batch.sup_index.clone()); // [n, d]
     model.head(sup) // [n, vocab]
 }
 
