@@ -9,8 +9,8 @@
 # BIN is a release `manners` (built with `--features cuda` for the cuda backend); run it from the
 # repository root (the bench reads assets/ and scripts/bench/torch_bench.py). PYTHON names a
 # Python with torch and transformers (default python3). Groups run most important first; one that
-# would start with under a minute left is skipped and said so. BENCH_GROUPS, if set, replaces the list
-# below with its own space-separated NAME:FILTER pairs (e.g. BENCH_GROUPS="generate:generate").
+# would start with under a minute left is skipped and said so. BENCH_GROUPS, if set, replaces the
+# list below with its own space-separated NAME:FILTER pairs (e.g. BENCH_GROUPS="generate:generate").
 set -u
 bin=$1
 out=$2
