@@ -389,7 +389,7 @@ pub fn matmul_shapes(dev: &manners_model::DeviceChoice, runs: usize) -> MatmulSh
     }
 }
 
-/// The name of [`backend_product`]'s column.
+/// The column name of products timed through the backend's own `matmul`.
 pub const BACKEND_MATMUL: &str = "Burn matmul";
 
 /// An `m x k` by `k x n` product through the backend's own `matmul` (on a GPU: Burn's cubecl

@@ -69,7 +69,7 @@ pub struct ExperimentArgs {
     /// Parent folder of the runs.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
-    /// Where the write-up goes (docs/experiments/<name>.md).
+    /// Where the write-up goes (`docs/experiments/<name>.md`).
     #[arg(long, default_value = "docs")]
     pub docs: PathBuf,
     /// Epochs of each run (default: the default run's).

@@ -139,7 +139,7 @@ pub struct ReadReport {
     pub accepted: usize,
     /// Rejections counted per reason (`RejectReason::kind`).
     pub rejected: BTreeMap<String, usize>,
-    /// The first [`REPORT_EXAMPLES`] rejections, in file order.
+    /// The first `REPORT_EXAMPLES` rejections, in file order.
     pub first_rejections: Vec<Rejection>,
     /// Accepted records per detected format.
     pub formats: BTreeMap<String, usize>,
@@ -1065,7 +1065,7 @@ fn reject(
 pub const MAX_LINE_BYTES: usize = 256 << 20;
 
 /// Reads a whole file, decompressing gzip (detected by its magic bytes). Devices are refused
-/// (`/dev/zero` and `/dev/urandom` never end), as are lines longer than [`MAX_LINE_BYTES`] and
+/// (`/dev/zero` and `/dev/urandom` never end), as are lines longer than `MAX_LINE_BYTES` and
 /// contents larger than half the available memory: each a clear error naming the file.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     read_bounded(open_data(path)?, path, memory_limit(), 1, Vec::new())

@@ -357,7 +357,7 @@ impl Tokenizer {
 
     /// Adds the special tokens that are missing; returns their new ids (empty if all exist).
     /// The model's embedding must then grow to [`Tokenizer::vocab_size`] rows
-    /// (see [`crate::resize_token_embeddings`]).
+    /// (see [`crate::Model::resize_token_embeddings`]).
     pub fn add_special_tokens(&mut self, tokens: &[&str]) -> Vec<u32> {
         let missing: Vec<AddedToken> = tokens
             .iter()

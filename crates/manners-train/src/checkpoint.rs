@@ -25,7 +25,7 @@ pub const STATE_VERSION: u32 = 2;
 /// What a run needs besides the weights to continue exactly where it stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
-    /// [`STATE_VERSION`] when written; 1 for checkpoints from before checksums.
+    /// `STATE_VERSION` when written; 1 for checkpoints from before checksums.
     pub version: u32,
     /// Optimiser steps done.
     pub step: u64,

@@ -7,8 +7,10 @@
 //! backward. On `flex` with `f32` tensors these functions run one multi-threaded, vectorised
 //! pass each way instead (a Burn backend extension with hand-written backward passes, in
 //! `flex.rs`); on every other backend, dtype or shape they compute the same function with
-//! ordinary tensor operations. `MANNERS_FUSED=0` in the environment (or [`set_enabled`]) turns
-//! the fused path off, for A/B measurements.
+//! ordinary tensor operations. One path is for GPUs instead: [`select_rows`] (the embeddings and
+//! the supervised-row pick) gathers rows on cubecl devices, so its gradient runs in parallel.
+//! `MANNERS_FUSED=0` in the environment (or [`set_enabled`]) turns the fused paths off, for A/B
+//! measurements.
 
 #[cfg(feature = "flex")]
 mod flash;
