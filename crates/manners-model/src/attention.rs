@@ -8,6 +8,8 @@
 //!   which stays right with a KV cache (queries fewer than keys). Decode steps on flex read the
 //!   cache's buffers in place instead (`fused::cached_attention`, the same arithmetic).
 
+use std::cell::OnceCell;
+
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -28,11 +30,24 @@ pub(crate) enum AttnMask {
     /// attention on flex, which masks from them without materialising a mask.
     Docs(Tensor<2>),
     /// New tokens after the positions a `KvCache` holds (queries aligned with the last keys):
-    /// each row's left padding, `None` when no row has any.
-    Cached(Option<Vec<usize>>),
+    /// each row's left padding, `None` when no row has any ([`AttnMask::cached`]).
+    Cached {
+        pads: Option<Vec<usize>>,
+        /// The padding as a [`padding_mask`], where the fused cached attention does not apply:
+        /// built by the first layer that needs it, shared by the step's other layers.
+        mask: OnceCell<Option<Tensor<4, Bool>>>,
+    },
 }
 
 impl AttnMask {
+    /// The mask of a decode step over a `KvCache` whose rows have `pads` left padding.
+    pub(crate) fn cached(pads: Option<Vec<usize>>) -> Self {
+        AttnMask::Cached {
+            pads,
+            mask: OnceCell::new(),
+        }
+    }
+
     /// The mask of a full-sequence forward over `b` rows of `t` tokens: `mask` is `[b, t, t]`
     /// (`true` = may not attend, a [`document_mask`]), `docs` the document ids `[b, t]` of
     /// packed rows (used when `mask` is `None`), neither for plain causal attention. On flex
@@ -93,16 +108,17 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) 
         let m = AttnMask::from_mask(Some(docs_mask(docs.clone())), t, &q.device());
         return attend(q, k, v, &m);
     }
-    if let AttnMask::Cached(pads) = mask {
+    if let AttnMask::Cached { pads, mask } = mask {
         let scale = 1.0 / (hd as f64).sqrt();
         if let Some(y) = fused::cached_attention(&q, &k, &v, pads.as_deref(), scale) {
             return y;
         }
         let t_k = k.dims()[2];
-        let m = pads
-            .as_ref()
-            .map(|pads| padding_mask(pads, t, t_k, &q.device()));
-        return attend(q, k, v, &AttnMask::Bool(m));
+        let m = mask.get_or_init(|| {
+            pads.as_ref()
+                .map(|pads| padding_mask(pads, t, t_k, &q.device()))
+        });
+        return attend(q, k, v, &AttnMask::Bool(m.clone()));
     }
     let kv_h = k.dims()[1];
     let (k, v) = (repeat_kv(k, h / kv_h), repeat_kv(v, h / kv_h));
@@ -122,7 +138,7 @@ pub(crate) fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: &AttnMask) 
             let scores = q.matmul(k.swap_dims(2, 3)); // [b, h, t, t]
             fused::softmax_with_bias(scores, bias.clone()).matmul(v)
         }
-        AttnMask::Docs(_) | AttnMask::Cached(_) => unreachable!("handled above"),
+        AttnMask::Docs(_) | AttnMask::Cached { .. } => unreachable!("handled above"),
     }
 }
 

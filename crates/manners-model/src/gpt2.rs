@@ -447,7 +447,7 @@ impl Gpt2 {
         let [b, t] = ids.dims();
         let device = ids.device();
         let positions = cache.positions(b, t, &device); // [b, t]
-        let mask = AttnMask::Cached(cache.pads(b));
+        let mask = AttnMask::cached(cache.pads(b));
         let mut x = fused::embedding(&self.wte, ids) + fused::embedding(&self.wpe, positions);
         cache.ensure_layers(self.h.len());
         for (i, block) in self.h.iter().enumerate() {

@@ -664,7 +664,7 @@ impl Llama {
         let [b, t] = ids.dims();
         let device = ids.device();
         let rope = Rope::new(cache.positions(b, t, &device), &self.inv_freq);
-        let mask = AttnMask::Cached(cache.pads(b));
+        let mask = AttnMask::cached(cache.pads(b));
         let mut x = fused::embedding(&self.embed_tokens, ids);
         cache.ensure_layers(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
