@@ -9,11 +9,12 @@ Each training configuration also runs two stronger variants in the same shapes (
 `variants`): `eager_sup`, the LM head applied only at supervised positions (the work manners
 does), and `compiled_sup`, that step under `torch.compile` (its compile time reported apart).
 Each variant reports `flops_per_step`, the FLOPs it actually performs (block matmuls, attention
-scores and values over the full t x t square, the head where it is applied; forward + backward
-= 3 x forward), and `utilisation` against `matmul_peak`, a 2048^3 (CPU) fp32 matmul measured in
+scores and values over the causal half of the t x t square, the head where it is applied;
+forward + backward = 3 x forward), and `utilisation` against `matmul_peak`, a 2048^3 (CPU) fp32 matmul measured in
 the same process. Off by default; `--variants all` (what `manners bench --torch` passes).
 Generation (`generate`) has its own variants: HF `generate` as it comes, and with a static cache
-under `torch.compile`.
+under `torch.compile`. `attention-2048` times causal attention on its own (SDPA, forward and
+backward) beside manners' fused attention.
 
 Each configuration runs in its own process so its peak RSS (ru_maxrss) is its own; `peak_rss` is
 read after the HF eager step's warm-up, `peak_rss_all_variants` at the end. The timed steps go
@@ -347,6 +348,42 @@ def matmul_shapes(threads, device, q):
     q.put({"products": rows, "geomean_gflops": math.exp(geo / len(rows))})
 
 
+def attention(threads, device, seq, steps, q):
+    """Causal attention, forward and backward, on its own (`attention_pass` in manners-bench):
+    the tiny model's 4 heads of 64 over 4,096 tokens in rows of `seq`, from a packed qkv split
+    into heads as HF GPT-2 does, through `scaled_dot_product_attention` (flash-style on the CPU),
+    the gradient of the output's sum. Median of `steps` (at least 5) runs after two of warm-up;
+    FLOPs counted as the training rows count attention (the causal half, backward 2x forward)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    heads, hd = 4, 64
+    b = max(1, 4096 // seq)
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(b, seq, 3 * heads * hd, generator=g).to(device)
+
+    def run_once():
+        qkv = base.detach().requires_grad_()
+        q_, k_, v_ = (x.view(b, seq, heads, hd).transpose(1, 2) for x in qkv.split(heads * hd, dim=2))
+        out = torch.nn.functional.scaled_dot_product_attention(q_, k_, v_, is_causal=True, scale=hd**-0.5)
+        out.sum().backward()
+        return qkv.grad
+
+    times = []
+    for i in range(2 + max(steps, 5)):
+        sync(device)
+        t0 = time.perf_counter()
+        run_once()
+        sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    secs = statistics.median(times)
+    flops = 3 * 2 * 2 * b * heads * (seq * (seq + 1) / 2) * hd
+    peak = matmul_peak(device)
+    q.put({"shape": [b, heads, seq, hd], "secs": secs, "flops": flops, "gflops": flops / secs / 1e9,
+           "matmul_peak": peak, "utilisation": flops / secs / peak})
+
+
 def run(target, *args):
     q = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=target, args=(*args, q))
@@ -363,7 +400,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--only", default="tiny,gpt2-small,smollm2-135m,generate",
-                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate, generate-512, matmul-shapes")
+                    help="comma-separated: tiny, gpt2-small, smollm2-135m, generate, generate-512, matmul-shapes, attention-2048")
     ap.add_argument("--variants", choices=["all", "none"], default="none",
                     help="also time eager with the head on supervised positions and its torch.compile")
     a = ap.parse_args()
@@ -382,4 +419,6 @@ if __name__ == "__main__":
         res["generate-512"] = run(generate, a.threads, a.device, a.variants == "all", 480)
     if "matmul-shapes" in only:
         res["matmul-shapes"] = run(matmul_shapes, a.threads, a.device)
+    if "attention-2048" in only:
+        res["attention-2048"] = run(attention, a.threads, a.device, 2048, a.steps)
     print(json.dumps(res))

@@ -41,6 +41,7 @@ pub const JOBS: &[&str] = &[
     "train-smollm2-135m",
     "matmul-shapes",
     "matmul-cuts",
+    "attention-2048",
     "adamw-gpt2-small",
     "generate-gpt2-small",
     "generate-gpt2-small-512",
@@ -116,6 +117,10 @@ pub fn run_job(
             Ok(m) => serde_json::to_value(m)?,
             Err(e) => serde_json::json!({ "skipped": e.to_string() }),
         },
+        // The tiny model's attention over the long rows' 4,096 tokens, in rows of 2,048.
+        "attention-2048" => {
+            serde_json::to_value(attention_pass(&dev.device, 2048, 4096, steps.max(5))?)?
+        }
         "adamw-gpt2-small" => serde_json::to_value(optimizer_update(
             &BenchShape::gpt2_small(),
             &dev.device,
@@ -189,6 +194,7 @@ pub fn torch_key(job: &str) -> Option<&'static str> {
         "generate-gpt2-small" => Some("generate"),
         "generate-gpt2-small-512" => Some("generate-512"),
         "matmul-shapes" => Some("matmul-shapes"),
+        "attention-2048" => Some("attention-2048"),
         _ => None,
     }
 }
@@ -207,6 +213,7 @@ pub fn metric(job: &str) -> &'static str {
         j if j.starts_with("adamw") => "burn_secs",
         "matmul-shapes" => "geomean_gflops",
         "matmul-cuts" => "picked_vs_longer",
+        j if j.starts_with("attention") => "gflops",
         _ => "secs",
     }
 }
@@ -215,6 +222,7 @@ pub fn torch_metric(key: &str) -> &'static str {
     match key {
         k if k.starts_with("generate") => "cached_tokens_per_sec",
         "matmul-shapes" => "geomean_gflops",
+        k if k.starts_with("attention") => "gflops",
         _ => "tokens_per_sec",
     }
 }
@@ -408,6 +416,12 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
     if let Some(v) = r.get("matmul-cuts") {
         s.push_str(&render_matmul_cuts(v));
     }
+    if let Some(v) = r.get("attention-2048") {
+        s.push_str(&render_attention(
+            v,
+            torch.and_then(|t| t.get("attention-2048")),
+        ));
+    }
     if let Some(v) = r.get("adamw-gpt2-small") {
         let (b, m) = (
             f(v, "burn_secs").unwrap_or(f64::NAN),
@@ -450,6 +464,51 @@ pub fn render(r: &serde_json::Map<String, Value>, torch: Option<&Value>) -> Stri
         s.push_str(&format!(
             "\nmanners is {:.2}x faster than the padded loop end to end.\n",
             f(m, "speedup_vs_padded").unwrap_or(ps / ms)
+        ));
+    }
+    s
+}
+
+/// The attention row: manners' fused attention beside PyTorch's SDPA, time, GFLOP/s and
+/// utilisation of the highest matmul peak read in any round on either side.
+fn render_attention(v: &Value, torch: Option<&Value>) -> String {
+    let dims: Vec<String> = v
+        .get("shape")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let shape = match dims.as_slice() {
+        [b, h, t, hd] => format!("{b} rows x {h} heads x {t} positions x {hd}"),
+        _ => "?".into(),
+    };
+    let peak = f(v, "matmul_peak_best").or_else(|| f(v, "matmul_peak"));
+    let cells = |x: &Value| {
+        let g = f(x, "gflops").unwrap_or(f64::NAN);
+        let u = peak.map_or(f64::NAN, |p| g * 1e9 / p);
+        format!(
+            "{:.1} ms | {g:.0} GFLOP/s | {u:.2}",
+            1e3 * f(x, "secs").unwrap_or(f64::NAN)
+        )
+    };
+    let mut s = format!(
+        "\n| causal attention, forward + backward, {shape} | time | counted FLOP/s (causal half, backward 2x forward) | utilisation |\n|---|---|---|---|\n| manners (flex, fused; documents from ids) | {} |\n",
+        cells(v)
+    );
+    if let Some(t) = torch {
+        s.push_str(&format!(
+            "| PyTorch `scaled_dot_product_attention`, causal | {} |\n",
+            cells(t)
+        ));
+        let ratio = f(v, "ratio_vs_pytorch")
+            .or_else(|| Some(f(v, "gflops")? / f(t, "gflops")?))
+            .unwrap_or(f64::NAN);
+        s.push_str(&format!(
+            "\nmanners' attention runs at {ratio:.2}x PyTorch's speed.\n"
         ));
     }
     s
@@ -811,6 +870,61 @@ mod tests {
         let table = render_variants(&m, Some(&json!({ "tiny": torch(0.9e11) })));
         assert!(
             table.contains("| tiny | - | 1000 (0.50) | - | 3277 (0.50) |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_attention_measurement_counts_the_causal_half_and_runs_on_flex_only() {
+        use manners_model::burn::prelude::Device;
+        let a = attention_pass(&Device::flex(), 64, 128, 2).unwrap();
+        assert_eq!(a.shape, [2, 4, 64, 64]);
+        // 3 * 2 * 2 * (2 rows * 4 heads) * (64 * 65 / 2 scores) * 64.
+        assert_eq!(a.flops, 12_779_520.0);
+        assert!(a.secs > 0.0 && a.matmul_peak > 0.0, "{a:?}");
+        assert!((a.gflops - a.flops / a.secs / 1e9).abs() < 1e-9 * a.gflops);
+        assert!((a.utilisation - a.flops / a.secs / a.matmul_peak).abs() < 1e-12);
+        #[allow(deprecated)] // ndarray: a CPU device that is not flex
+        let ndarray = Device::ndarray();
+        let e = attention_pass(&ndarray, 64, 128, 2).unwrap_err();
+        assert!(e.to_string().contains("--backend flex"), "{e}");
+    }
+
+    #[test]
+    fn the_attention_row_gives_the_same_round_speed_ratio_and_utilisation_of_the_best_peak() {
+        let mut ours = Runs::new();
+        let mut theirs = Runs::new();
+        let flops = attention_flops(2, 4, 2048, 64);
+        let run = |secs: f64, peak: f64| {
+            json!({ "shape": [2, 4, 2048, 64], "secs": secs, "flops": flops,
+                    "gflops": flops / secs / 1e9, "matmul_peak": peak })
+        };
+        // Same-round speed ratios 1.5, 1.2 and 2.0 (median 1.5); the medians by GFLOP/s are
+        // round 1 on both sides (manners 0.1 s, PyTorch 0.15 s).
+        ours.insert(
+            "attention-2048".into(),
+            vec![run(0.1, 2.0e11), run(0.125, 1.5e11), run(0.09, 2.1e11)],
+        );
+        theirs.insert(
+            "attention-2048".into(),
+            vec![run(0.15, 1.8e11), run(0.15, 1.6e11), run(0.18, 1.9e11)],
+        );
+        let m = medians(&ours, &theirs);
+        let a = &m["attention-2048"];
+        assert_eq!(f(a, "secs"), Some(0.1));
+        let r = f(a, "ratio_vs_pytorch").unwrap();
+        assert!((r - 1.5).abs() < 1e-9, "{r}");
+        assert_eq!(f(a, "matmul_peak_best"), Some(2.1e11));
+        let torch = json!({ "attention-2048": pick_median(&theirs["attention-2048"], torch_metric("attention-2048")) });
+        let table = render(&m, Some(&torch));
+        // 3 * 2 * 2 * (2 * 4) * (2048 * 2049 / 2) * 64 = 12.89 GFLOP: 128.9 GFLOP/s over 0.1 s,
+        // 85.9 over 0.15 s, each against 210 GFLOP/s (0.61, 0.41).
+        assert_eq!(flops, 12_891_193_344.0);
+        assert!(
+            table.contains("2 rows x 4 heads x 2048 positions x 64")
+                && table.contains("| manners (flex, fused; documents from ids) | 100.0 ms | 129 GFLOP/s | 0.61 |")
+                && table.contains("| PyTorch `scaled_dot_product_attention`, causal | 150.0 ms | 86 GFLOP/s | 0.41 |")
+                && table.contains("runs at 1.50x PyTorch's speed"),
             "{table}"
         );
     }

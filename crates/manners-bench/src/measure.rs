@@ -671,3 +671,85 @@ pub fn optimizer_update(
         manners_secs,
     }
 }
+
+/// Causal attention, forward and backward, on its own: the part of a long-row training step
+/// that grows with the row's length.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionPass {
+    /// `[b, heads, t, head_dim]`.
+    pub shape: [usize; 4],
+    /// Median seconds of one forward and backward pass.
+    pub secs: f64,
+    /// The FLOPs counted for it: the products of the causal half (`q k^T` and the weights times
+    /// `v`, `t (t + 1) / 2` scores per row and head), backward twice the forward, as the
+    /// training rows count attention (`torch_bench.py`'s `forward_flops`).
+    pub flops: f64,
+    /// `flops / secs`, in GFLOP/s.
+    pub gflops: f64,
+    /// FLOP/s of a 2048^3 product in the same process ([`matmul_peak`]).
+    pub matmul_peak: f64,
+    /// `flops / secs / matmul_peak`.
+    pub utilisation: f64,
+}
+
+/// FLOPs counted for causal attention's forward and backward over `b` rows of `t` positions,
+/// `heads` heads of `head_dim` (see [`AttentionPass::flops`]).
+pub fn attention_flops(b: usize, heads: usize, t: usize, head_dim: usize) -> f64 {
+    let scores = (t * (t + 1) / 2) as f64;
+    3.0 * 2.0 * 2.0 * (b * heads) as f64 * scores * head_dim as f64
+}
+
+/// Times the tiny model's attention (4 heads of 64) over `tokens` positions in rows of `seq`,
+/// forward and backward (the gradient of the output's sum, into a packed `qkv` as GPT-2's
+/// projection gives it, plain causal: every position of a row in one document), `runs` timed
+/// runs after two of warm-up. Flex's fused attention only: elsewhere an error says so.
+pub fn attention_pass(
+    device: &Device,
+    seq: usize,
+    tokens: usize,
+    runs: usize,
+) -> anyhow::Result<AttentionPass> {
+    let (heads, head_dim) = (4, 64);
+    let b = (tokens / seq).max(1);
+    let ad = device.clone().autodiff();
+    device.seed(0);
+    let qkv = Tensor::<3>::random(
+        [b, seq, 3 * heads * head_dim],
+        Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
+    let docs = Tensor::<2>::zeros([b, seq], &ad);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    if !manners_model::fused::attention_fusable(device) {
+        anyhow::bail!(
+            "the attention measurement times flex's fused attention (run it with --backend flex)"
+        );
+    }
+    let mut failed = false;
+    let secs = manners_model::fused::on_compute_threads(device, || {
+        time_median(2, runs, || {
+            let x = qkv.clone().detach().require_grad();
+            let Some(out) = manners_model::fused::attention_qkv(x.clone(), heads, &docs, scale)
+            else {
+                failed = true;
+                return;
+            };
+            let grads = out.sum().backward();
+            std::hint::black_box(x.grad(&grads));
+            let _ = device.sync();
+        })
+    });
+    if failed {
+        anyhow::bail!("flex's fused attention did not apply to a {b} x {seq} packed qkv");
+    }
+    let flops = attention_flops(b, heads, seq, head_dim);
+    let matmul_peak = matmul_peak(device, 2048);
+    Ok(AttentionPass {
+        shape: [b, heads, seq, head_dim],
+        secs,
+        flops,
+        gflops: flops / secs / 1e9,
+        matmul_peak,
+        utilisation: flops / secs / matmul_peak,
+    })
+}
