@@ -888,8 +888,9 @@ mod tests {
     fn fused_attention_equals_the_masked_composite_with_grouped_heads_and_documents() {
         let _guard = Switch::set(true);
         let dev = Device::flex().autodiff();
-        // 150 positions: two full blocks of 64 queries and a ragged one; 4 query heads over 2
-        // key/value heads; inputs made [b, heads, t, hd] by swapping dims (strided views).
+        // 150 positions: full blocks of queries (three of 48, or two of 64; see `flash`) and a
+        // ragged one; 4 query heads over 2 key/value heads; inputs made [b, heads, t, hd] by
+        // swapping dims (strided views).
         let (b, h, kvh, t, hd) = (2, 4, 2, 150, 16);
         let docs = attention_docs(t);
         let ids = Tensor::<2>::from_data(TensorData::new(docs.concat(), [b, t]), &dev);
