@@ -709,6 +709,9 @@ pub fn attention_pass(
     tokens: usize,
     runs: usize,
 ) -> anyhow::Result<AttentionPass> {
+    if !manners_model::fused::attention_fusable(device) {
+        anyhow::bail!("flex's fused attention only; run it with --backend flex");
+    }
     let (heads, head_dim) = (4, 64);
     let b = (tokens / seq).max(1);
     let ad = device.clone().autodiff();
@@ -720,11 +723,6 @@ pub fn attention_pass(
     );
     let docs = Tensor::<2>::zeros([b, seq], &ad);
     let scale = 1.0 / (head_dim as f64).sqrt();
-    if !manners_model::fused::attention_fusable(device) {
-        anyhow::bail!(
-            "the attention measurement times flex's fused attention (run it with --backend flex)"
-        );
-    }
     let mut failed = false;
     let secs = manners_model::fused::on_compute_threads(device, || {
         time_median(2, runs, || {
