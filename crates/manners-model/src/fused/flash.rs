@@ -644,6 +644,32 @@ mod tests {
             .collect()
     }
 
+    /// A contiguous `[b, heads, t, hd]` view of `v`.
+    fn view(v: &[f32], heads: usize, d: Dims) -> View {
+        View {
+            ptr: v.as_ptr(),
+            s: [
+                (heads * d.t * d.hd) as isize,
+                (d.t * d.hd) as isize,
+                d.hd as isize,
+                1,
+            ],
+        }
+    }
+
+    /// Queries, keys, values and the output's gradient (values from `seed` on), and document
+    /// ids: the second row holds a second document from position `second_doc`.
+    fn inputs(d: Dims, seed: u64, second_doc: usize) -> ([Vec<f32>; 4], Vec<f32>) {
+        let qkvg = [d.h, d.kvh, d.kvh, d.h]
+            .into_iter()
+            .zip(seed..)
+            .map(|(heads, seed)| values(d.b * heads * d.t * d.hd, seed));
+        let docs = (0..d.b * d.t)
+            .map(|i| if i >= d.t + second_doc { 1.0 } else { 0.0 })
+            .collect();
+        (qkvg.collect::<Vec<_>>().try_into().unwrap(), docs)
+    }
+
     #[test]
     fn backward_writes_every_destination_element_whatever_it_held() {
         // Grouped heads, two query blocks (t > block_rows()) and two documents in the second row.
@@ -654,24 +680,8 @@ mod tests {
             t: block_rows() + 6,
             hd: 8,
         };
-        let view = |v: &[f32], heads: usize| View {
-            ptr: v.as_ptr(),
-            s: [
-                (heads * d.t * d.hd) as isize,
-                (d.t * d.hd) as isize,
-                d.hd as isize,
-                1,
-            ],
-        };
-        let (q, k, v) = (
-            values(d.b * d.h * d.t * d.hd, 1),
-            values(d.b * d.kvh * d.t * d.hd, 2),
-            values(d.b * d.kvh * d.t * d.hd, 3),
-        );
-        let g = values(d.b * d.h * d.t * d.hd, 4);
-        let docs: Vec<f32> = (0..d.b * d.t)
-            .map(|i| if i >= d.t + 30 { 1.0 } else { 0.0 })
-            .collect();
+        let ([q, k, v, g], docs) = inputs(d, 1, 30);
+        let view = |x: &[f32], heads: usize| view(x, heads, d);
         let qkv = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
         let (o, lse) = forward(qkv[0], qkv[1], qkv[2], &docs, 0.35, d);
         let (dq, dk, dv) = backward(qkv, &o, &lse, view(&g, d.h), &docs, 0.35, d);
@@ -715,24 +725,8 @@ mod tests {
             t: 150,
             hd: 8,
         };
-        let view = |v: &[f32], heads: usize| View {
-            ptr: v.as_ptr(),
-            s: [
-                (heads * d.t * d.hd) as isize,
-                (d.t * d.hd) as isize,
-                d.hd as isize,
-                1,
-            ],
-        };
-        let (q, k, v) = (
-            values(d.b * d.h * d.t * d.hd, 5),
-            values(d.b * d.kvh * d.t * d.hd, 6),
-            values(d.b * d.kvh * d.t * d.hd, 7),
-        );
-        let g = values(d.b * d.h * d.t * d.hd, 8);
-        let docs: Vec<f32> = (0..d.b * d.t)
-            .map(|i| if i >= d.t + 70 { 1.0 } else { 0.0 })
-            .collect();
+        let ([q, k, v, g], docs) = inputs(d, 5, 70);
+        let view = |x: &[f32], heads: usize| view(x, heads, d);
         let [q, k, v] = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
         let run = |rows: usize| {
             let (o, lse) = forward_in_blocks(q, k, v, &docs, 0.35, d, rows);
