@@ -187,18 +187,106 @@ fn transpose_into(buf: &mut Vec<f32>, m: Mat, t: usize, hd: usize) -> Mat {
     if buf.len() < hd * stride {
         buf.resize(hd * stride, 0.0);
     }
+    let done = transpose_tiles(buf, m, t, hd, stride);
+    transpose_scalar(buf, m, (t, hd, stride), done);
+    Mat::rows(buf.as_ptr(), stride)
+}
+
+/// The `8 x 8` tiles of [`transpose_into`] with AVX (8 loads, 24 shuffles, 8 stores per tile,
+/// where the scalar loop does 64 loads and stores): the positions and columns they covered,
+/// `(0, 0)` where the CPU has no AVX or the rows are not contiguous.
+fn transpose_tiles(buf: &mut [f32], m: Mat, t: usize, hd: usize, stride: usize) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if m.cs == 1 && std::arch::is_x86_feature_detected!("avx") {
+        let (tt, ht) = (t / 8 * 8, hd / 8 * 8);
+        assert!(buf.len() >= hd * stride, "transpose buffer too small");
+        for j0 in (0..tt).step_by(8) {
+            for c0 in (0..ht).step_by(8) {
+                // SAFETY: AVX is present (checked above); rows j0..j0+8 and columns c0..c0+8
+                // lie in the `[t, hd]` matrix `m` with contiguous rows, and output rows
+                // c0..c0+8 at columns j0..j0+8 lie in `buf` (checked above: `hd * stride`).
+                unsafe {
+                    transpose8x8(
+                        m.ptr.offset(j0 as isize * m.rs + c0 as isize),
+                        m.rs,
+                        buf.as_mut_ptr().add(c0 * stride + j0),
+                        stride,
+                    );
+                }
+            }
+        }
+        return (tt, ht);
+    }
+    let _ = (buf, m, t, hd, stride);
+    (0, 0)
+}
+
+/// What [`transpose_tiles`] left: positions from `done.0` in every column, and columns from
+/// `done.1` at every position, one element at a time.
+fn transpose_scalar(
+    buf: &mut [f32],
+    m: Mat,
+    (t, hd, stride): (usize, usize, usize),
+    done: (usize, usize),
+) {
+    let at = |j: usize, c: usize| {
+        // SAFETY: element (j, c) of a valid `[t, hd]` matrix.
+        unsafe { *m.ptr.offset(j as isize * m.rs + c as isize * m.cs) }
+    };
     // Sixteen positions at a time: their rows stay in L1 while each output row gets one cache
     // line of them.
     for j0 in (0..t).step_by(16) {
         let j1 = (j0 + 16).min(t);
         for (c, row) in buf.chunks_mut(stride).take(hd).enumerate() {
-            for (j, out) in (j0..j1).zip(&mut row[j0..j1]) {
-                // SAFETY: element (j, c) of a valid `[t, hd]` matrix.
-                *out = unsafe { *m.ptr.offset(j as isize * m.rs + c as isize * m.cs) };
+            let from = if c < done.1 { j0.max(done.0) } else { j0 };
+            for (j, out) in (from..j1).zip(row[from.min(j1)..j1].iter_mut()) {
+                *out = at(j, c);
             }
         }
     }
-    Mat::rows(buf.as_ptr(), stride)
+}
+
+/// One `8 x 8` tile: `dst[c * ds + r] = src[r * rs + c]`.
+///
+/// # Safety
+/// The CPU has AVX; `src` holds 8 rows of 8 contiguous values `rs` apart, and `dst` has room
+/// for 8 rows of 8 values `ds` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8(src: *const f32, rs: isize, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract: every load and store below is inside those rows.
+    unsafe {
+        let r0 = _mm256_loadu_ps(src);
+        let r1 = _mm256_loadu_ps(src.offset(rs));
+        let r2 = _mm256_loadu_ps(src.offset(2 * rs));
+        let r3 = _mm256_loadu_ps(src.offset(3 * rs));
+        let r4 = _mm256_loadu_ps(src.offset(4 * rs));
+        let r5 = _mm256_loadu_ps(src.offset(5 * rs));
+        let r6 = _mm256_loadu_ps(src.offset(6 * rs));
+        let r7 = _mm256_loadu_ps(src.offset(7 * rs));
+        // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves exchanged.
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(s0, s4));
+        _mm256_storeu_ps(dst.add(ds), _mm256_permute2f128_ps::<0x20>(s1, s5));
+        _mm256_storeu_ps(dst.add(2 * ds), _mm256_permute2f128_ps::<0x20>(s2, s6));
+        _mm256_storeu_ps(dst.add(3 * ds), _mm256_permute2f128_ps::<0x20>(s3, s7));
+        _mm256_storeu_ps(dst.add(4 * ds), _mm256_permute2f128_ps::<0x31>(s0, s4));
+        _mm256_storeu_ps(dst.add(5 * ds), _mm256_permute2f128_ps::<0x31>(s1, s5));
+        _mm256_storeu_ps(dst.add(6 * ds), _mm256_permute2f128_ps::<0x31>(s2, s6));
+        _mm256_storeu_ps(dst.add(7 * ds), _mm256_permute2f128_ps::<0x31>(s3, s7));
+    }
 }
 
 /// Columns `lo..` of a row-major transposed matrix from [`transpose_into`].
@@ -711,6 +799,54 @@ mod tests {
             )
         };
         assert_eq!(nan, [dq, dk, dv]);
+    }
+
+    /// Keys and values are transposed in `8 x 8` tiles with AVX and element by element for
+    /// the rest (ragged positions and columns, or rows that are not contiguous): every element
+    /// lands where a plain transpose puts it, from a strided source as the packed `qkv` gives.
+    #[test]
+    fn transposed_keys_equal_a_plain_transpose_for_ragged_and_strided_matrices() {
+        for (t, hd) in [(150, 64), (8, 8), (7, 64), (64, 12), (33, 20), (1, 3)] {
+            let rs = 3 * hd + 5;
+            let src = values(t * rs, t as u64 * 31 + hd as u64);
+            let want = |j: usize, c: usize| src[j * rs + c];
+            // Rows contiguous (the tiles where the CPU has AVX), and the same matrix read
+            // through a column-major copy (element by element only).
+            let col_major: Vec<f32> = (0..hd)
+                .flat_map(|c| (0..t).map(move |j| (c, j)))
+                .map(|(c, j)| want(j, c))
+                .collect();
+            let sources = [
+                Mat {
+                    ptr: src.as_ptr(),
+                    rs: rs as isize,
+                    cs: 1,
+                },
+                Mat {
+                    ptr: col_major.as_ptr(),
+                    rs: 1,
+                    cs: t as isize,
+                },
+            ];
+            for m in sources {
+                let mut buf = vec![f32::NAN; 3];
+                let out = transpose_into(&mut buf, m, t, hd);
+                assert_eq!(out.cs, 1);
+                for c in 0..hd {
+                    for j in 0..t {
+                        let got = buf[c * out.rs as usize + j];
+                        assert_eq!(got, want(j, c), "t {t} hd {hd} cs {}: ({c}, {j})", m.cs);
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx") {
+                let mut buf = vec![0.0; hd * (t.next_multiple_of(16) + 16)];
+                let stride = t.next_multiple_of(16) + 16;
+                let done = transpose_tiles(&mut buf, sources[0], t, hd, stride);
+                assert_eq!(done, (t / 8 * 8, hd / 8 * 8), "the tiles ran");
+            }
+        }
     }
 
     #[test]
