@@ -123,16 +123,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One measurement in a child process of this executable (its own peak RSS). Unless the caller
-/// chose otherwise, the child's allocator keeps freed pages for reuse (`MIMALLOC_PURGE_DELAY=-1`,
-/// as a training process wants): with mimalloc's default of returning them to the system after
-/// 10 ms, every step that follows a pause (as when taking turns with PyTorch) faults its buffers
-/// back in and clears them again.
+/// One measurement in a child process of this executable (its own peak RSS). The child's
+/// allocator keeps freed pages for reuse, as every run of this binary does (`keep_freed_pages`
+/// in `main.rs`), unless the caller's `MIMALLOC_PURGE_DELAY` says otherwise: so the bench times
+/// what `manners train` runs.
 fn child(exe: &Path, job: &str, a: &BenchArgs) -> Command {
     let mut c = Command::new(exe);
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        c.env("MIMALLOC_PURGE_DELAY", "-1");
-    }
     c.args([
         "bench",
         "--job",
