@@ -11,7 +11,7 @@
 //! use manners_bench::{BenchShape, train_step};
 //! use manners_model::{BackendKind, select_device};
 //! let dev = select_device(BackendKind::Flex).unwrap();
-//! let r = train_step(&BenchShape::tiny(), &dev.device, 0.35, 2, 10, None);
+//! let r = train_step(&BenchShape::tiny(), &dev.device, 0.35, 2, 10, None).unwrap();
 //! println!("{:.0} tokens/s, MFU {:.2}", r.tokens_per_sec, r.mfu);
 //! ```
 
@@ -74,7 +74,7 @@ pub fn run_job(
             2,
             steps,
             None,
-        ))?,
+        )?)?,
         "train-tiny-1024" | "train-tiny-2048" => {
             let seq = if job.ends_with("1024") { 1024 } else { 2048 };
             serde_json::to_value(train_step(
@@ -84,7 +84,7 @@ pub fn run_job(
                 2,
                 steps,
                 None,
-            ))?
+            )?)?
         }
         "train-gpt2-small" => serde_json::to_value(train_step(
             &BenchShape::gpt2_small(),
@@ -93,7 +93,7 @@ pub fn run_job(
             1,
             steps.min(5),
             None,
-        ))?,
+        )?)?,
         "train-gpt2-small-lora" => serde_json::to_value(train_step(
             &BenchShape::gpt2_small(),
             &dev.device,
@@ -101,7 +101,7 @@ pub fn run_job(
             1,
             steps.min(5),
             Some(&manners_train::LoraConfig::default()),
-        ))?,
+        )?)?,
         "train-smollm2-135m" => serde_json::to_value(train_step(
             &BenchShape::smollm2_135m(),
             &dev.device,
@@ -109,7 +109,7 @@ pub fn run_job(
             1,
             steps.min(5),
             None,
-        ))?,
+        )?)?,
         // Flex's kernels on flex, the backend's own `matmul` elsewhere (a GPU's kernels).
         "matmul-shapes" => serde_json::to_value(matmul_shapes(dev, steps.max(5)))?,
         // Flex's kernels only: on another backend the row says why it is absent.

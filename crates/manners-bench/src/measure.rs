@@ -206,7 +206,14 @@ pub fn train_step(
     warmup: usize,
     runs: usize,
     lora: Option<&LoraConfig>,
-) -> StepBench {
+) -> anyhow::Result<StepBench> {
+    // On a GPU adapter with a small buffer limit, a clear error instead of wgpu's panic.
+    let limit = manners_model::BufferLimit::of(device);
+    shape.model.check_limit(limit.as_ref())?;
+    let batch = synthetic_batch(shape, supervised);
+    manners_train::check_batch(limit.as_ref(), &shape.model, &batch, &|| {
+        format!("the {} batch", shape.name)
+    })?;
     device.seed(0);
     let ad = device.clone().autodiff();
     let model = shape.init(&ad);
@@ -215,7 +222,6 @@ pub fn train_step(
         Some(l) => manners_train::lora::apply(model, l).expect("the model's own targets"),
         None => model,
     };
-    let batch = synthetic_batch(shape, supervised);
     let optim = build_optimizer(&TrainConfig::default(), &model);
     let mut learner = Learner::new(model, optim, Some(1.0), ad);
     let step_secs = time_median(warmup, runs, || {
@@ -229,7 +235,7 @@ pub fn train_step(
     let peak = matmul_peak(device, if device_memory.is_some() { 4096 } else { 2048 });
     let tokens = batch.n_tokens as f64;
     let flops = 6.0 * params as f64 * tokens / step_secs;
-    StepBench {
+    Ok(StepBench {
         shape: shape.clone(),
         params,
         supervised_fraction: batch.n_supervised as f64 / tokens,
@@ -241,7 +247,7 @@ pub fn train_step(
         mfu: flops / peak,
         peak_rss: peak_rss(),
         device_memory,
-    }
+    })
 }
 
 /// A training step's split products in their real layouts (forward `x W`, input gradient

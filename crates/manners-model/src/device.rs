@@ -109,6 +109,57 @@ pub struct DeviceChoice {
     pub description: String,
 }
 
+/// The most bytes one tensor may take on a GPU device, and the device's name: a GPU runtime
+/// allocates a tensor as one buffer and binds it whole to a kernel, so a tensor above the
+/// adapter's storage-buffer limit (as the runtime applies it: cubecl's largest page) cannot
+/// run there; wgpu stops the run with a validation panic on every thread instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferLimit {
+    pub bytes: u64,
+    pub device: String,
+}
+
+impl BufferLimit {
+    /// The limit of `device`; `None` on CPU backends and remote devices, which have none here.
+    pub fn of(device: &Device) -> Option<Self> {
+        #[cfg(any(feature = "wgpu", feature = "cuda", feature = "rocm"))]
+        if let burn::backend::DispatchDevice::Cube(d) = device.as_dispatch().clone().inner() {
+            let client = d.client();
+            let props = client.properties();
+            return Some(BufferLimit {
+                bytes: props.memory.max_page_size,
+                device: props.identity.name.clone(),
+            });
+        }
+        let _ = device;
+        None
+    }
+
+    /// The smallest limit among `devices` (a data-parallel run is bound by its smallest).
+    pub fn of_all<'a>(devices: impl IntoIterator<Item = &'a Device>) -> Option<Self> {
+        devices
+            .into_iter()
+            .filter_map(Self::of)
+            .min_by_key(|l| l.bytes)
+    }
+
+    /// A clear error when a tensor of `elements` `f32` values (`what`) exceeds the limit, before
+    /// any kernel meets it; `hint` says what the user can change.
+    pub fn check(&self, elements: u64, what: impl FnOnce() -> String, hint: &str) -> Result<()> {
+        let bytes = elements.saturating_mul(4);
+        if bytes <= self.bytes {
+            return Ok(());
+        }
+        Err(ModelError::BufferTooLarge {
+            what: what(),
+            bytes,
+            limit: self.bytes,
+            device: self.device.clone(),
+            hint: hint.to_string(),
+        })
+    }
+}
+
 /// The wgpu device for test suites. `None`, said on stderr, when `MANNERS_SKIP_WGPU` is set or
 /// no adapter exists; but when `MANNERS_REQUIRE_WGPU` is set (CI sets it after installing a
 /// Vulkan driver) a missing adapter panics, so a broken driver install cannot pass as a skip.
@@ -674,6 +725,84 @@ mod wgpu_probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// GPT-2 small's token embedding against lavapipe's 128 MiB limit (the sizes wgpu's own
+    /// validation error gives: 154,389,504 bytes over 134,217,728): a clear error naming the
+    /// tensor, both sizes, the device and the way out; a tensor of exactly the limit fits.
+    #[test]
+    fn a_tensor_over_the_buffer_limit_is_a_clear_error() {
+        let limit = BufferLimit {
+            bytes: 128 << 20,
+            device: "llvmpipe".into(),
+        };
+        let exact = (128u64 << 20) / 4;
+        assert!(limit.check(exact, || unreachable!(), "").is_ok());
+        let err = limit
+            .check(exact + 1, || "the table".into(), "use less")
+            .unwrap_err();
+        assert!(
+            matches!(err, ModelError::BufferTooLarge { bytes, .. } if bytes == (128 << 20) + 4)
+        );
+        let err = limit
+            .check(
+                50_257 * 768,
+                || "the token embedding".into(),
+                "run on the CPU",
+            )
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the token embedding needs one buffer of 147.2 MiB but llvmpipe binds at most 128.0 \
+             MiB per buffer (the adapter's storage-buffer limit): run on the CPU"
+        );
+        // The smallest limit of a set binds; CPU devices have none.
+        assert_eq!(BufferLimit::of(&Device::flex()), None);
+        assert_eq!(
+            BufferLimit::of_all([&Device::flex(), &Device::flex()]),
+            None
+        );
+    }
+
+    /// The weight checked is the largest of the shape, by hand: GPT-2 small's and SmolLM2's
+    /// token embeddings ([50,257, 768] = 38.6M values against the MLP's 2.4M; [49,152, 576]
+    /// against 0.9M), a tiny vocabulary with a wide MLP's projection; and a model whose largest
+    /// weight fits passes the check while one a value over does not.
+    #[test]
+    fn the_model_check_takes_its_largest_weight() {
+        use crate::{Gpt2Config, LlamaConfig, ModelConfig};
+        let small = ModelConfig::Gpt2(Gpt2Config::gpt2());
+        assert_eq!(
+            small.largest_weight(),
+            ("the token embedding", [50_257, 768])
+        );
+        let smol = ModelConfig::Llama(LlamaConfig::smollm2_135m());
+        assert_eq!(
+            smol.largest_weight(),
+            ("the token embedding", [49_152, 576])
+        );
+        let wide = ModelConfig::Gpt2(Gpt2Config {
+            n_inner: Some(4096),
+            ..Gpt2Config::tiny(100)
+        });
+        assert_eq!(wide.largest_weight(), ("an MLP projection", [32, 4096]));
+        let at = |bytes: u64| BufferLimit {
+            bytes,
+            device: "a small adapter".into(),
+        };
+        assert!(small.check_limit(Some(&at(50_257 * 768 * 4))).is_ok());
+        assert!(small.check_limit(None).is_ok());
+        let err = small
+            .check_limit(Some(&at(50_257 * 768 * 4 - 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the token embedding of gpt2 12L/768d/12h")
+                && err.contains("([50257, 768], f32) needs one buffer of 147.2 MiB")
+                && err.contains("--backend flex"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_backend_names() {

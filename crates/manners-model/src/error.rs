@@ -114,6 +114,25 @@ pub enum ModelError {
 
     #[error("generation: {0}")]
     Generation(String),
+
+    #[error(
+        "{what} needs one buffer of {} but {device} binds at most {} per buffer (the \
+         adapter's storage-buffer limit): {hint}",
+        mib(*.bytes),
+        mib(*.limit)
+    )]
+    BufferTooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+        device: String,
+        hint: String,
+    },
+}
+
+/// Bytes in MiB, one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

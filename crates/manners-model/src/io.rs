@@ -578,6 +578,7 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<ModelDir> {
         });
     }
     check_size(&config, dir)?;
+    config.check_device(device)?;
     let (model, dtype) = load_weights(config.init(device), dir)?;
     let gen_path = dir.join("generation_config.json");
     let generation = if gen_path.is_file() {

@@ -43,8 +43,8 @@ pub use attention::document_mask;
 pub use cache::KvCache;
 pub use config::human_count;
 pub use device::{
-    BackendKind, DeviceChoice, DeviceSet, Reduce, list_devices, parse_devices, remote_device,
-    select_device, serve_devices, wgpu_for_tests,
+    BackendKind, BufferLimit, DeviceChoice, DeviceSet, Reduce, list_devices, parse_devices,
+    remote_device, select_device, serve_devices, wgpu_for_tests,
 };
 pub use error::{ModelError, Result};
 pub use fused::gelu_tanh;

@@ -236,6 +236,51 @@ impl ModelConfig {
         }
     }
 
+    /// The largest weight of this shape, `[rows, cols]` with its role: the token embedding
+    /// (and the head, its gradient and optimiser moments, all the same size) unless a projection
+    /// is wider.
+    pub fn largest_weight(&self) -> (&'static str, [usize; 2]) {
+        let d = self.dims();
+        let qkv = match self {
+            ModelConfig::Gpt2(_) => 3 * d.width,
+            ModelConfig::Llama(_) => d.width,
+        };
+        [
+            ("an MLP projection", [d.width, d.mlp]),
+            ("an attention projection", [d.width, qkv]),
+        ]
+        .into_iter()
+        .fold(
+            ("the token embedding", [self.vocab_size(), d.width]),
+            |big, w| {
+                if w.1[0] * w.1[1] > big.1[0] * big.1[1] {
+                    w
+                } else {
+                    big
+                }
+            },
+        )
+    }
+
+    /// A clear error when this model's largest weight cannot be one buffer on `device` (a GPU
+    /// adapter with a small storage-buffer limit), before the weights are made there.
+    pub fn check_device(&self, device: &Device) -> Result<()> {
+        self.check_limit(crate::BufferLimit::of(device).as_ref())
+    }
+
+    /// [`Self::check_device`] against a known limit (`None`: no limit).
+    pub fn check_limit(&self, limit: Option<&crate::BufferLimit>) -> Result<()> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let (role, [r, c]) = self.largest_weight();
+        limit.check(
+            (r * c) as u64,
+            || format!("{role} of {} ([{r}, {c}], f32)", self.describe()),
+            "run on the CPU (--backend flex) or on an adapter with a larger limit",
+        )
+    }
+
     /// Longest context.
     pub fn max_positions(&self) -> usize {
         match self {

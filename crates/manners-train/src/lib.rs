@@ -63,4 +63,4 @@ pub use step::{
     DeviceBatch, DeviceWork, Learner, StepLoss, StepResult, heldout_nll, loss_for_backward,
     loss_for_backward_split, nll_sum,
 };
-pub use trainer::{TrainOutcome, resume, train};
+pub use trainer::{TrainOutcome, check_batch, resume, train};

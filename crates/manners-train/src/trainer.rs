@@ -19,8 +19,9 @@ use manners_events::{
 use manners_model::burn::optim::ModuleOptimizer;
 use manners_model::burn::prelude::*;
 use manners_model::{
-    DeviceSet, GenerationConfig, GenerationDefaults, Gpt2Config, Model, ModelConfig, Tokenizer,
-    WEIGHTS_FILE, WEIGHTS_INDEX_FILE, WeightsDtype, generate_batch, load_model_dir, save_model_dir,
+    BufferLimit, DeviceSet, GenerationConfig, GenerationDefaults, Gpt2Config, Model, ModelConfig,
+    Tokenizer, WEIGHTS_FILE, WEIGHTS_INDEX_FILE, WeightsDtype, generate_batch, load_model_dir,
+    save_model_dir,
 };
 
 use crate::checkpoint::{self, CheckpointState};
@@ -121,6 +122,8 @@ struct Run {
     files: RunFiles,
     /// Held while the run lives.
     _lock: RunLock,
+    /// The smallest storage-buffer limit among the run's GPU devices (`None` on the CPU).
+    buffer_limit: Option<BufferLimit>,
     watchdog: Watchdog,
     /// Steps in a row whose update was skipped (non-finite loss or gradient).
     bad_streak: u32,
@@ -235,6 +238,9 @@ pub(crate) fn plan(cfg: &mut TrainConfig, device: &Device) -> Result<Plan> {
     let model = model.with_dropout(cfg.dropout);
     let template = run_template(cfg, &tokenizer)?;
     let added_ids = add_template_tokens(template.as_ref(), &mut tokenizer);
+    let mut grown = config.clone();
+    grown.set_vocab_size(tokenizer.vocab_size().max(config.vocab_size()));
+    grown.check_device(device)?;
     let model = model.resize_token_embeddings(tokenizer.vocab_size());
     config.set_vocab_size(model.vocab_size());
     let model = attach_lora(model, cfg, !added_ids.is_empty())?;
@@ -297,6 +303,15 @@ impl Run {
             Some(t) => (t.stop_token_ids(tokenizer.hf()), t.stop_strings()),
             None => (tokenizer.eos_id().into_iter().collect(), Vec::new()),
         };
+        // A GPU adapter's storage-buffer limit, met now with a clear error rather than by a
+        // validation panic in the first kernel that binds too large a tensor.
+        let buffer_limit = BufferLimit::of_all(devices.devices.iter().map(|d| &d.device));
+        config.check_limit(buffer_limit.as_ref())?;
+        for (i, b) in eval_batches.iter().enumerate() {
+            check_batch(buffer_limit.as_ref(), &config, b, &|| {
+                format!("held-out batch {}", i + 1)
+            })?;
+        }
         let samples = sample_prompts(&cfg, &data.eval_convs, template.as_ref(), &tokenizer)?;
 
         let optim = build_optimizer(&cfg, &model);
@@ -376,6 +391,7 @@ impl Run {
             info,
             files: start.files,
             _lock: start.lock,
+            buffer_limit,
             bad_streak: 0,
             last_eval: None,
             probe: None,
@@ -466,6 +482,11 @@ impl Run {
             let micro: Vec<HostBatch> = (0..self.cfg.grad_accum)
                 .map(|_| self.loader.next_batch())
                 .collect::<manners_data::Result<_>>()?;
+            for (i, b) in micro.iter().enumerate() {
+                check_batch(self.buffer_limit.as_ref(), &self.model_config, b, &|| {
+                    format!("micro-batch {} of step {step}", i + 1)
+                })?;
+            }
             let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
             // Dropout draws from the device RNG: seeding it from (seed, step) makes every step's
@@ -869,6 +890,7 @@ fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
                 ..Gpt2Config::tiny(tok.vocab_size()).with_dropout(cfg.dropout)
             });
             config.validate()?;
+            config.check_device(device)?;
             Ok(Base {
                 model: config.init(device),
                 config,
@@ -878,6 +900,40 @@ fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
         }
         (None, None) => Err(TrainError::Config("no model given".into())),
     }
+}
+
+/// A batch's largest tensors on a GPU against its buffer limit (`None`: no limit): the logits
+/// of its supervised positions, `[supervised, vocab]`, and attention's scores, `[rows, heads, t,
+/// t]` (attention is fused only on flex; elsewhere the scores are one tensor). `which` names
+/// the batch in the error.
+pub fn check_batch(
+    limit: Option<&BufferLimit>,
+    config: &ModelConfig,
+    b: &HostBatch,
+    which: &dyn Fn() -> String,
+) -> Result<()> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    const HINT: &str = "lower batch_size or max_len (and raise grad_accum to keep the batch)";
+    let (n, vocab) = (b.n_supervised, config.vocab_size());
+    limit.check(
+        (n * vocab) as u64,
+        || format!("the logits of {} ([{n}, {vocab}], f32)", which()),
+        HINT,
+    )?;
+    let (rows, heads, t) = (b.batch, config.dims().heads, b.seq_len);
+    limit.check(
+        (rows * heads * t * t) as u64,
+        || {
+            format!(
+                "the attention scores of {} ([{rows}, {heads}, {t}, {t}], f32)",
+                which()
+            )
+        },
+        HINT,
+    )?;
+    Ok(())
 }
 
 /// `max_len` 0 means the model's context (at most 512 positions).

@@ -862,3 +862,88 @@ fn step_devices_empty(events: &[TrainEvent]) -> bool {
         _ => true,
     })
 }
+
+/// On a GPU adapter, a weight larger than one buffer may be is a clear error before the model
+/// is made or the run folder written (wgpu's own is a validation panic on every thread at the
+/// first kernel that binds it). The model: one layer whose MLP projection (`[e, 4e]`) is just
+/// over this adapter's limit, whatever the limit (lavapipe's is 128 MiB), so nothing is ever
+/// allocated at that size.
+#[test]
+fn a_gpu_whose_buffers_are_too_small_is_told_before_the_run_starts() {
+    let Some(wgpu) = manners_model::wgpu_for_tests() else {
+        return;
+    };
+    let limit = manners_model::BufferLimit::of(&wgpu.device).expect("a wgpu device has a limit");
+    // The smallest multiple of 4 with 4 * e * 4e bytes over the limit.
+    let e = ((limit.bytes as f64 / 16.0).sqrt() as usize + 1).next_multiple_of(4);
+    assert!((16 * e * e) as u64 > limit.bytes);
+    let _turn = one_at_a_time();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        model: None,
+        init: Some(manners_train::InitConfig {
+            n_layer: 1,
+            n_head: 4,
+            n_embd: e,
+            n_positions: 64,
+        }),
+        tokenizer: Some(fixture_model()),
+        backend: BackendKind::Wgpu,
+        name: Some("too-big".into()),
+        ..base_config(tmp.path())
+    };
+    let err = train(cfg, wgpu, &mut Vec::new(), &Control::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("an MLP projection of gpt2 1L/{e}d/4h"))
+            && err.contains(&format!("([{e}, {}], f32) needs one buffer of", 4 * e))
+            && err.contains(&format!("{} binds at most", limit.device)),
+        "{err}"
+    );
+    assert!(!tmp.path().join("too-big").exists(), "no run folder");
+}
+
+/// A batch's logits (`[supervised, vocab]`) and attention scores (`[rows, heads, t, t]`) are
+/// checked against the limit by hand-counted sizes: each passes at its exact size in bytes and
+/// fails one value under it, naming the batch; no limit (the CPU) passes anything.
+#[test]
+fn a_batch_too_large_for_a_gpu_buffer_names_its_logits_or_scores() {
+    use manners_model::{BufferLimit, Gpt2Config, ModelConfig};
+    let config = ModelConfig::Gpt2(Gpt2Config::tiny(1000)); // 4 heads
+    let batch = manners_data::HostBatch {
+        batch: 3,
+        seq_len: 50,
+        n_supervised: 70,
+        ..Default::default()
+    };
+    let at = |bytes: u64| BufferLimit {
+        bytes,
+        device: "a small adapter".into(),
+    };
+    let check = |limit: Option<&BufferLimit>| {
+        manners_train::check_batch(limit, &config, &batch, &|| "batch 7".into())
+            .map_err(|e| e.to_string())
+    };
+    let (logits, scores) = (70 * 1000 * 4, 3 * 4 * 50 * 50 * 4); // 280,000 and 120,000 bytes
+    assert!(check(None).is_ok());
+    assert!(check(Some(&at(logits))).is_ok());
+    let err = check(Some(&at(logits - 1))).unwrap_err();
+    assert!(
+        err.starts_with("the logits of batch 7 ([70, 1000], f32)") && err.contains("batch_size"),
+        "{err}"
+    );
+    let few = manners_data::HostBatch {
+        n_supervised: 1,
+        ..batch.clone()
+    };
+    let check_few =
+        |bytes| manners_train::check_batch(Some(&at(bytes)), &config, &few, &|| "batch 7".into());
+    assert!(check_few(scores).is_ok());
+    let err = check_few(scores - 1).unwrap_err().to_string();
+    assert!(
+        err.starts_with("the attention scores of batch 7 ([3, 4, 50, 50], f32)"),
+        "{err}"
+    );
+}
