@@ -211,7 +211,8 @@ pub fn train_step(
     let limit = manners_model::BufferLimit::of(device);
     shape.model.check_limit(limit.as_ref())?;
     let batch = synthetic_batch(shape, supervised);
-    manners_train::check_batch(limit.as_ref(), &shape.model, &batch, &|| {
+    let dims = (shape.model.vocab_size(), shape.model.dims().heads);
+    manners_train::check_batch(limit.as_ref(), dims, &batch, &|| {
         format!("the {} batch", shape.name)
     })?;
     device.seed(0);

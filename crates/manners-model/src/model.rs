@@ -407,6 +407,14 @@ impl Model {
         }
     }
 
+    /// Query heads per layer (0 for a model without layers).
+    pub fn n_heads(&self) -> usize {
+        match self {
+            Model::Gpt2(m) => m.h.first().map_or(0, |b| b.attn.n_head),
+            Model::Llama(m) => m.layers.first().map_or(0, |l| l.self_attn.n_heads),
+        }
+    }
+
     /// The GPT-2 inside, if it is one.
     pub fn as_gpt2(&self) -> Option<&Gpt2> {
         match self {

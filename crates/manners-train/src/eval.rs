@@ -362,7 +362,9 @@ pub fn tool_use(
     })
 }
 
-/// Mean loss per supervised token of `examples` (masked mean, no gradient).
+/// Mean loss per supervised token of `examples` (masked mean, no gradient), in batches of
+/// `batch_size` rows, or fewer where a GPU's buffer limit cannot hold a batch's logits or
+/// attention scores (halved until it can: the mean does not depend on the batching).
 pub fn mean_loss(model: &Model, examples: &[Encoded], batch_size: usize) -> Result<f64> {
     if examples.is_empty() {
         return Ok(f64::NAN);
@@ -374,15 +376,44 @@ pub fn mean_loss(model: &Model, examples: &[Encoded], batch_size: usize) -> Resu
         .unwrap_or(2)
         .saturating_sub(1)
         .max(1);
-    let cfg = BatchConfig {
-        batch_size,
-        seq_len: seq,
-        pack: false,
-        shuffle: false,
-        ..BatchConfig::default()
-    };
-    let (sum, count) = heldout_nll(model, &batches(examples, &cfg)?);
+    let limit = manners_model::BufferLimit::of(&model.device());
+    let shape = (model.vocab_size(), model.n_heads());
+    let batches = batches_within(examples, seq, batch_size, limit.as_ref(), shape)?;
+    let (sum, count) = heldout_nll(model, &batches);
     Ok(sum / count.max(1) as f64)
+}
+
+/// `examples` in batches of `batch_size` rows of `seq` positions, halved until every batch's
+/// logits and attention scores fit `limit` (for a model of `(vocab, heads)`); an error when a
+/// single row does not.
+fn batches_within(
+    examples: &[Encoded],
+    seq: usize,
+    batch_size: usize,
+    limit: Option<&manners_model::BufferLimit>,
+    shape: (usize, usize),
+) -> Result<Vec<manners_data::HostBatch>> {
+    let mut batch_size = batch_size.max(1);
+    loop {
+        let cfg = BatchConfig {
+            batch_size,
+            seq_len: seq,
+            pack: false,
+            shuffle: false,
+            ..BatchConfig::default()
+        };
+        let batches = batches(examples, &cfg)?;
+        let fits = batches.iter().enumerate().try_for_each(|(i, b)| {
+            crate::check_batch(limit, shape, b, &|| {
+                format!("evaluation batch {} ({batch_size} rows)", i + 1)
+            })
+        });
+        match fits {
+            Ok(()) => return Ok(batches),
+            Err(e) if batch_size == 1 => return Err(e),
+            Err(_) => batch_size /= 2,
+        }
+    }
 }
 
 /// Held-out response loss: the masked loss of the assistant turns of `convs`.
@@ -637,6 +668,50 @@ pub fn samples_markdown(cols: &[EvalSummary], n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a GPU whose buffers cannot hold a batch's logits, evaluation batches get fewer rows
+    /// (halved: 16, 8, 4) instead of failing, and still cover every example once; without a
+    /// limit the batches keep their size; a limit under one row's logits is an error naming the
+    /// batch. Sizes by hand: a row of 11 supervised targets over a vocabulary of 100 is 4,400
+    /// bytes of logits (the scores, 4 heads x 11 x 11 x 4 bytes, are smaller).
+    #[test]
+    fn evaluation_batches_shrink_to_fit_a_gpu_buffer() {
+        let examples: Vec<Encoded> = (0..16u32)
+            .map(|i| Encoded {
+                ids: (0..12).map(|j| (i * 12 + j) % 100).collect(),
+                loss_mask: vec![true; 12],
+                mixed: false,
+            })
+            .collect();
+        let limit = |bytes| manners_model::BufferLimit {
+            bytes,
+            device: "a small adapter".into(),
+        };
+        let within =
+            |l: Option<&manners_model::BufferLimit>| batches_within(&examples, 11, 16, l, (100, 4));
+        assert_eq!(within(None).unwrap().len(), 1);
+        // Room for 5 rows of logits: 16 and 8 do not fit, 4 do.
+        let got = within(Some(&limit(5 * 4_400))).unwrap();
+        assert_eq!(
+            got.iter().map(|b| b.batch).collect::<Vec<_>>(),
+            [4, 4, 4, 4]
+        );
+        assert_eq!(got.iter().map(|b| b.n_supervised).sum::<usize>(), 16 * 11);
+        // Every example once: the first token of each row, against each example's first.
+        let mut firsts: Vec<u32> = got
+            .iter()
+            .flat_map(|b| b.inputs.chunks(11).map(|row| row[0]))
+            .collect();
+        let mut want: Vec<u32> = examples.iter().map(|e| e.ids[0]).collect();
+        firsts.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(firsts, want);
+        let err = within(Some(&limit(4_399))).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the logits of evaluation batch 1 (1 rows) ([11, 100], f32)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_call_is_right_only_with_the_tool_entity_and_field() {

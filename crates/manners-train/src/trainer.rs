@@ -308,7 +308,7 @@ impl Run {
         let buffer_limit = BufferLimit::of_all(devices.devices.iter().map(|d| &d.device));
         config.check_limit(buffer_limit.as_ref())?;
         for (i, b) in eval_batches.iter().enumerate() {
-            check_batch(buffer_limit.as_ref(), &config, b, &|| {
+            check_batch(buffer_limit.as_ref(), model_shape(&config), b, &|| {
                 format!("held-out batch {}", i + 1)
             })?;
         }
@@ -483,9 +483,12 @@ impl Run {
                 .map(|_| self.loader.next_batch())
                 .collect::<manners_data::Result<_>>()?;
             for (i, b) in micro.iter().enumerate() {
-                check_batch(self.buffer_limit.as_ref(), &self.model_config, b, &|| {
-                    format!("micro-batch {} of step {step}", i + 1)
-                })?;
+                check_batch(
+                    self.buffer_limit.as_ref(),
+                    model_shape(&self.model_config),
+                    b,
+                    &|| format!("micro-batch {} of step {step}", i + 1),
+                )?;
             }
             let n_sup: usize = micro.iter().map(|b| b.n_supervised).sum();
             let n_tok: usize = micro.iter().map(|b| b.n_tokens).sum();
@@ -902,13 +905,13 @@ fn load_base(cfg: &TrainConfig, device: &Device) -> Result<Base> {
     }
 }
 
-/// A batch's largest tensors on a GPU against its buffer limit (`None`: no limit): the logits
-/// of its supervised positions, `[supervised, vocab]`, and attention's scores, `[rows, heads, t,
-/// t]` (attention is fused only on flex; elsewhere the scores are one tensor). `which` names
-/// the batch in the error.
+/// A batch's largest tensors on a GPU against its buffer limit (`None`: no limit), for a model
+/// of `vocab` tokens and `heads` query heads: the logits of its supervised positions,
+/// `[supervised, vocab]`, and attention's scores, `[rows, heads, t, t]` (attention is fused only
+/// on flex; elsewhere the scores are one tensor). `which` names the batch in the error.
 pub fn check_batch(
     limit: Option<&BufferLimit>,
-    config: &ModelConfig,
+    (vocab, heads): (usize, usize),
     b: &HostBatch,
     which: &dyn Fn() -> String,
 ) -> Result<()> {
@@ -916,13 +919,13 @@ pub fn check_batch(
         return Ok(());
     };
     const HINT: &str = "lower batch_size or max_len (and raise grad_accum to keep the batch)";
-    let (n, vocab) = (b.n_supervised, config.vocab_size());
+    let n = b.n_supervised;
     limit.check(
         (n * vocab) as u64,
         || format!("the logits of {} ([{n}, {vocab}], f32)", which()),
         HINT,
     )?;
-    let (rows, heads, t) = (b.batch, config.dims().heads, b.seq_len);
+    let (rows, t) = (b.batch, b.seq_len);
     limit.check(
         (rows * heads * t * t) as u64,
         || {
@@ -934,6 +937,11 @@ pub fn check_batch(
         HINT,
     )?;
     Ok(())
+}
+
+/// What [`check_batch`] needs of a model's shape: its vocabulary and query heads.
+fn model_shape(config: &ModelConfig) -> (usize, usize) {
+    (config.vocab_size(), config.dims().heads)
 }
 
 /// `max_len` 0 means the model's context (at most 512 positions).
