@@ -167,6 +167,13 @@ pub struct TrainConfig {
     /// How a data-parallel step sums gradients: auto (collectives on CUDA, else transfers),
     /// transfer, collective.
     pub reduce: Reduce,
+    /// MiB of attention probabilities training may keep from the forward pass for the
+    /// backward pass (flex, all layers together), where they would otherwise be recomputed:
+    /// faster at long contexts (one product and one exponential pass fewer per block of
+    /// queries), at `4 * heads * t^2 / 2` bytes per row and layer. Layers past the budget
+    /// recompute, so memory stays linear in `t`. The gradients are the same bit for bit either
+    /// way. 0: always recompute.
+    pub attention_keep_mib: usize,
     /// Parent folder of run folders.
     pub out_dir: PathBuf,
     /// Run folder name (default: `<kind>-<UTC date>-<time>`).
@@ -230,6 +237,7 @@ impl Default for TrainConfig {
             backend: BackendKind::Auto,
             devices: None,
             reduce: Reduce::Auto,
+            attention_keep_mib: manners_model::fused::DEFAULT_ATTENTION_KEEP >> 20,
             out_dir: PathBuf::from("runs"),
             name: None,
         }
@@ -256,6 +264,7 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "backend",
     "devices",
     "reduce",
+    "attention_keep_mib",
 ];
 
 impl TrainConfig {

@@ -283,6 +283,10 @@ impl Run {
                 devices.len()
             )));
         }
+        // Process-wide, like the compute threads: it changes speed and memory, never a result.
+        manners_model::fused::set_attention_keep_limit(
+            cfg.attention_keep_mib.saturating_mul(1 << 20),
+        );
         let choice = devices.main();
         let device = choice.device.clone().autodiff();
         device.seed(cfg.seed);

@@ -7,9 +7,13 @@
 //! value gradients of a task are its own). Queries go in blocks of [`block_rows()`]; a block's
 //! scores are computed only against the keys some query of the block may see (from the first
 //! position of the earliest query's document to the last query), masked exactly inside that
-//! range, and turned into probabilities in place. The forward pass keeps one log-sum-exp per
-//! query; the backward pass recomputes the probabilities from it (FlashAttention-2's
-//! recomputation), so memory grows with `t`, not `t^2`.
+//! range, and turned into probabilities in place. The forward pass keeps two numbers per query
+//! (the shift and the normaliser of its exponentials); the backward pass recomputes the
+//! probabilities from them (FlashAttention-2's recomputation), so memory grows with `t`, not
+//! `t^2`. Where a [`Budget`] allows, the forward pass of training keeps the probabilities
+//! themselves instead, and the backward pass reads them: one product and one exponential pass
+//! fewer per block, for `h * t^2 / 2` values per row. Both give the same probabilities bit for
+//! bit, so the budget changes speed and memory, never a result.
 //!
 //! Layouts: inputs are `[b, heads, t, hd]` views with any strides (as the models produce them
 //! by splitting heads); outputs are stored `[b, t, heads, hd]`, so merging heads afterwards is
@@ -19,6 +23,7 @@
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -70,6 +75,137 @@ pub(super) struct Dims {
     pub kvh: usize,
     pub t: usize,
     pub hd: usize,
+}
+
+/// Bytes the forward passes of training may fill with kept probabilities: every layer of every
+/// graph alive in the process together. A forward pass keeps its probabilities only if all of
+/// them fit in what is left; the rest recompute theirs.
+pub(super) struct Budget {
+    limit: AtomicUsize,
+    held: AtomicUsize,
+}
+
+/// The process's [`Budget`] (see [`super::set_attention_keep_limit`]).
+pub(super) static KEEP: Budget = Budget::new(super::DEFAULT_ATTENTION_KEEP);
+
+impl Budget {
+    pub(super) const fn new(limit: usize) -> Self {
+        Budget {
+            limit: AtomicUsize::new(limit),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    pub(super) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held now by kept probabilities.
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` if they fit in what is left.
+    fn reserve(&self, bytes: usize) -> bool {
+        let limit = self.limit();
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&n| n <= limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Probabilities kept from a forward pass, in a [`Layout`]; their bytes go back to the budget
+/// when they are dropped (after the backward pass, or with the graph).
+struct Kept {
+    probs: Vec<f32>,
+    budget: &'static Budget,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let bytes = std::mem::size_of_val(self.probs.as_slice());
+        self.budget.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// What a forward pass leaves for the backward pass.
+pub(super) struct Saved {
+    /// Per query, `[b, h, t]`: the `(shift, inv)` of its exponentials
+    /// ([`kernels::attention_exp_row`]).
+    stats: Vec<[f32; 2]>,
+    /// The probabilities themselves, where the budget allowed.
+    kept: Option<Kept>,
+}
+
+impl Saved {
+    /// Whether the probabilities were kept (the backward pass recomputes nothing).
+    #[cfg(test)]
+    fn kept(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// Each query's log-sum-exp of its scaled scores, `[b, h, t]`.
+    #[cfg(test)]
+    fn lse(&self) -> Vec<f32> {
+        self.stats
+            .iter()
+            .map(|[shift, inv]| shift - inv.ln())
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved")
+            .field("queries", &self.stats.len())
+            .field("kept", &self.kept.as_ref().map(|k| k.probs.len()))
+            .finish()
+    }
+}
+
+/// Where each query block's probabilities lie in a kept buffer: `(row, head)` after
+/// `(row, head)`, and within one the blocks in query order, each `rows x l` row-major (the
+/// keys `lo..i1` it may see, as [`block_scores`] computes them).
+struct Layout {
+    /// The start of each `(row, head)`, `[b, h]`.
+    head: Vec<usize>,
+    /// The start of each block within a head of row `bi` (the same for every head of a row).
+    block: Vec<Vec<usize>>,
+    len: usize,
+}
+
+impl Layout {
+    fn new(starts: &Starts, d: Dims, rows_per_block: usize) -> Self {
+        let mut head = Vec::with_capacity(d.b * d.h);
+        let mut block = Vec::with_capacity(d.b);
+        let mut len = 0;
+        for bi in 0..d.b {
+            let mut offsets = Vec::with_capacity(d.t.div_ceil(rows_per_block));
+            let mut per_head = 0;
+            for i0 in (0..d.t).step_by(rows_per_block) {
+                let i1 = (i0 + rows_per_block).min(d.t);
+                offsets.push(per_head);
+                per_head += (i1 - i0) * (i1 - starts.key_start(d, bi, i0, i1));
+            }
+            for _ in 0..d.h {
+                head.push(len);
+                len += per_head;
+            }
+            block.push(offsets);
+        }
+        Layout { head, block, len }
+    }
+
+    /// The offset of block `n` of row `bi`, head `qh`.
+    fn at(&self, d: Dims, bi: usize, qh: usize, n: usize) -> usize {
+        self.head[bi * d.h + qh] + self.block[bi][n]
+    }
 }
 
 /// `dst (+)= lhs * rhs` for an `m x n` block on the calling thread (the tasks are the
@@ -298,11 +434,15 @@ fn from_column(mt: Mat, lo: usize) -> Mat {
 }
 
 /// The scores `q_blk k_range^T` of block `i0..i1` against keys `lo..i1`, into `s` (row-major,
-/// `i1 - lo` wide), masked. `kt` is the task's keys transposed (`[hd, t]`, from
-/// [`transpose_into`]).
+/// `i1 - lo` wide), masked: returned as a slice of the `rows * l` values written. `kt` is the
+/// task's keys transposed (`[hd, t]`, from [`transpose_into`]).
+///
+/// # Safety
+/// `s` is valid for writes of `rows * l` values (they may be uninitialised) that nothing else
+/// uses while the returned slice lives.
 #[allow(clippy::too_many_arguments)]
-fn block_scores(
-    s: &mut [f32],
+unsafe fn block_scores<'a>(
+    s: *mut f32,
     q: View,
     kt: Mat,
     docs: &[f32],
@@ -310,26 +450,31 @@ fn block_scores(
     d: Dims,
     (bi, qh): (usize, usize),
     (i0, i1, lo): (usize, usize, usize),
-) {
+) -> &'a mut [f32] {
     let (rows, l) = (i1 - i0, i1 - lo);
-    // SAFETY: `s` holds `rows * l` values; q and k are valid `[b, heads, t, hd]` views.
-    unsafe {
+    // SAFETY: `s` holds `rows * l` values (the caller's contract); q and k are valid
+    // `[b, heads, t, hd]` views. The product writes every one of them, so the slice after it
+    // is initialised.
+    let s = unsafe {
         block(
-            (s.as_mut_ptr(), l as isize),
+            (s, l as isize),
             false,
             (rows, l, d.hd),
             q.mat(bi, qh, i0),
             from_column(kt, lo),
         );
-    }
+        std::slice::from_raw_parts_mut(s, rows * l)
+    };
     let row_docs = &docs[bi * d.t..(bi + 1) * d.t];
-    for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+    for (r, row) in s.chunks_mut(l).enumerate() {
         mask_row(row, row_docs, starts, d, bi, i0 + r, lo);
     }
+    s
 }
 
-/// Forward: the output, stored `[b, t, h, hd]`, and the log-sum-exp of each query's scaled
-/// scores, `[b, h, t]`. `docs` is `[b, t]` (all equal: plain causal attention).
+/// Forward: the output, stored `[b, t, h, hd]`, and what the backward pass needs. `docs` is
+/// `[b, t]` (all equal: plain causal attention). With `keep` (training), the probabilities are
+/// kept if they fit in what is left of that budget.
 pub(super) fn forward(
     q: View,
     k: View,
@@ -337,11 +482,13 @@ pub(super) fn forward(
     docs: &[f32],
     scale: f32,
     d: Dims,
-) -> (Vec<f32>, Vec<f32>) {
-    forward_in_blocks(q, k, v, docs, scale, d, block_rows())
+    keep: Option<&'static Budget>,
+) -> (Vec<f32>, Saved) {
+    forward_in_blocks(q, k, v, docs, scale, d, keep, block_rows())
 }
 
 /// [`forward`] with blocks of `rows_per_block` queries.
+#[allow(clippy::too_many_arguments)]
 fn forward_in_blocks(
     q: View,
     k: View,
@@ -349,32 +496,50 @@ fn forward_in_blocks(
     docs: &[f32],
     scale: f32,
     d: Dims,
+    keep: Option<&'static Budget>,
     rows_per_block: usize,
-) -> (Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Saved) {
     let starts = Starts::new(docs, d);
+    let layout = keep.map(|_| Layout::new(&starts, d, rows_per_block));
+    let mut kept = keep.zip(layout.as_ref()).and_then(|(budget, layout)| {
+        let bytes = layout.len.checked_mul(std::mem::size_of::<f32>())?;
+        budget.reserve(bytes).then(|| gemm::uninit(layout.len))
+    });
     let mut out = gemm::uninit(d.b * d.t * d.h * d.hd);
-    let mut lse = vec![0.0f32; d.b * d.h * d.t];
-    let (o_ptr, lse_ptr) = (Shared(out.as_mut_ptr().cast()), Shared(lse.as_mut_ptr()));
+    let mut stats = vec![[0.0f32; 2]; d.b * d.h * d.t];
+    let (o_ptr, stats_ptr) = (Shared(out.as_mut_ptr().cast()), Shared(stats.as_mut_ptr()));
+    let kept_ptr = kept.as_mut().map(|p| Shared(p.as_mut_ptr().cast::<f32>()));
+    let layout = layout.as_ref().filter(|_| kept_ptr.is_some());
     let (q, k, v) = (Shared(q), Shared(k), Shared(v));
     let rep = d.h / d.kvh;
     (0..d.b * d.kvh).into_par_iter().for_each(|task| {
         let (bi, kh) = (task / d.kvh, task % d.kvh);
-        let (q, k, v) = (q, k, v);
+        let (q, k, v, stats_ptr) = (q, k, v, stats_ptr);
         let (q, k, v) = (q.0, k.0, v.0);
-        with_scratch(rows_per_block * d.t, |[s, inv], [kt, _]| {
+        with_scratch(rows_per_block * d.t, |[scratch, inv], [kt, _]| {
             let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
             for qh in kh * rep..(kh + 1) * rep {
-                for i0 in (0..d.t).step_by(rows_per_block) {
+                for (n, i0) in (0..d.t).step_by(rows_per_block).enumerate() {
                     let i1 = (i0 + rows_per_block).min(d.t);
                     let lo = starts.key_start(d, bi, i0, i1);
                     let (rows, l) = (i1 - i0, i1 - lo);
-                    block_scores(s, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
-                    for (r, row) in s[..rows * l].chunks_mut(l).enumerate() {
+                    // Kept: the scores go where the backward pass will read the probabilities.
+                    let dst = match (kept_ptr, layout) {
+                        (Some(p), Some(layout)) => p.at(layout.at(d, bi, qh, n)),
+                        _ => scratch.as_mut_ptr(),
+                    };
+                    // SAFETY: the kept block `(bi, qh, n)` (this task's own, `rows * l` values
+                    // long by the layout) or the scratch (`rows_per_block * t` values).
+                    let s = unsafe {
+                        block_scores(dst, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo))
+                    };
+                    for (r, row) in s.chunks_mut(l).enumerate() {
                         let at = (bi * d.h + qh) * d.t + i0 + r;
-                        // SAFETY: `at` indexes this task's own (row, head) log-sum-exps.
-                        let slot = unsafe { std::slice::from_raw_parts_mut(lse_ptr.at(at), 1) };
+                        let (shift, row_inv) = kernels::attention_exp_row(row, scale);
+                        // SAFETY: `at` indexes this task's own (row, head) statistics.
+                        unsafe { *stats_ptr.0.add(at) = [shift, row_inv] };
                         // Unnormalised: the output row is divided by the sum after the product.
-                        inv[r] = kernels::attention_exp_row(row, scale, slot);
+                        inv[r] = row_inv;
                     }
                     let row_stride = (d.h * d.hd) as isize;
                     let dst = ((bi * d.t + i0) * d.h + qh) * d.hd;
@@ -397,12 +562,23 @@ fn forward_in_blocks(
                             row.iter_mut().for_each(|x| *x *= inv);
                         }
                     }
+                    if kept_ptr.is_some() {
+                        // The probabilities, as the backward pass would recompute them.
+                        for (row, &inv) in s.chunks_mut(l).zip(&inv[..rows]) {
+                            kernels::scale(row, inv);
+                        }
+                    }
                 }
             }
         });
     });
+    let kept = kept.zip(keep).map(|(probs, budget)| Kept {
+        // SAFETY: the tasks wrote every block of every (row, head) of the layout.
+        probs: unsafe { gemm::assume_init(probs) },
+        budget,
+    });
     // SAFETY: the tasks wrote every query row of every head.
-    (unsafe { gemm::assume_init(out) }, lse)
+    (unsafe { gemm::assume_init(out) }, Saved { stats, kept })
 }
 
 /// A `[b, heads, t, hd]` destination with unit stride along `hd`: element `(i, j, k, l)` at
@@ -434,12 +610,12 @@ impl Dst {
 }
 
 /// Backward: `(dq, dk, dv)`, stored `[b, t, h, hd]`, `[b, t, kvh, hd]` and `[b, t, kvh, hd]`.
-/// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
-/// output's gradient as a `[b, h, t, hd]` view.
+/// `o` is the forward output (stored `[b, t, h, hd]`), `saved` what its forward pass left, `g`
+/// the output's gradient as a `[b, h, t, hd]` view.
 pub(super) fn backward(
     [q, k, v]: [View; 3],
     o: &[f32],
-    lse: &[f32],
+    saved: &Saved,
     g: View,
     docs: &[f32],
     scale: f32,
@@ -454,7 +630,7 @@ pub(super) fn backward(
     // SAFETY: three separate buffers of the destinations' shapes, alive for the call; the call
     // writes every element of them.
     unsafe {
-        backward_into(q, k, v, o, lse, g, docs, scale, d, dsts, block_rows());
+        backward_into(q, k, v, o, saved, g, docs, scale, d, dsts, block_rows());
         (
             gemm::assume_init(dq),
             gemm::assume_init(dk),
@@ -468,7 +644,7 @@ pub(super) fn backward(
 pub(super) fn backward_packed(
     [q, k, v]: [View; 3],
     o: &[f32],
-    lse: &[f32],
+    saved: &Saved,
     g: View,
     docs: &[f32],
     scale: f32,
@@ -489,7 +665,7 @@ pub(super) fn backward_packed(
     // of the packed shape, alive for the call, and the call writes every element of them.
     unsafe {
         let dsts = [dst(0), dst(1), dst(2)];
-        backward_into(q, k, v, o, lse, g, docs, scale, d, dsts, block_rows());
+        backward_into(q, k, v, o, saved, g, docs, scale, d, dsts, block_rows());
         gemm::assume_init(dqkv)
     }
 }
@@ -499,8 +675,8 @@ pub(super) fn backward_packed(
 /// `qkv` gradient). Every element of the destinations is written (each task first zeroes its
 /// own rows, on its own thread just before using them, then accumulates into them), so they
 /// may start uninitialised.
-/// `o` is the forward output (stored `[b, t, h, hd]`), `lse` its log-sum-exps, `g` the
-/// output's gradient as a `[b, h, t, hd]` view.
+/// `o` is the forward output (stored `[b, t, h, hd]`), `saved` what its forward pass (with
+/// blocks of `rows_per_block`) left, `g` the output's gradient as a `[b, h, t, hd]` view.
 ///
 /// # Safety
 /// The destinations must be valid for writes of those shapes, not overlap each other or the
@@ -511,7 +687,7 @@ unsafe fn backward_into(
     k: View,
     v: View,
     o: &[f32],
-    lse: &[f32],
+    saved: &Saved,
     g: View,
     docs: &[f32],
     scale: f32,
@@ -520,6 +696,17 @@ unsafe fn backward_into(
     rows_per_block: usize,
 ) {
     let starts = Starts::new(docs, d);
+    let layout = saved
+        .kept
+        .as_ref()
+        .map(|kept| (kept, Layout::new(&starts, d, rows_per_block)));
+    assert!(
+        layout
+            .as_ref()
+            .is_none_or(|(kept, l)| l.len == kept.probs.len()),
+        "kept probabilities from a forward pass of another shape"
+    );
+    let stats = &saved.stats;
     let dsts = Shared(dst);
     let (q, k, v, g) = (Shared(q), Shared(k), Shared(v), Shared(g));
     let rep = d.h / d.kvh;
@@ -537,7 +724,7 @@ unsafe fn backward_into(
             }
         }
         let mut dot = vec![0.0f32; d.t];
-        with_scratch(rows_per_block * d.t, |[p, dp], [kt, vt]| {
+        with_scratch(rows_per_block * d.t, |[scratch, dp], [kt, vt]| {
             let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
             let vt = transpose_into(vt, v.mat(bi, kh, 0), d.t, d.hd);
             for qh in kh * rep..(kh + 1) * rep {
@@ -550,18 +737,33 @@ unsafe fn backward_into(
                         .map(|c| unsafe { *gm.ptr.offset(c as isize * gm.cs) } * orow[c])
                         .sum();
                 }
-                for i0 in (0..d.t).step_by(rows_per_block) {
+                for (n, i0) in (0..d.t).step_by(rows_per_block).enumerate() {
                     let i1 = (i0 + rows_per_block).min(d.t);
                     let lo = starts.key_start(d, bi, i0, i1);
                     let (rows, l) = (i1 - i0, i1 - lo);
-                    block_scores(p, q, kt, docs, &starts, d, (bi, qh), (i0, i1, lo));
-                    for (r, row) in p[..rows * l].chunks_mut(l).enumerate() {
-                        kernels::attention_probs_row(
-                            row,
-                            scale,
-                            lse[(bi * d.h + qh) * d.t + i0 + r],
-                        );
-                    }
+                    let p: &[f32] = match &layout {
+                        Some((kept, layout)) => &kept.probs[layout.at(d, bi, qh, n)..][..rows * l],
+                        None => {
+                            // SAFETY: the scratch holds `rows_per_block * t` values.
+                            let s = unsafe {
+                                block_scores(
+                                    scratch.as_mut_ptr(),
+                                    q,
+                                    kt,
+                                    docs,
+                                    &starts,
+                                    d,
+                                    (bi, qh),
+                                    (i0, i1, lo),
+                                )
+                            };
+                            let at = (bi * d.h + qh) * d.t + i0;
+                            for (row, &[shift, inv]) in s.chunks_mut(l).zip(&stats[at..]) {
+                                kernels::attention_probs_row(row, scale, shift, inv);
+                            }
+                            s
+                        }
+                    };
                     let p_blk = Mat::rows(p.as_ptr(), l);
                     // SAFETY (all four products): the destinations are this task's own rows
                     // (`dq` rows of head `qh`, `dk`/`dv` rows of key head `kh` in row `bi`), the
@@ -584,10 +786,8 @@ unsafe fn backward_into(
                             from_column(vt, lo),
                         );
                     }
-                    for (r, (prow, dprow)) in p[..rows * l]
-                        .chunks(l)
-                        .zip(dp[..rows * l].chunks_mut(l))
-                        .enumerate()
+                    for (r, (prow, dprow)) in
+                        p.chunks(l).zip(dp[..rows * l].chunks_mut(l)).enumerate()
                     {
                         kernels::attention_dscores_row(prow, dprow, dot[i0 + r], scale);
                     }
@@ -771,8 +971,8 @@ mod tests {
         let ([q, k, v, g], docs) = inputs(d, 1, 30);
         let view = |x: &[f32], heads: usize| view(x, heads, d);
         let qkv = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
-        let (o, lse) = forward(qkv[0], qkv[1], qkv[2], &docs, 0.35, d);
-        let (dq, dk, dv) = backward(qkv, &o, &lse, view(&g, d.h), &docs, 0.35, d);
+        let (o, saved) = forward(qkv[0], qkv[1], qkv[2], &docs, 0.35, d, None);
+        let (dq, dk, dv) = backward(qkv, &o, &saved, view(&g, d.h), &docs, 0.35, d);
         assert!(dq.iter().chain(&dk).chain(&dv).all(|x| x.is_finite()));
         assert!(dk.iter().any(|&x| x != 0.0) && dv.iter().any(|&x| x != 0.0));
 
@@ -789,7 +989,7 @@ mod tests {
                 qkv[1],
                 qkv[2],
                 &o,
-                &lse,
+                &saved,
                 view(&g, d.h),
                 &docs,
                 0.35,
@@ -849,36 +1049,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_block_size_gives_the_same_attention_and_gradients() {
-        // Two rows of 150 positions, the second of two documents (the second starts at 70,
-        // inside a block of any size tried); grouped heads. Block sizes: the two `block_rows`
-        // picks (48 and 64, so the one this machine does not use runs too) and 16.
-        let d = Dims {
-            b: 2,
-            h: 4,
-            kvh: 2,
-            t: 150,
-            hd: 8,
-        };
+    /// The shape of the block-size and kept-probability tests: two rows of 150 positions, the
+    /// second of two documents (the second starts at 70, inside a block of any size tried);
+    /// grouped heads.
+    const SHAPE: Dims = Dims {
+        b: 2,
+        h: 4,
+        kvh: 2,
+        t: 150,
+        hd: 8,
+    };
+
+    /// Forward and backward on [`SHAPE`] with blocks of `rows` and the budget `keep`: the
+    /// output, the log-sum-exps and the three gradients, and whether the probabilities were
+    /// kept.
+    fn run_blocks(rows: usize, keep: Option<&'static Budget>) -> ([Vec<f32>; 5], bool) {
+        let d = SHAPE;
         let ([q, k, v, g], docs) = inputs(d, 5, 70);
         let view = |x: &[f32], heads: usize| view(x, heads, d);
         let [q, k, v] = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
-        let run = |rows: usize| {
-            let (o, lse) = forward_in_blocks(q, k, v, &docs, 0.35, d, rows);
-            let mut grads =
-                [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
-            let [a, b, c] = &mut grads;
-            let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
-            let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
-            // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
-            unsafe { backward_into(q, k, v, &o, &lse, view(&g, d.h), &docs, 0.35, d, dsts, rows) };
-            let [dq, dk, dv] = grads;
-            [o, lse, dq, dk, dv]
+        let (o, saved) = forward_in_blocks(q, k, v, &docs, 0.35, d, keep, rows);
+        let mut grads = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
+        let [a, b, c] = &mut grads;
+        let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
+        let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
+        // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
+        unsafe {
+            backward_into(
+                q,
+                k,
+                v,
+                &o,
+                &saved,
+                view(&g, d.h),
+                &docs,
+                0.35,
+                d,
+                dsts,
+                rows,
+            )
         };
-        let reference = run(48);
+        let [dq, dk, dv] = grads;
+        ([o, saved.lse(), dq, dk, dv], saved.kept())
+    }
+
+    #[test]
+    fn every_block_size_gives_the_same_attention_and_gradients() {
+        // Block sizes: the two `block_rows` picks (48 and 64, so the one this machine does not
+        // use runs too) and 16.
+        let (reference, _) = run_blocks(48, None);
         for rows in [64, 16] {
-            let other = run(rows);
+            let (other, _) = run_blocks(rows, None);
             for (what, (x, y)) in ["output", "lse", "dq", "dk", "dv"]
                 .iter()
                 .zip(reference.iter().zip(&other))
@@ -890,6 +1111,64 @@ mod tests {
                     .fold(0.0f32, f32::max);
                 assert!(worst < 1e-5, "{what}, blocks of {rows}: off by {worst}");
             }
+        }
+    }
+
+    /// The probabilities kept by the forward pass and those the backward pass recomputes are
+    /// the same bits, so the budget never changes a result; the budget holds a forward pass's
+    /// bytes while its graph lives, refuses what does not fit, and gets them back on drop.
+    #[test]
+    fn kept_probabilities_give_the_gradients_of_recomputed_ones_bit_for_bit() {
+        let d = SHAPE;
+        for rows in [48, 64, 16] {
+            // What the layout holds, counted by hand: per row and head, each block's queries
+            // times the keys it may see (from its earliest query's document start to its last
+            // query). Row 0 is one document; row 1's second document starts at 70.
+            let blocks = |first_doc_end: usize| -> usize {
+                (0..d.t)
+                    .step_by(rows)
+                    .map(|i0| {
+                        let i1 = (i0 + rows).min(d.t);
+                        let lo = if i0 >= first_doc_end {
+                            first_doc_end
+                        } else {
+                            0
+                        };
+                        (i1 - i0) * (i1 - lo)
+                    })
+                    .sum()
+            };
+            let bytes = 4 * d.h * (blocks(d.t) + blocks(70));
+            let budget: &'static Budget = Box::leak(Box::new(Budget::new(bytes)));
+            let (recomputed, kept) = run_blocks(rows, None);
+            assert!(!kept);
+            let (from_kept, kept) = run_blocks(rows, Some(budget));
+            assert!(
+                kept,
+                "blocks of {rows}: {bytes} bytes fit a budget of as many"
+            );
+            assert_eq!(budget.held(), 0, "dropped with the graph");
+            for (what, (x, y)) in ["output", "lse", "dq", "dk", "dv"]
+                .iter()
+                .zip(recomputed.iter().zip(&from_kept))
+            {
+                let same = x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}, blocks of {rows}: kept and recomputed differ");
+            }
+
+            // Held while the forward pass's result lives; one byte short of the layout: not kept.
+            let ([q, k, v, _], docs) = inputs(d, 5, 70);
+            let [q, k, v] = [view(&q, d.h, d), view(&k, d.kvh, d), view(&v, d.kvh, d)];
+            let (_, saved) = forward_in_blocks(q, k, v, &docs, 0.35, d, Some(budget), rows);
+            assert!(saved.kept());
+            assert_eq!(budget.held(), bytes);
+            let (_, second) = forward_in_blocks(q, k, v, &docs, 0.35, d, Some(budget), rows);
+            assert!(!second.kept(), "nothing left for a second pass");
+            drop(saved);
+            assert_eq!(budget.held(), 0);
+            budget.set_limit(bytes - 1);
+            let (_, short) = forward_in_blocks(q, k, v, &docs, 0.35, d, Some(budget), rows);
+            assert!(!short.kept() && budget.held() == 0);
         }
     }
 }

@@ -495,18 +495,20 @@ fn attention_dims(q: &FlexTensor, k: &FlexTensor) -> flash::Dims {
     }
 }
 
-/// [`flash::forward`] on tensors: the output and the log-sum-exps.
+/// [`flash::forward`] on tensors: the output and what the backward pass needs (with `keep`,
+/// for training: the probabilities too where the budget allows).
 fn attention_forward(
     q: &FlexTensor,
     k: &FlexTensor,
     v: &FlexTensor,
     docs: &FlexTensor,
     scale: f32,
-) -> (FlexTensor, Vec<f32>) {
+    keep: Option<&'static flash::Budget>,
+) -> (FlexTensor, flash::Saved) {
     let d = attention_dims(q, k);
     let docs = contiguous(docs);
-    let (o, lse) = flash::forward(view(q), view(k), view(v), values(&docs), scale, d);
-    (heads_view(o, d.b, d.h, d.t, d.hd), lse)
+    let (o, saved) = flash::forward(view(q), view(k), view(v), values(&docs), scale, d, keep);
+    (heads_view(o, d.b, d.h, d.t, d.hd), saved)
 }
 
 /// The q, k and v views of a contiguous packed `qkv` `[b, t, 3 * heads * hd]`.
@@ -536,10 +538,11 @@ fn attention_qkv_forward(
     docs: &FlexTensor,
     heads: usize,
     scale: f32,
-) -> (FlexTensor, Vec<f32>) {
+    keep: Option<&'static flash::Budget>,
+) -> (FlexTensor, flash::Saved) {
     let ([q, k, v], d) = qkv_views(qkv, heads);
-    let (o, lse) = flash::forward(q, k, v, values(docs), scale, d);
-    (heads_view(o, d.b, d.h, d.t, d.hd), lse)
+    let (o, saved) = flash::forward(q, k, v, values(docs), scale, d, keep);
+    (heads_view(o, d.b, d.h, d.t, d.hd), saved)
 }
 
 /// Per-row cross-entropy of `logits` `[n, vocab]` against `targets` `[n, 1]` (float ids):
@@ -625,7 +628,7 @@ impl FusedOps for Flex {
         docs: FloatTensor<Self>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        attention_forward(&q, &k, &v, &docs, scale).0
+        attention_forward(&q, &k, &v, &docs, scale, None).0
     }
 
     fn fused_attention_qkv(
@@ -634,7 +637,7 @@ impl FusedOps for Flex {
         heads: usize,
         scale: f32,
     ) -> FloatTensor<Self> {
-        attention_qkv_forward(&contiguous(&qkv), &contiguous(&docs), heads, scale).0
+        attention_qkv_forward(&contiguous(&qkv), &contiguous(&docs), heads, scale, None).0
     }
 
     fn fused_cross_entropy(
@@ -756,25 +759,25 @@ struct AttentionBackward {
 }
 
 impl Backward<Flex, 3> for AttentionBackward {
-    /// q, k, v, the output, the document ids and the log-sum-exps.
+    /// q, k, v, the output, the document ids and what the forward pass left.
     type State = (
         FlexTensor,
         FlexTensor,
         FlexTensor,
         FlexTensor,
         FlexTensor,
-        std::sync::Arc<Vec<f32>>,
+        std::sync::Arc<flash::Saved>,
     );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
-        let (q, k, v, o, docs, lse) = ops.state;
+        let (q, k, v, o, docs, saved) = ops.state;
         let d = attention_dims(&q, &k);
         let o_len = o.layout().num_elements();
         let (dq, dk, dv) = flash::backward(
             [view(&q), view(&k), view(&v)],
             &o.storage::<f32>()[..o_len],
-            &lse,
+            &saved,
             view(&g),
             values(&docs),
             self.scale,
@@ -801,20 +804,26 @@ struct AttentionQkvBackward {
 }
 
 impl Backward<Flex, 1> for AttentionQkvBackward {
-    /// The packed qkv (contiguous), the output, the document ids and the log-sum-exps.
-    type State = (FlexTensor, FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>);
+    /// The packed qkv (contiguous), the output, the document ids and what the forward pass
+    /// left.
+    type State = (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        std::sync::Arc<flash::Saved>,
+    );
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
         let [parent] = ops.parents;
         let Some(parent) = parent else { return };
-        let (qkv, o, docs, lse) = ops.state;
+        let (qkv, o, docs, saved) = ops.state;
         let ([q, k, v], d) = qkv_views(&qkv, self.heads);
         let o_len = o.layout().num_elements();
         let dqkv = flash::backward_packed(
             [q, k, v],
             &o.storage::<f32>()[..o_len],
-            &lse,
+            &saved,
             view(&g),
             values(&docs),
             self.scale,
@@ -1001,18 +1010,20 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         match op.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let docs = contiguous(dp);
-                let (y, lse) = attention_forward(qp, kp, vp, &docs, scale);
+                let (y, saved) = attention_forward(qp, kp, vp, &docs, scale, Some(&flash::KEEP));
                 let state = (
                     qp.clone(),
                     kp.clone(),
                     vp.clone(),
                     y.clone(),
                     docs,
-                    std::sync::Arc::new(lse),
+                    std::sync::Arc::new(saved),
                 );
                 prep.finish(state, y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(attention_forward(qp, kp, vp, dp, scale).0),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(attention_forward(qp, kp, vp, dp, scale, None).0)
+            }
         }
     }
 
@@ -1027,11 +1038,12 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let docs = contiguous(docs.primitive());
         match op.prepare::<C>([qkv.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (y, lse) = attention_qkv_forward(&packed, &docs, heads, scale);
-                prep.finish((packed, y.clone(), docs, std::sync::Arc::new(lse)), y)
+                let (y, saved) =
+                    attention_qkv_forward(&packed, &docs, heads, scale, Some(&flash::KEEP));
+                prep.finish((packed, y.clone(), docs, std::sync::Arc::new(saved)), y)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(attention_qkv_forward(&packed, &docs, heads, scale).0)
+                prep.finish(attention_qkv_forward(&packed, &docs, heads, scale, None).0)
             }
         }
     }

@@ -276,17 +276,17 @@ multiversion! {
     }
 }
 
-/// One row of unnormalised attention weights, in place: `s <- exp(scale * (s - max))`, where
-/// masked entries hold `-inf` on entry (they become 0). `lse[0]` receives the log-sum-exp of
-/// `scale * s`, from which the backward pass recomputes the probabilities; returns `1 / sum`,
-/// by which the caller scales the row's output (normalising `hd` values, not `t`). The row
+/// One row of unnormalised attention weights, in place: `s <- exp(scale * s - shift)` with
+/// `shift = scale * max(s)`, where masked entries hold `-inf` on entry (they become 0). Returns
+/// `(shift, 1 / sum)`: the caller scales the row's output by the second (normalising `hd`
+/// values, not `t`), and the backward pass recomputes the probabilities from both with
+/// [`attention_probs_row`], equal bit for bit to this row times `1 / sum` ([`scale`]). The row
 /// must keep at least one finite entry; `scale` must be positive.
-pub fn attention_exp_row(s: &mut [f32], scale: f32, lse: &mut [f32]) -> f32 {
-    let max = row_max(s);
+pub fn attention_exp_row(s: &mut [f32], scale: f32) -> (f32, f32) {
+    let shift = scale * row_max(s);
     let mut sum = [0.0f32];
-    attention_exp_pass(s, scale, scale * max, &mut sum);
-    lse[0] = scale * max + sum[0].ln();
-    1.0 / sum[0]
+    attention_exp_pass(s, scale, shift, &mut sum);
+    (shift, 1.0 / sum[0])
 }
 
 multiversion! {
@@ -365,11 +365,13 @@ multiversion! {
 }
 
 multiversion! {
-    /// Probabilities recomputed from the scores and the row's log-sum-exp, in place:
-    /// `s <- exp(scale * s - lse)` (`-inf`, masked, gives 0).
-    pub fn attention_probs_row(s: &mut [f32], scale: f32, lse: f32) {
+    /// Probabilities recomputed from the scores and the row's `(shift, inv)` from
+    /// [`attention_exp_row`], in place: `s <- exp(scale * s - shift) * inv` (`-inf`, masked,
+    /// gives 0). The same operations in the same order as the forward pass's exponentials
+    /// followed by [`scale`], so the probabilities are those of the forward pass bit for bit.
+    pub fn attention_probs_row(s: &mut [f32], scale: f32, shift: f32, inv: f32) {
         for v in s.iter_mut() {
-            *v = exp(v.mul_add(scale, -lse));
+            *v = exp(v.mul_add(scale, -shift)) * inv;
         }
     }
 }

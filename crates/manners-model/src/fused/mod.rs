@@ -148,6 +148,35 @@ pub fn on_compute_threads<R: Send>(device: &Device, f: impl FnOnce() -> R + Send
     f()
 }
 
+/// How many bytes of attention probabilities training keeps by default (see
+/// [`set_attention_keep_limit`]): 1 GiB.
+pub const DEFAULT_ATTENTION_KEEP: usize = 1 << 30;
+
+/// Sets how many bytes the fused attention of training (flex) may fill, for the whole process,
+/// with probabilities kept from the forward pass for the backward pass (all layers of all live
+/// graphs together; default [`DEFAULT_ATTENTION_KEEP`]). A layer whose probabilities (`b * h *
+/// t^2 / 2` values, about) do not fit in what is left recomputes them in its backward pass
+/// instead, as FlashAttention-2 does: one product and one exponential pass more per block of
+/// queries, no memory quadratic in `t`. Both ways give the same gradients bit for bit, so this
+/// trades memory for speed and nothing else; 0 always recomputes.
+pub fn set_attention_keep_limit(bytes: usize) {
+    #[cfg(feature = "flex")]
+    flash::KEEP.set_limit(bytes);
+    #[cfg(not(feature = "flex"))]
+    let _ = bytes;
+}
+
+/// Bytes of attention probabilities kept now by live training graphs (see
+/// [`set_attention_keep_limit`]).
+pub fn attention_kept_bytes() -> usize {
+    #[cfg(feature = "flex")]
+    {
+        flash::KEEP.held()
+    }
+    #[cfg(not(feature = "flex"))]
+    0
+}
+
 /// Whether [`attention`] runs fused on this device: flex with fusion on.
 pub fn attention_fusable(device: &Device) -> bool {
     #[cfg(feature = "flex")]
