@@ -554,6 +554,11 @@ pub struct TrainArgs {
     /// the first device), transfer, collective.
     #[arg(long, requires = "devices")]
     pub reduce: Option<manners::Reduce>,
+    /// MiB of attention probabilities (all layers together) training on flex may keep from the
+    /// forward pass instead of recomputing them in the backward pass (default 1024; 0 always
+    /// recomputes). Faster at long contexts; the gradients are the same bit for bit either way.
+    #[arg(long, value_name = "MIB")]
+    pub attention_keep_mib: Option<usize>,
     /// LoRA: train rank-R adapters on the target projections, base weights frozen.
     #[arg(long)]
     pub lora_rank: Option<usize>,

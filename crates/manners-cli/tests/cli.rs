@@ -723,6 +723,8 @@ fn config_only_settings_have_flags() {
         "0.99",
         "--min-lr-ratio",
         "0",
+        "--attention-keep-mib",
+        "0",
     ];
     run_ok(&mut train_cmd(tmp.path(), &data, &flags));
     let toml = std::fs::read_to_string(tmp.path().join("g/run.toml")).unwrap();
@@ -733,6 +735,7 @@ fn config_only_settings_have_flags() {
         "beta1 = 0.8",
         "beta2 = 0.99",
         "min_lr_ratio = 0.0",
+        "attention_keep_mib = 0",
     ] {
         assert!(toml.lines().any(|l| l == line), "{line} missing:\n{toml}");
     }

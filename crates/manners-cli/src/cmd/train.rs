@@ -117,6 +117,7 @@ pub fn apply_flags(a: &TrainArgs, cfg: &mut TrainConfig) {
     if let Some(r) = a.reduce {
         cfg.reduce = r;
     }
+    set!(attention_keep_mib);
 }
 
 /// The devices a run trains on: `cfg.devices` parsed, or the one device of `cfg.backend`.
