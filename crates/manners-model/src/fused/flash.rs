@@ -725,7 +725,10 @@ unsafe fn backward_into(
         }
         let mut dot = vec![0.0f32; d.t];
         with_scratch(rows_per_block * d.t, |[scratch, dp], [kt, vt]| {
-            let kt = transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd);
+            // The transposed keys serve only to recompute scores.
+            let kt = layout
+                .is_none()
+                .then(|| transpose_into(kt, k.mat(bi, kh, 0), d.t, d.hd));
             let vt = transpose_into(vt, v.mat(bi, kh, 0), d.t, d.hd);
             for qh in kh * rep..(kh + 1) * rep {
                 // d_i = dO_i . O_i (= sum_j p_ij dp_ij).
@@ -749,7 +752,7 @@ unsafe fn backward_into(
                                 block_scores(
                                     scratch.as_mut_ptr(),
                                     q,
-                                    kt,
+                                    kt.expect("transposed when nothing is kept"),
                                     docs,
                                     &starts,
                                     d,
