@@ -245,21 +245,15 @@ impl ModelConfig {
             ModelConfig::Gpt2(_) => 3 * d.width,
             ModelConfig::Llama(_) => d.width,
         };
+        // `max_by_key` keeps the last of equals: the embedding wins a tie, then the MLP.
         [
-            ("an MLP projection", [d.width, d.mlp]),
             ("an attention projection", [d.width, qkv]),
+            ("an MLP projection", [d.width, d.mlp]),
+            ("the token embedding", [self.vocab_size(), d.width]),
         ]
         .into_iter()
-        .fold(
-            ("the token embedding", [self.vocab_size(), d.width]),
-            |big, w| {
-                if w.1[0] * w.1[1] > big.1[0] * big.1[1] {
-                    w
-                } else {
-                    big
-                }
-            },
-        )
+        .max_by_key(|(_, [rows, cols])| rows * cols)
+        .expect("three weights")
     }
 
     /// A clear error when this model's largest weight cannot be one buffer on `device` (a GPU

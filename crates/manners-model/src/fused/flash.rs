@@ -508,8 +508,11 @@ fn forward_in_blocks(
     let mut out = gemm::uninit(d.b * d.t * d.h * d.hd);
     let mut stats = vec![[0.0f32; 2]; d.b * d.h * d.t];
     let (o_ptr, stats_ptr) = (Shared(out.as_mut_ptr().cast()), Shared(stats.as_mut_ptr()));
-    let kept_ptr = kept.as_mut().map(|p| Shared(p.as_mut_ptr().cast::<f32>()));
-    let layout = layout.as_ref().filter(|_| kept_ptr.is_some());
+    // Where the probabilities go when they are kept: the buffer and its layout.
+    let keeping = kept
+        .as_mut()
+        .zip(layout.as_ref())
+        .map(|(p, layout)| (Shared(p.as_mut_ptr().cast::<f32>()), layout));
     let (q, k, v) = (Shared(q), Shared(k), Shared(v));
     let rep = d.h / d.kvh;
     (0..d.b * d.kvh).into_par_iter().for_each(|task| {
@@ -524,9 +527,9 @@ fn forward_in_blocks(
                     let lo = starts.key_start(d, bi, i0, i1);
                     let (rows, l) = (i1 - i0, i1 - lo);
                     // Kept: the scores go where the backward pass will read the probabilities.
-                    let dst = match (kept_ptr, layout) {
-                        (Some(p), Some(layout)) => p.at(layout.at(d, bi, qh, n)),
-                        _ => scratch.as_mut_ptr(),
+                    let dst = match keeping {
+                        Some((p, layout)) => p.at(layout.at(d, bi, qh, n)),
+                        None => scratch.as_mut_ptr(),
                     };
                     // SAFETY: the kept block `(bi, qh, n)` (this task's own, `rows * l` values
                     // long by the layout) or the scratch (`rows_per_block * t` values).
@@ -562,7 +565,7 @@ fn forward_in_blocks(
                             row.iter_mut().for_each(|x| *x *= inv);
                         }
                     }
-                    if kept_ptr.is_some() {
+                    if keeping.is_some() {
                         // The probabilities, as the backward pass would recompute them.
                         for (row, &inv) in s.chunks_mut(l).zip(&inv[..rows]) {
                             kernels::scale(row, inv);
@@ -961,6 +964,26 @@ mod tests {
         (qkvg.collect::<Vec<_>>().try_into().unwrap(), docs)
     }
 
+    /// [`backward_into`] (scale 0.35, blocks of `rows`) into `dq`, `dk`, `dv` destinations
+    /// (stored `[b, t, heads, hd]`) that start full of NaN.
+    fn backward_into_nan(
+        [q, k, v]: [View; 3],
+        o: &[f32],
+        saved: &Saved,
+        g: View,
+        docs: &[f32],
+        d: Dims,
+        rows: usize,
+    ) -> [Vec<f32>; 3] {
+        let mut grads = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
+        let [a, b, c] = &mut grads;
+        let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
+        let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
+        // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
+        unsafe { backward_into(q, k, v, o, saved, g, docs, 0.35, d, dsts, rows) };
+        grads
+    }
+
     #[test]
     fn backward_writes_every_destination_element_whatever_it_held() {
         // Grouped heads, two query blocks (t > block_rows()) and two documents in the second row.
@@ -981,26 +1004,7 @@ mod tests {
 
         // The same into destinations full of NaN: an element left unwritten (or accumulated
         // into without being zeroed first) stays NaN.
-        let mut nan = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
-        let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
-        let [a, b, c] = &mut nan;
-        let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
-        // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
-        unsafe {
-            backward_into(
-                qkv[0],
-                qkv[1],
-                qkv[2],
-                &o,
-                &saved,
-                view(&g, d.h),
-                &docs,
-                0.35,
-                d,
-                dsts,
-                block_rows(),
-            )
-        };
+        let nan = backward_into_nan(qkv, &o, &saved, view(&g, d.h), &docs, d, block_rows());
         assert_eq!(nan, [dq, dk, dv]);
     }
 
@@ -1072,27 +1076,7 @@ mod tests {
         let view = |x: &[f32], heads: usize| view(x, heads, d);
         let [q, k, v] = [view(&q, d.h), view(&k, d.kvh), view(&v, d.kvh)];
         let (o, saved) = forward_in_blocks(q, k, v, &docs, 0.35, d, keep, rows);
-        let mut grads = [d.h, d.kvh, d.kvh].map(|heads| vec![f32::NAN; d.b * d.t * heads * d.hd]);
-        let [a, b, c] = &mut grads;
-        let dst = |buf: &mut Vec<f32>, heads| Dst::stored(buf.as_mut_ptr(), d, heads);
-        let dsts = [dst(a, d.h), dst(b, d.kvh), dst(c, d.kvh)];
-        // SAFETY: three separate buffers of the destinations' shapes, alive for the call.
-        unsafe {
-            backward_into(
-                q,
-                k,
-                v,
-                &o,
-                &saved,
-                view(&g, d.h),
-                &docs,
-                0.35,
-                d,
-                dsts,
-                rows,
-            )
-        };
-        let [dq, dk, dv] = grads;
+        let [dq, dk, dv] = backward_into_nan([q, k, v], &o, &saved, view(&g, d.h), &docs, d, rows);
         ([o, saved.lse(), dq, dk, dv], saved.kept())
     }
 
